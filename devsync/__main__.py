@@ -1,0 +1,3 @@
+from devsync.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""Typed progress events for long operations (pull, build, push, sync).
+
+Operations in the core are generators of these events; the CLI prints them and the TUI turns
+them into widgets. Neither view knows how a pull or build works, only how to show an event.
+Events are plain frozen dataclasses so they can be posted across threads and serialised as
+JSON lines (`to_json`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["event"] = _kind(type(self))
+        return data
+
+
+def _kind(cls: type) -> str:
+    # PullProgress -> pull_progress
+    name = cls.__name__
+    out = [name[0].lower()]
+    for ch in name[1:]:
+        if ch.isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class PhaseStarted(Event):
+    """A named phase of an operation begins (e.g. "pull", "build", "push")."""
+
+    image: str
+    phase: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PullStarted(Event):
+    reference: str
+
+
+@dataclass(frozen=True)
+class LayerProgress(Event):
+    """Progress of one layer of a pull or push, as the engine reports it."""
+
+    reference: str
+    layer: str
+    status: str
+    current: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class PullProgress(Event):
+    """Aggregate pull progress over all layers seen so far."""
+
+    reference: str
+    layers_done: int
+    layers_total: int
+    bytes_done: int
+    bytes_total: int
+
+
+@dataclass(frozen=True)
+class PullFinished(Event):
+    reference: str
+    digest: str = ""
+    already_present: bool = False
+
+
+@dataclass(frozen=True)
+class StepStarted(Event):
+    """The builder started Dockerfile step `index` (0-based, FROM included) of `total`."""
+
+    image: str
+    index: int
+    total: int
+    instruction: str
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class StepFinished(Event):
+    image: str
+    index: int
+    cached: bool
+    predicted_cached: bool | None = None
+
+
+@dataclass(frozen=True)
+class LogLine(Event):
+    image: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PushProgress(Event):
+    reference: str
+    layers_done: int
+    layers_total: int
+    bytes_done: int
+    bytes_total: int
+
+
+@dataclass(frozen=True)
+class Warning_(Event):
+    image: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ImageBuilt(Event):
+    image: str
+    tag: str
+    image_id: str
+    steps_cached: int
+    steps_total: int
+
+
+@dataclass(frozen=True)
+class Pushed(Event):
+    reference: str
+    digest: str = ""
+
+
+@dataclass(frozen=True)
+class Done(Event):
+    ok: bool = True
+    summary: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ErrorEvent(Event):
+    message: str
+    hint: str | None = None
+    exit_code: int = 1

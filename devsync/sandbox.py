@@ -1,0 +1,257 @@
+"""A private Docker engine and registry on loopback, for tests, benchmarks, screenshots and demos.
+
+Nothing here touches the user's own engine: each `PrivateEngine` has its own data root, exec
+root, pidfile and unix socket, and each `PrivateRegistry` its own storage directory and a port
+on 127.0.0.1. Only the processes started here are stopped here (by the pids recorded at start).
+Starting an engine needs root and Debian's `docker.io`; the registry needs `docker-registry`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SYSTEM_PACKAGES = ("docker.io", "docker-registry", "busybox-static")
+
+
+class SandboxUnavailable(RuntimeError):
+    """The private engine or registry cannot be started on this machine."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    tail = ""
+    if log is not None and log.exists():
+        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+    raise SandboxUnavailable(f"{what} did not come up within {timeout:.0f}s{tail}")
+
+
+def _stop_pid(pid: int, timeout: float = 20.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        # reap if it is our child
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def ensure_system_packages() -> None:
+    """Install the engine, registry and busybox from Debian when missing (needs root and apt)."""
+    missing = [
+        exe for exe in ("dockerd", "docker-registry", "busybox") if shutil.which(exe) is None
+    ]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SandboxUnavailable(
+            f"missing {', '.join(missing)}; install as root: "
+            f"apt-get install -y {' '.join(SYSTEM_PACKAGES)}"
+        )
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True)
+    proc = subprocess.run(
+        ["apt-get", "install", "-y", "-q", *SYSTEM_PACKAGES],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SandboxUnavailable(f"apt-get install failed:\n{proc.stdout[-2000:]}{proc.stderr}")
+
+
+@dataclass
+class PrivateEngine:
+    root: Path
+    pid: int = 0
+    socket_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.socket_path = self.root / "docker.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a `docker` CLI or devsync subprocess that talks to this engine."""
+        env = dict(os.environ)
+        env["DOCKER_HOST"] = self.url
+        env["DOCKER_BUILDKIT"] = "0"
+        env.pop("DOCKER_CONTEXT", None)
+        return env
+
+    def start(self, timeout: float = 60.0) -> PrivateEngine:
+        if os.geteuid() != 0:
+            raise SandboxUnavailable("starting a private dockerd needs root")
+        dockerd = shutil.which("dockerd")
+        if dockerd is None:
+            raise SandboxUnavailable("dockerd is not installed (apt-get install docker.io)")
+        # unix socket paths are limited to ~107 bytes
+        if len(str(self.socket_path)) > 100:
+            raise SandboxUnavailable(f"socket path too long: {self.socket_path}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = self.root / "dockerd.log"
+        cmd = [
+            dockerd,
+            "--data-root", str(self.root / "data"),
+            "--exec-root", str(self.root / "exec"),
+            "--pidfile", str(self.root / "dockerd.pid"),
+            "-H", self.url,
+            # no bridge: this engine must not touch the host's networking
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--ip-forward=false",
+            "--storage-driver=overlay2",
+        ]
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid = proc.pid
+        _wait_for(self._answers, timeout, "private dockerd", log)
+        return self
+
+    def _answers(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(1)
+                s.connect(str(self.socket_path))
+                s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+                return b"200 OK" in s.recv(256)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.pid:
+            _stop_pid(self.pid)
+            self.pid = 0
+
+
+@dataclass
+class PrivateRegistry:
+    root: Path
+    port: int = 0
+    htpasswd: Path | None = None
+    pid: int = 0
+
+    @property
+    def host(self) -> str:
+        """`host:port` as used in image references (loopback needs no TLS)."""
+        return f"localhost:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> PrivateRegistry:
+        exe = shutil.which("docker-registry")
+        if exe is None:
+            raise SandboxUnavailable("docker-registry is not installed (apt-get install docker-registry)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        config = self.root / "config.yml"
+        lines = [
+            "version: 0.1",
+            "log:",
+            "  level: warn",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.root / 'data'}",
+            "  delete:",
+            "    enabled: true",
+            "http:",
+            f"  addr: 127.0.0.1:{self.port}",
+        ]
+        if self.htpasswd is not None:
+            lines += [
+                "auth:",
+                "  htpasswd:",
+                "    realm: devsync-test",
+                f"    path: {self.htpasswd}",
+            ]
+        config.write_text("\n".join(lines) + "\n")
+        log = self.root / "registry.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [exe, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        self.pid = proc.pid
+        _wait_for(self._answers, timeout, "private registry", log)
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"GET /v2/ HTTP/1.0\r\n\r\n")
+                head = s.recv(64)
+                return head.startswith(b"HTTP/1.") and (b" 200" in head or b" 401" in head)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.pid:
+            _stop_pid(self.pid)
+            self.pid = 0
+
+
+BUSYBOX_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+"""
+
+
+def busybox_context(directory: Path) -> Path:
+    """Write a build context for a tiny image with a shell (no Docker Hub needed)."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise SandboxUnavailable("busybox is not installed (apt-get install busybox-static)")
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox, directory / "busybox")
+    (directory / "Dockerfile").write_text(BUSYBOX_DOCKERFILE)
+    return directory
+
+
+def docker_cli(engine: PrivateEngine, *args: str, check: bool = True,
+               cwd: Path | None = None, cli: str = "docker") -> subprocess.CompletedProcess[str]:
+    """Run the real docker CLI against `engine` (classic builder, as CI does for `docker build`)."""
+    exe = shutil.which(cli) if "/" not in cli else cli
+    if exe is None:
+        raise SandboxUnavailable(f"the docker CLI ({cli}) is not installed")
+    proc = subprocess.run(
+        [exe, *args], env=engine.env(), cwd=cwd, capture_output=True, text=True, timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc

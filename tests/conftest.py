@@ -1,0 +1,72 @@
+"""Shared fixtures: a private Docker engine and registry that the suite starts itself.
+
+The engine lives under a fresh temporary root with its own socket, so the suite never sees or
+touches the user's images. In CI (`CI=true`) a test that cannot get its engine fails; elsewhere
+it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devsync import sandbox
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"integration test cannot get its engine in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def sandbox_root() -> Iterator[Path]:
+    # short path: unix sockets are limited to ~107 bytes
+    root = Path(tempfile.mkdtemp(prefix="dsx-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def engine(sandbox_root: Path) -> Iterator[sandbox.PrivateEngine]:
+    try:
+        sandbox.ensure_system_packages()
+        eng = sandbox.PrivateEngine(sandbox_root / "engine").start()
+    except sandbox.SandboxUnavailable as exc:
+        _unavailable(str(exc))
+        raise
+    yield eng
+    eng.stop()
+    # overlay mounts may outlive the daemon briefly; never fail teardown on them
+    subprocess.run(["umount", "-R", str(sandbox_root / "engine")], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def registry(sandbox_root: Path) -> Iterator[sandbox.PrivateRegistry]:
+    try:
+        sandbox.ensure_system_packages()
+        reg = sandbox.PrivateRegistry(sandbox_root / "registry").start()
+    except sandbox.SandboxUnavailable as exc:
+        _unavailable(str(exc))
+        raise
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+                  sandbox_root: Path) -> str:
+    """`localhost:PORT/busybox:1`, built FROM scratch with the classic builder and pushed."""
+    ref = f"{registry.host}/busybox:1"
+    ctx = sandbox.busybox_context(sandbox_root / "busybox-ctx")
+    sandbox.docker_cli(engine, "build", "-q", "-t", ref, str(ctx))
+    sandbox.docker_cli(engine, "push", ref)
+    return ref
