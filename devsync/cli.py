@@ -1,0 +1,260 @@
+"""The `devsync` command line: a thin view over the core.
+
+`devsync --check` is routed before anything else is imported: it runs at every shell prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devsync import __version__
+from devsync.errors import DevsyncError, UsageError
+
+if TYPE_CHECKING:
+    from devsync.events import Event
+    from devsync.project import Project
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--check" in args:
+        from devsync.check import run_check
+
+        return run_check(Path.cwd(), exit_code="--exit-code" in args)
+    try:
+        return _main(args)
+    except DevsyncError as exc:
+        _error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("devsync: interrupted; nothing was left half-done (rerun to continue)",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _error(exc: DevsyncError) -> None:
+    from devsync.output import clean
+
+    print(f"devsync: error: {clean(exc.message)}", file=sys.stderr)
+    if exc.hint:
+        print(f"  hint: {clean(exc.hint)}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="devsync",
+        description="Keep your local Docker images in sync with what the team has deployed. "
+        "Without a command, opens the terminal UI.",
+    )
+    p.add_argument("--version", action="version", version=f"devsync {__version__}")
+    p.add_argument("--check", action="store_true",
+                   help="shell-prompt check: silent when in sync, one line when not")
+    p.add_argument("--exit-code", action="store_true", help="with --check: exit 1 when stale")
+    p.add_argument("-C", dest="directory", default=".", help="run as if started in DIRECTORY")
+    sub = p.add_subparsers(dest="command")
+
+    s = sub.add_parser("status", help="each image's state and why")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("plan", help="predict which build steps will be reused or rebuilt")
+    s.add_argument("image", nargs="?")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("sync", help="pull the latest deployed image and rebuild what changed")
+    s.add_argument("image", nargs="?")
+    s.add_argument("--yes", "-y", action="store_true", help="never ask")
+    s.add_argument("--json", action="store_true", help="one JSON event per line")
+
+    base = sub.add_parser("base", help="the base-image workflow")
+    bsub = base.add_subparsers(dest="base_command", required=True)
+    s = bsub.add_parser("build", help="build Dockerfile.base as REPO:base-X.Y.Z")
+    s.add_argument("--push", action="store_true")
+    s.add_argument("--version", dest="base_version")
+    s.add_argument("--json", action="store_true")
+    s = bsub.add_parser("bump", help="point FROM at the newest base tag")
+    s.add_argument("--to", dest="to_tag", help="tag to bump to (default: newest base-X.Y.Z)")
+    s = bsub.add_parser("advice", help="is a new base worth it? layer count and size drift")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("publish", help="CI deploy step: build the app with labels and push")
+    s.add_argument("version")
+    s.add_argument("image", nargs="?")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("shell-init", help="print the snippet for your shell's rc file")
+    s.add_argument("shell", choices=["bash", "zsh", "fish"])
+    s.add_argument("--on-cd", action="store_true", help="also check when entering a repo")
+
+    s = sub.add_parser("refresh", help=argparse.SUPPRESS)
+    s.add_argument("root", nargs="?")
+    s.add_argument("--quiet", action="store_true")
+
+    sub.add_parser("demo", help="try devsync on a small sample project")
+    sub.add_parser("tui", help="open the terminal UI (the default)")
+    return p
+
+
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    start = Path(args.directory).resolve()
+    command = args.command
+    if command is None or command == "tui":
+        from devsync.tui.app import run
+
+        return run(start)
+    if command == "shell-init":
+        from devsync.shell_init import snippet
+
+        print(snippet(args.shell, on_cd=args.on_cd), end="")
+        return 0
+    if command == "demo":
+        from devsync.demo import run_demo
+
+        return run_demo()
+    if command == "refresh":
+        return _refresh(Path(args.root) if args.root else start, quiet=args.quiet)
+    if command == "status":
+        return _status(start, as_json=args.json)
+    if command == "plan":
+        return _plan(start, args.image, as_json=args.json)
+    if command == "sync":
+        return _sync(start, args.image, yes=args.yes, as_json=args.json)
+    if command == "base":
+        from devsync import basecli
+
+        return basecli.run(start, args)
+    if command == "publish":
+        from devsync import basecli
+
+        return basecli.publish(start, args)
+    raise UsageError(f"unknown command {command}")
+
+
+# -- shared set-up ------------------------------------------------------------------------
+
+
+class Session:
+    """What a command needs: the project, the engine (optional for read-only commands), git."""
+
+    def __init__(self, start: Path, *, need_engine: bool) -> None:
+        from devsync.gitinfo import open_repo
+        from devsync.project import load_project
+        from devsync.resolver import Resolver
+
+        self.project: Project = load_project(start)
+        self.git = open_repo(self.project.root)
+        self.engine = None
+        self.engine_problem: str | None = None
+        try:
+            from devsync.engine import Engine
+
+            self.engine = Engine.connect()
+        except DevsyncError as exc:
+            if need_engine:
+                raise
+            self.engine_problem = exc.message
+        self.resolver = Resolver(self.engine, list(self.project.config.insecure_registries))
+
+    def images(self, name: str | None) -> list[Any]:
+        if name:
+            return [self.project.image(name)]
+        return list(self.project.images)
+
+
+def _status(start: Path, *, as_json: bool) -> int:
+    from devsync.output import print_status
+    from devsync.recording import record_statuses
+    from devsync.status import image_status
+
+    session = Session(start, need_engine=False)
+    statuses = [image_status(session.project, spec, session.resolver, session.git)
+                for spec in session.project.images]
+    record_statuses(session.project, statuses, session.git)
+    if as_json:
+        print(json.dumps({
+            "repository": str(session.project.root),
+            "branch": session.git.branch, "head": session.git.head,
+            "engine": None if session.engine_problem else "ok",
+            "engine_problem": session.engine_problem,
+            "images": [s.to_json() for s in statuses],
+        }, indent=2))
+    else:
+        print_status(session.project, session.git, statuses, session.engine_problem)
+    return 0
+
+
+def _plan(start: Path, image: str | None, *, as_json: bool) -> int:
+    from devsync.output import print_plan
+    from devsync.plan import plan_image
+
+    session = Session(start, need_engine=False)
+    plans = [plan_image(session.project, spec, session.resolver, session.git)
+             for spec in session.images(image)]
+    if as_json:
+        print(json.dumps({"images": [p.to_json() for p in plans]}, indent=2))
+    else:
+        for p in plans:
+            print_plan(p)
+    return 0
+
+
+def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
+    from devsync.output import EventPrinter, confirm
+    from devsync.plan import plan_image
+    from devsync.recording import record_sync
+    from devsync.state import operation_lock
+    from devsync.sync import sync_image
+
+    session = Session(start, need_engine=True)
+    assert session.engine is not None
+    printer = EventPrinter(as_json=as_json)
+    with operation_lock(session.project.root, "sync"):
+        for spec in session.images(image):
+            plan = plan_image(session.project, spec, session.resolver, session.git)
+            if not as_json:
+                printer.plan(plan)
+            big = plan.pull_bytes > 200 * 1024 * 1024
+            if big and not yes and not as_json and sys.stdin.isatty() and not confirm(
+                    f"pull {plan.pull_bytes / 1e6:.0f} MB for {spec.name}?"):
+                print("devsync: skipped", spec.name)
+                continue
+            events: Iterator[Event] = sync_image(
+                session.project, spec, engine=session.engine, resolver=session.resolver,
+                git=session.git, plan=plan)
+            for event in events:
+                printer.show(event)
+            record_sync(session.project, spec, plan, session.engine, session.git)
+    return 0
+
+
+def _refresh(root: Path, *, quiet: bool) -> int:
+    """Detached background refresh started by `--check`: recompute status into the state."""
+    try:
+        if quiet:
+            devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+            sys.stdout = devnull
+            sys.stderr = devnull
+        from devsync.recording import record_statuses
+        from devsync.status import image_status
+
+        session = Session(root, need_engine=False)
+        statuses = [image_status(session.project, spec, session.resolver, session.git)
+                    for spec in session.project.images]
+        record_statuses(session.project, statuses, session.git, registry_checked=True)
+    except DevsyncError:
+        if not quiet:
+            raise
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

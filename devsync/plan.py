@@ -1,0 +1,378 @@
+"""The build plan: for each image and each Dockerfile step, will the engine reuse a cached layer
+or rebuild it, and why. Computed before anything is pulled or built.
+
+The prediction is `devsync.buildsim` run against the cache sources a sync would use (the latest
+deployed image, and the local image when there is one). The build-context "flavor" (how the
+client wrote file modes and owners into the context tar) is chosen to match the deployed
+image, so devsync's own builds reuse every layer the engine can.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from devsync.buildcontext import BuildContext, TarFlavor, scan_context
+from devsync.buildsim import BuildSimulator, SimResult, SimStep, StepKind
+from devsync.errors import DevsyncError
+from devsync.images import ImageInfo
+from devsync.project import ROLE_BASE, ImageSpec, Project
+
+if TYPE_CHECKING:
+    from devsync.gitinfo import GitRepo
+    from devsync.resolver import Resolver
+
+REVISION_LABEL = "org.opencontainers.image.revision"
+_COPY_ENTRY = re.compile(r"#\(nop\) (COPY|ADD) (--chown=\S*?)?((?:file|dir|multi):[0-9a-f]+) in (.*) $")
+_BUILD_ARGS = re.compile(r"^\|(\d+) ")
+
+FLAVOR_TEXT = {
+    TarFlavor.CLI_MODERN: "docker CLI (current): permission-only modes, owner root",
+    TarFlavor.CLI_LEGACY: "docker CLI 20.10 and older: file-type bits in modes, owner root",
+    TarFlavor.SDK_DEFAULT: "Docker SDK default: permission-only modes, files' own owner",
+}
+
+
+@dataclass
+class PlanStep:
+    line: int
+    instruction: str
+    cached: bool
+    reason: str
+    kind: str
+    stage: int
+    files: list[str] = field(default_factory=list)
+    commits: list[dict[str, str]] = field(default_factory=list)
+    created_by: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "line": self.line, "instruction": self.instruction, "cached": self.cached,
+            "reason": self.reason, "kind": self.kind, "stage": self.stage,
+            "files": self.files, "commits": self.commits,
+        }
+
+
+@dataclass
+class ImagePlan:
+    name: str
+    role: str
+    dockerfile: str
+    context: str
+    tag: str
+    cache_from: list[str]
+    steps: list[PlanStep]
+    deployed: str | None = None  # resolved reference of the latest deployed image
+    deployed_digest: str | None = None
+    deployed_revision: str | None = None
+    base: str | None = None
+    flavor: TarFlavor = TarFlavor.CLI_MODERN
+    notes: list[str] = field(default_factory=list)
+    pull_bytes: int = 0  # what a sync would download at most
+
+    @property
+    def first_rebuild(self) -> PlanStep | None:
+        return next((s for s in self.steps if not s.cached), None)
+
+    @property
+    def rebuild_count(self) -> int:
+        return sum(1 for s in self.steps if not s.cached)
+
+    @property
+    def summary(self) -> str:
+        first = self.first_rebuild
+        total = len(self.steps)
+        if first is None:
+            return f"all {total} steps cached"
+        return (f"{total - self.rebuild_count}/{total} steps cached; rebuilds from line "
+                f"{first.line}: {first.reason}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "role": self.role, "dockerfile": self.dockerfile,
+            "context": self.context, "tag": self.tag, "cache_from": self.cache_from,
+            "deployed": self.deployed, "deployed_digest": self.deployed_digest,
+            "deployed_revision": self.deployed_revision, "base": self.base,
+            "context_flavor": self.flavor.name.lower(), "notes": self.notes,
+            "pull_bytes": self.pull_bytes,
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+
+def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
+               git: GitRepo | None = None) -> ImagePlan:
+    df = project.dockerfile(spec)
+    context = scan_context(spec.context, _rel_to(spec.dockerfile, spec.context))
+    notes: list[str] = []
+    sources: list[ImageInfo] = []
+    cache_from: list[str] = []
+    deployed_ref = None
+    deployed: ImageInfo | None = None
+    if spec.deployed:
+        deployed_ref = resolver.latest_deployed(spec.deployed)
+        if deployed_ref is None:
+            notes.append(f"no deployed image found in {spec.deployed}")
+        else:
+            deployed = resolver.remote(deployed_ref)
+            if deployed is None:
+                notes.append(f"deployed image {deployed_ref} is not in its registry")
+            else:
+                sources.append(deployed)
+                cache_from.append(deployed_ref)
+                if deployed.built_with_buildkit:
+                    notes.append(
+                        f"{deployed_ref} was built with BuildKit: the Engine API's builder "
+                        "cannot reuse its layers. Build it in CI with the classic builder "
+                        "(DOCKER_BUILDKIT=0 docker build ...) so developers can reuse it."
+                    )
+    else:
+        notes.append("no deployed repository known: set images."
+                     f"{spec.name}.deployed in .devsync.toml")
+    local = resolver.local(spec.tag) if spec.tag != deployed_ref else None
+    if local is not None and spec.role != ROLE_BASE:
+        sources.append(local)
+        cache_from.append(spec.tag)
+
+    def lookup(ref: str) -> ImageInfo | None:
+        return resolver.base(ref)
+
+    best: SimResult | None = None
+    for flavor in (TarFlavor.CLI_MODERN, TarFlavor.CLI_LEGACY, TarFlavor.SDK_DEFAULT):
+        sim = BuildSimulator(df, context=context, images=lookup, sources=sources,
+                             build_args=spec.build_args, target=spec.target,
+                             flavor=flavor).run()
+        if best is None or sim.cached_count > best.cached_count:
+            best = sim
+    assert best is not None
+    steps = _plan_steps(best, spec, context, deployed, git, project)
+    pull_bytes = 0
+    if deployed is not None and resolver.local(deployed_ref or "") is None:
+        pull_bytes = deployed.size or 0
+    return ImagePlan(
+        name=spec.name, role=spec.role, dockerfile=spec.rel_dockerfile(project.root),
+        context=spec.rel_context(project.root), tag=spec.tag, cache_from=cache_from,
+        steps=steps, deployed=deployed_ref,
+        deployed_digest=deployed.digest if deployed else None,
+        deployed_revision=deployed.labels.get(REVISION_LABEL) if deployed else None,
+        base=best.stage_bases.get(best.target_stage), flavor=best.flavor, notes=notes,
+        pull_bytes=pull_bytes,
+    )
+
+
+def _rel_to(path: Any, root: Any) -> str:
+    try:
+        return str(path.relative_to(root).as_posix())
+    except ValueError:
+        return str(path)
+
+
+def _plan_steps(sim: SimResult, spec: ImageSpec, context: BuildContext,
+                deployed: ImageInfo | None, git: GitRepo | None,
+                project: Project) -> list[PlanStep]:
+    out: list[PlanStep] = []
+    df = project.dockerfile(spec)
+    by_line = {s.instruction.line: s for s in sim.steps}
+    first_miss_line: int | None = None
+    for ins in df.instructions:
+        step = by_line.get(ins.line)
+        if step is None:
+            # a meta ARG, or a stage after the target: the builder never runs it
+            out.append(PlanStep(ins.line, ins.text, True, _not_run_reason(ins.cmd), "skip",
+                                -1))
+            continue
+        plan_step = PlanStep(ins.line, ins.text, step.cached, "", step.kind, step.stage,
+                             created_by=step.created_by)
+        if step.cached:
+            plan_step.reason = _hit_reason(step)
+        elif step.miss == "busted":
+            plan_step.reason = (f"rebuilds after line {first_miss_line}"
+                                if first_miss_line else "rebuilds after an earlier step")
+        else:
+            first_miss_line = first_miss_line or ins.line
+            _explain_miss(plan_step, step, sim, spec, context, deployed, git, project)
+        out.append(plan_step)
+    return out
+
+
+def _not_run_reason(cmd: str) -> str:
+    return "build argument for FROM" if cmd == "ARG" else "stage not built for this target"
+
+
+def _hit_reason(step: SimStep) -> str:
+    if step.kind == StepKind.FROM:
+        return f"base {step.source_ref}" if step.source_ref else "from scratch"
+    if step.assumed:
+        return f"cached from {step.source_ref} (files from an unchanged stage)"
+    return f"cached from {step.source_ref}"
+
+
+def _explain_miss(out: PlanStep, step: SimStep, sim: SimResult, spec: ImageSpec,
+                  context: BuildContext, deployed: ImageInfo | None, git: GitRepo | None,
+                  project: Project) -> None:
+    miss = step.miss
+    if miss == "no-source":
+        out.reason = "no cache source: no deployed image to reuse"
+    elif miss == "parent":
+        if deployed is not None and deployed.built_with_buildkit:
+            out.reason = ("the deployed image was built with BuildKit; the classic builder "
+                          "cannot reuse its layers")
+        else:
+            base = sim.stage_bases.get(step.stage, "")
+            out.reason = (f"base image changed: {base} is not the base the deployed image was "
+                          "built on")
+    elif miss == "new-step":
+        out.reason = "new step: the deployed image has nothing here"
+    elif miss == "unknown":
+        if step.kind == StepKind.ADD_URL:
+            out.reason = "ADD from a URL: fetched again on every build"
+        elif step.kind == StepKind.COPY_STAGE:
+            out.reason = (f"copies from {step.copy_from}, which rebuilds: its output cannot be "
+                          "known before building")
+        else:
+            out.reason = "cannot be predicted"
+    else:
+        _explain_changed(out, step, sim, context, deployed, git, spec, project)
+
+
+def _explain_changed(out: PlanStep, step: SimStep, sim: SimResult, context: BuildContext,
+                     deployed: ImageInfo | None, git: GitRepo | None, spec: ImageSpec,
+                     project: Project) -> None:
+    theirs = step.counterpart.created_by if step.counterpart else ""
+    ours = step.created_by or ""
+    ours_copy = _COPY_ENTRY.search(ours)
+    theirs_copy = _COPY_ENTRY.search(theirs)
+    if ours_copy and theirs_copy and ours_copy.group(1) == theirs_copy.group(1) \
+            and ours_copy.group(4) == theirs_copy.group(4) \
+            and ours_copy.group(2) == theirs_copy.group(2):
+        _explain_files(out, step, sim, context, deployed, git, spec, project,
+                       theirs_copy.group(3))
+        return
+    if _BUILD_ARGS.match(ours) or _BUILD_ARGS.match(theirs):
+        ours_args, ours_cmd = _split_args(ours)
+        theirs_args, theirs_cmd = _split_args(theirs)
+        if ours_cmd == theirs_cmd and ours_args != theirs_args:
+            changed = sorted(set(ours_args) ^ set(theirs_args))
+            names = sorted({c.split("=", 1)[0] for c in changed})
+            detail = ", ".join(
+                f"{n}: {theirs_args.get(n, '(unset)')} -> {ours_args.get(n, '(unset)')}"
+                for n in names)
+            out.reason = f"build argument changed ({detail})"
+            return
+    before = _readable(theirs)
+    out.reason = f"instruction changed (deployed: {before})" if before else "instruction changed"
+
+
+def _split_args(created_by: str) -> tuple[dict[str, str], str]:
+    m = _BUILD_ARGS.match(created_by)
+    if not m:
+        return {}, created_by
+    n = int(m.group(1))
+    parts = created_by[m.end():].split(" ")
+    args = dict(p.split("=", 1) for p in parts[:n] if "=" in p)
+    return args, " ".join(parts[n:])
+
+
+def _readable(created_by: str) -> str:
+    text = created_by
+    if "#(nop) " in text:
+        text = text.split("#(nop) ", 1)[1].strip()
+    else:
+        _args, cmd = _split_args(text)
+        text = cmd
+        for prefix in ("/bin/sh -c ",):
+            if text.startswith(prefix):
+                text = "RUN " + text[len(prefix):]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildContext,
+                   deployed: ImageInfo | None, git: GitRepo | None, spec: ImageSpec,
+                   project: Project, their_hash: str) -> None:
+    # same files, other metadata? (the context flavor that would have matched)
+    for flavor in TarFlavor:
+        if flavor is sim.flavor:
+            continue
+        try:
+            alt = context.source_hash(list(step.sources), flavor)
+        except DevsyncError:
+            alt = None
+        if alt == their_hash:
+            out.reason = (f"same files, different file metadata: the deployed image's context "
+                          f"was written by the {FLAVOR_TEXT[flavor]}")
+            return
+    try:
+        files = context.files_under(list(step.sources))
+    except DevsyncError:
+        files = []
+    prefix = spec.rel_context(project.root)
+    repo_files = [f if prefix in ("", ".") else f"{prefix}/{f}" for f in files]
+    changed: list[str] = []
+    commits: list[dict[str, str]] = []
+    revision = deployed.labels.get(REVISION_LABEL) if deployed else None
+    if git is not None and repo_files:
+        changed, commits, uncommitted = _changed_files(git, repo_files, revision)
+    else:
+        uncommitted = []
+    out.files = changed[:50]
+    out.commits = commits[:20]
+    what = " ".join(step.sources)
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3} more)" if len(changed) > 3
+                                          else "")
+        if commits:
+            c = commits[0]
+            out.reason = f"files changed: {shown} in {c['short']} by {c['author']}: {c['summary']}"
+        elif uncommitted:
+            out.reason = f"files changed: {shown} (uncommitted)"
+        else:
+            out.reason = f"files changed: {shown}"
+        return
+    modes = _mode_oddities(context, files)
+    if modes:
+        out.reason = (f"files under {what} differ from the deployed build; modes here: {modes} "
+                      "(CI usually checks out 0644/0755: check your umask, or chmod)")
+        return
+    if revision is None:
+        out.reason = (f"files under {what} differ from the deployed image (it carries no "
+                      f"{REVISION_LABEL} label, so devsync cannot say which)")
+    else:
+        out.reason = f"files under {what} differ from the deployed image (revision {revision[:8]})"
+
+
+def _changed_files(git: GitRepo, repo_files: list[str], revision: str | None
+                   ) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    wanted = set(repo_files)
+    changes = git.changes()
+    uncommitted = sorted(wanted & (set(changes.modified) | set(changes.untracked)))
+    changed = list(uncommitted)
+    commits: list[dict[str, str]] = []
+    if revision and git.resolve(revision):
+        committed = git.changed_since(revision, repo_files) if hasattr(git, "changed_since") \
+            else []
+        for path in committed:
+            if path not in changed:
+                changed.append(path)
+        found = git.commits_touching(repo_files, revision, limit=20)
+        commits = [_commit_json(c) for c in found.commits] if hasattr(found, "commits") \
+            else [_commit_json(c) for c in found]  # type: ignore[union-attr]
+    return changed, commits, uncommitted
+
+
+def _commit_json(c: Any) -> dict[str, str]:
+    return {"sha": c.sha, "short": c.short, "author": c.author, "summary": c.summary,
+            "date": c.date.isoformat() if hasattr(c.date, "isoformat") else str(c.date)}
+
+
+def _mode_oddities(context: BuildContext, files: list[str]) -> str:
+    odd = []
+    for rel in files[:2000]:
+        entry = context.entry(rel) if hasattr(context, "entry") else None
+        if entry is None:
+            continue
+        perm = entry.mode & 0o7777
+        if entry.kind == "file" and perm not in (0o644, 0o755):
+            odd.append(f"{rel} {perm:04o}")
+        if len(odd) >= 3:
+            break
+    return ", ".join(odd)

@@ -1,0 +1,94 @@
+"""Writing what status and sync learned into the state that `--check` and the TUI read."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING
+
+from devsync import state as state_mod
+from devsync.errors import DevsyncError
+
+if TYPE_CHECKING:
+    from devsync.engine import Engine
+    from devsync.gitinfo import GitRepo
+    from devsync.plan import ImagePlan
+    from devsync.project import ImageSpec, Project
+    from devsync.status import ImageStatus
+
+_STATUS = {"in-sync": state_mod.STATUS_IN_SYNC, "stale": state_mod.STATUS_STALE,
+           "missing": state_mod.STATUS_STALE, "unknown": state_mod.STATUS_UNKNOWN}
+
+
+def _digest_files(project: Project, paths: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for rel in paths:
+        try:
+            out[rel] = hashlib.sha256((project.root / rel).read_bytes()).hexdigest()
+        except OSError:
+            out[rel] = ""
+    return out
+
+
+def record_statuses(project: Project, statuses: list[ImageStatus], git: GitRepo | None, *,
+                    registry_checked: bool = False) -> None:
+    """Store each image's state; the watched files' baseline is taken now only for images that
+    are in sync (for a stale image the baseline stays where the last sync left it)."""
+
+    def mutate(st: state_mod.RepoState) -> None:
+        for s in statuses:
+            rec = st.images.get(s.name) or state_mod.ImageRecord(name=s.name)
+            rec.tag = s.tag
+            rec.dockerfile = s.dockerfile
+            rec.deployed_ref = s.deployed
+            rec.deployed_digest = s.deployed_digest
+            rec.local_image_id = s.local_id
+            rec.status = _STATUS.get(s.state, state_mod.STATUS_UNKNOWN)
+            rec.reason = s.reason
+            rec.line = s.line
+            if s.state == "in-sync" or not rec.watched:
+                rec.watched = _digest_files(project, s.watched)
+                if s.state != "in-sync":
+                    # never synced: nothing to compare against yet; the line says so
+                    pass
+            st.images[s.name] = rec
+        known = {s.name for s in statuses}
+        for name in list(st.images):
+            if name not in known:
+                del st.images[name]
+        if registry_checked:
+            st.registry_checked_at = time.time()
+
+    _safe_update(project, mutate)
+
+
+def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, engine: Engine,
+                git: GitRepo | None) -> None:
+    from devsync.status import watched_inputs
+
+    local = engine.image(spec.tag)
+
+    def mutate(st: state_mod.RepoState) -> None:
+        rec = st.images.get(spec.name) or state_mod.ImageRecord(name=spec.name)
+        rec.tag = spec.tag
+        rec.dockerfile = spec.rel_dockerfile(project.root)
+        rec.deployed_ref = plan.deployed
+        rec.deployed_digest = plan.deployed_digest
+        rec.local_image_id = local.attrs.get("Id") if local is not None else None
+        rec.synced_revision = git.head if git is not None else None
+        rec.synced_at = time.time()
+        rec.status = state_mod.STATUS_IN_SYNC
+        rec.reason = "synced"
+        rec.line = ""
+        rec.watched = _digest_files(project, watched_inputs(project, spec))
+        st.images[spec.name] = rec
+
+    _safe_update(project, mutate)
+
+
+def _safe_update(project: Project, mutate: object) -> None:
+    try:
+        state_mod.update(project.root, mutate)  # type: ignore[arg-type]
+    except DevsyncError:
+        # state is a cache of what devsync computed: failing to store it loses nothing
+        pass

@@ -1,0 +1,172 @@
+"""Finding images without pulling them: local ones through the engine, remote ones through
+their registry's v2 API (manifest and config blob only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from devsync.errors import DevsyncError, RegistryError
+from devsync.images import HistoryEntry, ImageInfo
+from devsync.versions import latest_version_tag, registry_of, split_reference
+
+if TYPE_CHECKING:
+    from devsync.engine import Engine
+    from devsync.registry import RegistryClient
+
+
+def repository_path(repository: str) -> str:
+    """`localhost:5000/team/app` -> `team/app` (the path inside its registry)."""
+    host = registry_of(repository)
+    if repository.startswith(host + "/"):
+        return repository[len(host) + 1:]
+    if host == "docker.io" and "/" not in repository:
+        return f"library/{repository}"
+    return repository
+
+
+@dataclass
+class Resolver:
+    engine: Engine | None
+    insecure_registries: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    _clients: dict[str, RegistryClient] = field(default_factory=dict)
+    _remote: dict[str, ImageInfo | None] = field(default_factory=dict)
+    _local: dict[str, ImageInfo | None] = field(default_factory=dict)
+    _tags: dict[str, list[str]] = field(default_factory=dict)
+
+    def client(self, repository: str) -> RegistryClient:
+        from devsync.registry import RegistryClient
+
+        host = registry_of(repository)
+        if host not in self._clients:
+            self._clients[host] = RegistryClient(host, insecure=host in self.insecure_registries)
+        return self._clients[host]
+
+    # -- remote ---------------------------------------------------------------------------
+
+    def tags(self, repository: str) -> list[str]:
+        if repository not in self._tags:
+            self._tags[repository] = self.client(repository).tags(repository_path(repository))
+        return self._tags[repository]
+
+    def latest_deployed(self, deployed: str) -> str | None:
+        """`repo` -> `repo:<highest semver tag>` (else `repo:latest` when it exists);
+        `repo:tag` is pinned and returned as is."""
+        repo, tag, digest = split_reference(deployed)
+        if tag or digest:
+            return deployed
+        try:
+            tags = self.tags(repo)
+        except RegistryError as exc:
+            from devsync.registry import RegistryNotFound
+
+            if isinstance(exc, RegistryNotFound):
+                return None
+            raise
+        best = latest_version_tag(tags)
+        if best is None and "latest" in tags:
+            best = "latest"
+        return f"{repo}:{best}" if best else None
+
+    def remote(self, ref: str) -> ImageInfo | None:
+        """The image's config from its registry, or None when the tag does not exist."""
+        if ref in self._remote:
+            return self._remote[ref]
+        from devsync.registry import RegistryNotFound
+
+        repo, tag, digest = split_reference(ref)
+        try:
+            info = self.client(repo).image_config(repository_path(repo), digest or tag or "latest")
+        except RegistryNotFound:
+            self._remote[ref] = None
+            return None
+        image = ImageInfo.from_config(
+            info.config, reference=ref, image_id=info.config_digest, origin="registry",
+            digest=info.digest, size=info.total_size,
+            layer_sizes=tuple(size for _d, size in info.manifest.layers),
+        )
+        self._remote[ref] = image
+        return image
+
+    # -- local ----------------------------------------------------------------------------
+
+    def local(self, ref: str) -> ImageInfo | None:
+        if self.engine is None:
+            return None
+        if ref not in self._local:
+            self._local[ref] = _local_info(self.engine, ref)
+        return self._local[ref]
+
+    def base(self, ref: str) -> ImageInfo | None:
+        """What a build's FROM will use: the local image when there is one (the builder
+        never pulls when a tag is local), else the registry's (sync pulls it first)."""
+        local = self.local(ref)
+        if local is not None:
+            # a pulled image is the registry's: prefer its exact config
+            if local.digest:
+                try:
+                    remote = self.remote(ref)
+                except DevsyncError:
+                    remote = None
+                if remote is not None and remote.image_id == local.image_id:
+                    remote.origin = "local"
+                    return remote
+            return local
+        try:
+            return self.remote(ref)
+        except DevsyncError as exc:
+            self.problems.append(str(exc))
+            raise
+
+
+def _local_info(engine: Engine, ref: str) -> ImageInfo | None:
+    image = engine.image(ref)
+    if image is None:
+        return None
+    inspect: dict[str, Any] = image.attrs
+    config = inspect.get("Config") or {}
+    entries = []
+    for h in reversed(engine.history(ref)):
+        created_by = h.created_by
+        entries.append(HistoryEntry(
+            created=int(h.created),
+            created_by=created_by,
+            comment=h.comment,
+            empty_layer=_empty_layer(created_by, h.size),
+        ))
+    layers = tuple((inspect.get("RootFS") or {}).get("Layers") or [])
+    # the engine does not say which history entries made a layer; when the heuristic below
+    # disagrees with the layer count the history is unusable for cache matching
+    if sum(1 for e in entries if not e.empty_layer) != len(layers):
+        entries = _fit_layers(entries, len(layers))
+    digests = inspect.get("RepoDigests") or []
+    return ImageInfo(
+        reference=ref, image_id=inspect.get("Id"), history=tuple(entries), diff_ids=layers,
+        env=list(config.get("Env") or []), shell=list(config["Shell"]) if config.get("Shell")
+        else None, onbuild=list(config.get("OnBuild") or []),
+        workdir=config.get("WorkingDir") or "", labels=dict(config.get("Labels") or {}),
+        origin="local", size=inspect.get("Size"), digest=digests[0] if digests else None,
+    )
+
+
+def _empty_layer(created_by: str, size: int) -> bool:
+    # classic builder: every #(nop) step but COPY/ADD/WORKDIR commits no layer
+    if "#(nop) " in created_by:
+        marker = created_by.split("#(nop) ", 1)[1].lstrip()
+        return not marker.startswith(("COPY ", "ADD ", "WORKDIR "))
+    return False
+
+
+def _fit_layers(entries: list[HistoryEntry], n_layers: int) -> list[HistoryEntry]:
+    """Fallback: mark the last `n_layers` non-nop entries as layers."""
+    out = list(entries)
+    remaining = n_layers
+    for i in range(len(out) - 1, -1, -1):
+        e = out[i]
+        is_layer = remaining > 0 and ("#(nop) " not in e.created_by or not e.empty_layer)
+        out[i] = HistoryEntry(e.created, e.created_by, e.comment, empty_layer=not is_layer)
+        if is_layer:
+            remaining -= 1
+    return out
