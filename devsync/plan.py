@@ -178,8 +178,11 @@ def _plan_steps(sim: SimResult, spec: ImageSpec, context: BuildContext,
         step = by_line.get(ins.line)
         if step is None:
             # a meta ARG, or a stage after the target: the builder never runs it
-            out.append(PlanStep(ins.line, ins.text, True, _not_run_reason(ins.cmd), "skip",
-                                -1))
+            # an ARG before FROM (the builder numbers it as a step, but it makes no layer),
+            # or a stage after the target (never run)
+            kind = "meta" if ins.cmd == "ARG" and ins.line < df.stages[0].from_instruction.line \
+                else "skip"
+            out.append(PlanStep(ins.line, ins.text, True, _not_run_reason(ins.cmd), kind, -1))
             continue
         plan_step = PlanStep(ins.line, ins.text, step.cached, "", step.kind, step.stage,
                              created_by=step.created_by)

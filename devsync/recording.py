@@ -74,7 +74,7 @@ def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, engine: Engi
         rec.dockerfile = spec.rel_dockerfile(project.root)
         rec.deployed_ref = plan.deployed
         rec.deployed_digest = plan.deployed_digest
-        rec.local_image_id = local.attrs.get("Id") if local is not None else None
+        rec.local_image_id = local.id if local is not None else None
         rec.synced_revision = git.head if git is not None else None
         rec.synced_at = time.time()
         rec.status = state_mod.STATUS_IN_SYNC

@@ -5,10 +5,10 @@ their registry's v2 API (manifest and config blob only).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from devsync.errors import DevsyncError, RegistryError
-from devsync.images import HistoryEntry, ImageInfo
+from devsync.images import ImageInfo
 from devsync.versions import latest_version_tag, registry_of, split_reference
 
 if TYPE_CHECKING:
@@ -123,50 +123,4 @@ class Resolver:
 
 def _local_info(engine: Engine, ref: str) -> ImageInfo | None:
     image = engine.image(ref)
-    if image is None:
-        return None
-    inspect: dict[str, Any] = image.attrs
-    config = inspect.get("Config") or {}
-    entries = []
-    for h in reversed(engine.history(ref)):
-        created_by = h.created_by
-        entries.append(HistoryEntry(
-            created=int(h.created),
-            created_by=created_by,
-            comment=h.comment,
-            empty_layer=_empty_layer(created_by, h.size),
-        ))
-    layers = tuple((inspect.get("RootFS") or {}).get("Layers") or [])
-    # the engine does not say which history entries made a layer; when the heuristic below
-    # disagrees with the layer count the history is unusable for cache matching
-    if sum(1 for e in entries if not e.empty_layer) != len(layers):
-        entries = _fit_layers(entries, len(layers))
-    digests = inspect.get("RepoDigests") or []
-    return ImageInfo(
-        reference=ref, image_id=inspect.get("Id"), history=tuple(entries), diff_ids=layers,
-        env=list(config.get("Env") or []), shell=list(config["Shell"]) if config.get("Shell")
-        else None, onbuild=list(config.get("OnBuild") or []),
-        workdir=config.get("WorkingDir") or "", labels=dict(config.get("Labels") or {}),
-        origin="local", size=inspect.get("Size"), digest=digests[0] if digests else None,
-    )
-
-
-def _empty_layer(created_by: str, size: int) -> bool:
-    # classic builder: every #(nop) step but COPY/ADD/WORKDIR commits no layer
-    if "#(nop) " in created_by:
-        marker = created_by.split("#(nop) ", 1)[1].lstrip()
-        return not marker.startswith(("COPY ", "ADD ", "WORKDIR "))
-    return False
-
-
-def _fit_layers(entries: list[HistoryEntry], n_layers: int) -> list[HistoryEntry]:
-    """Fallback: mark the last `n_layers` non-nop entries as layers."""
-    out = list(entries)
-    remaining = n_layers
-    for i in range(len(out) - 1, -1, -1):
-        e = out[i]
-        is_layer = remaining > 0 and ("#(nop) " not in e.created_by or not e.empty_layer)
-        out[i] = HistoryEntry(e.created, e.created_by, e.comment, empty_layer=not is_layer)
-        if is_layer:
-            remaining -= 1
-    return out
+    return image.to_image_info(ref) if image is not None else None

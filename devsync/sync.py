@@ -83,7 +83,7 @@ def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: E
 
 
 def _built_steps(plan: ImagePlan) -> list:  # type: ignore[type-arg]
-    # the builder numbers FROM and every later instruction of the stages it builds
+    # the builder numbers the ARGs before FROM and every instruction of the stages it builds
     return [s for s in plan.steps if s.kind != "skip"]
 
 

@@ -1,0 +1,102 @@
+"""The CLI as a user types it: a subprocess in a real repository against the real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devsync import __version__, sandbox
+from tests.teamrepo import TeamRepo, make_team_repo
+
+
+@pytest.fixture(scope="module")
+def team(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+         busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> TeamRepo:
+    team = make_team_repo(tmp_path_factory.mktemp("cli"), engine, registry, busybox_image,
+                          "clishop")
+    team.forget_local_images()
+    return team
+
+
+def devsync(cwd: Path, *args: str, env: dict[str, str] | None = None,
+            engine: sandbox.PrivateEngine | None = None, state: Path | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ)
+    if engine is not None:
+        full.update(engine.env())
+    full["DEVSYNC_NO_REFRESH"] = "1"
+    full["NO_COLOR"] = "1"
+    if state is not None:
+        full["DEVSYNC_STATE_DIR"] = str(state)
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "devsync", *args], cwd=cwd, env=full,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    out = devsync(tmp_path, "--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"devsync {__version__}"
+    out = devsync(tmp_path, "--help")
+    assert out.returncode == 0 and "status" in out.stdout and "plan" in out.stdout
+
+
+def test_not_a_repo_is_one_clear_line(tmp_path: Path) -> None:
+    out = devsync(tmp_path, "status", state=tmp_path / "state")
+    assert out.returncode == 4
+    assert out.stderr.startswith("devsync: error: not a git repository")
+    assert "Traceback" not in out.stderr
+
+
+def test_plan_json_contract(team: TeamRepo, tmp_path: Path) -> None:
+    out = devsync(team.path, "plan", "app", "--json", engine=team.engine,
+                  state=tmp_path / "state")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    (image,) = doc["images"]
+    assert image["name"] == "app"
+    assert image["dockerfile"] == "Dockerfile"
+    assert image["tag"] == f"{team.repo}:dev"
+    assert image["cache_from"] == [f"{team.repo}:1.0.1"]
+    lines = [s["line"] for s in image["steps"]]
+    assert lines == sorted(lines) and lines[0] == 1
+    instructions = [s["instruction"].split()[0] for s in image["steps"]]
+    assert instructions == ["ARG", "FROM", "ARG", "WORKDIR", "COPY", "RUN", "COPY", "RUN", "CMD"]
+    for step in image["steps"]:
+        assert isinstance(step["cached"], bool) and isinstance(step["reason"], str)
+    assert all(s["cached"] for s in image["steps"])
+
+
+def test_status_human_and_json(team: TeamRepo, tmp_path: Path) -> None:
+    out = devsync(team.path, "status", engine=team.engine, state=tmp_path / "state")
+    assert out.returncode == 0, out.stderr
+    assert "IMAGE" in out.stdout and "app" in out.stdout and "base" in out.stdout
+    assert "\x1b[" not in out.stdout  # not a terminal: no colour
+    out = devsync(team.path, "status", "--json", engine=team.engine, state=tmp_path / "state")
+    doc = json.loads(out.stdout)
+    states = {i["name"]: i["state"] for i in doc["images"]}
+    assert states == {"base": "missing", "app": "missing"}
+
+
+def test_engine_down_is_a_clear_error(team: TeamRepo, tmp_path: Path) -> None:
+    out = devsync(team.path, "sync", "--yes", state=tmp_path / "state",
+                  env={"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock"})
+    assert out.returncode == 6, out.stderr
+    assert out.stderr.startswith("devsync: error: ")
+    assert "Traceback" not in out.stderr
+
+
+def test_broken_dockerfile_is_one_line(tmp_path: Path) -> None:
+    from tests.teamrepo import git
+
+    repo = tmp_path / "broken"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "Dockerfile").write_text("FROM x\n<<<<<<< HEAD\nRUN a\n=======\nRUN b\n>>>>>>> b\n")
+    out = devsync(repo, "plan", state=tmp_path / "state")
+    assert out.returncode == 5
+    assert "Dockerfile:2: unresolved merge conflict marker" in out.stderr

@@ -1,0 +1,212 @@
+"""The plan is exact: on a fresh developer machine, after pulling the cache sources, a real
+`docker build --cache-from` reuses exactly the steps the plan said it would.
+
+Each scenario changes the team's repository the way developers do, asks devsync for the plan
+(before anything is pulled), then runs the real pull + build with the docker CLI and compares
+step by step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from devsync import sandbox
+from tests.teamrepo import LEGACY_CLI, TeamRepo, git, make_team_repo
+
+
+@pytest.fixture(scope="module")
+def team(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+         busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> TeamRepo:
+    return make_team_repo(tmp_path_factory.mktemp("exact"), engine, registry, busybox_image,
+                          "shop")
+
+
+@pytest.fixture
+def devsync_env(engine: sandbox.PrivateEngine, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("DOCKER_HOST", engine.url)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.setenv("DEVSYNC_STATE_DIR", str(tmp_path / "state"))
+    yield
+
+
+def _plan(path: Path, name: str = "app"):  # type: ignore[no-untyped-def]
+    from devsync.engine import Engine
+    from devsync.gitinfo import open_repo
+    from devsync.plan import plan_image
+    from devsync.project import load_project
+    from devsync.resolver import Resolver
+
+    project = load_project(path)
+    engine = Engine.connect()
+    return plan_image(project, project.image(name), Resolver(engine), open_repo(path))
+
+
+def _reset(team: TeamRepo) -> None:
+    git(team.path, "checkout", "-q", "main")
+    git(team.path, "reset", "-q", "--hard", team.deployed_head)
+    git(team.path, "clean", "-qfdx")
+    for p in team.path.rglob("*"):
+        if ".git" in p.parts:
+            continue
+        os.chown(p, 0, 0)
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    team.forget_local_images()
+
+
+def _edit_uncommitted(team: TeamRepo) -> None:
+    (team.path / "src" / "lib.php").write_text("<?php function f() { return 1; }\n")
+
+
+def _edit_committed(team: TeamRepo) -> None:
+    _edit_uncommitted(team)
+    team.commit("Return one", author="Chloe")
+
+
+def _dependency_changed(team: TeamRepo) -> None:
+    (team.path / "composer.lock").write_text('{"packages": ["monolog"]}\n')
+    team.commit("Add monolog", author="Dev")
+
+
+def _instruction_edited(team: TeamRepo) -> None:
+    df = team.path / "Dockerfile"
+    df.write_text(df.read_text().replace("ls -la /var/www/html", "ls -l /var/www/html"))
+
+
+def _arg_default_changed(team: TeamRepo) -> None:
+    df = team.path / "Dockerfile"
+    df.write_text(df.read_text().replace("COMPOSER_FLAGS=--no-dev", "COMPOSER_FLAGS=--dev"))
+
+
+def _ignored_file_added(team: TeamRepo) -> None:
+    (team.path / "debug.log").write_text("noise\n")
+
+
+def _untracked_file(team: TeamRepo) -> None:
+    (team.path / "src" / "new.php").write_text("<?php\n")
+
+
+def _mode_changed(team: TeamRepo) -> None:
+    (team.path / "src" / "index.php").chmod(0o755)
+
+
+def _owned_by_uid_1000(team: TeamRepo) -> None:
+    for p in team.path.rglob("*"):
+        if ".git" not in p.parts:
+            os.chown(p, 1000, 1000)
+
+
+def _umask_002(team: TeamRepo) -> None:
+    for p in team.path.rglob("*"):
+        if ".git" not in p.parts and p.is_file():
+            p.chmod(0o664)
+
+
+def _older_commit(team: TeamRepo) -> None:
+    first = git(team.path, "rev-list", "--max-parents=0", "HEAD").strip()
+    git(team.path, "checkout", "-q", first)
+
+
+def _nothing(team: TeamRepo) -> None:
+    pass
+
+
+SCENARIOS: dict[str, tuple[Callable[[TeamRepo], None], int | None]] = {
+    # name: (change, line of the first rebuilt step or None when all cached)
+    "unchanged": (_nothing, None),
+    "code-edited-uncommitted": (_edit_uncommitted, 7),
+    "code-committed": (_edit_committed, 7),
+    "dependency-changed": (_dependency_changed, 5),
+    # the Dockerfile is in the context, so `COPY .` sees the edit first
+    "instruction-edited": (_instruction_edited, 7),
+    "arg-default-changed": (_arg_default_changed, 3),
+    "ignored-file-added": (_ignored_file_added, None),
+    "untracked-file": (_untracked_file, 7),
+    "file-mode-changed": (_mode_changed, 7),
+    "owned-by-uid-1000": (_owned_by_uid_1000, None),
+    "umask-002": (_umask_002, 5),
+    "older-commit-checked-out": (_older_commit, 7),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_plan_matches_real_build(team: TeamRepo, devsync_env: None, scenario: str) -> None:
+    change, first_rebuild_line = SCENARIOS[scenario]
+    _reset(team)
+    change(team)
+    plan = _plan(team.path)
+    assert plan.deployed == f"{team.repo}:1.0.1"
+    assert plan.cache_from == [f"{team.repo}:1.0.1"]
+    built = [s for s in plan.steps if s.kind != "skip"]
+    predicted = [s.cached for s in built]
+    first = plan.first_rebuild
+    assert (first.line if first else None) == first_rebuild_line, plan.summary
+    if first is not None:
+        assert first.reason and not first.reason.startswith("rebuilds after")
+
+    real = team.cli_build_with_cache(plan.cache_from, f"{team.repo}:dev-check")
+    assert real == predicted, f"{scenario}: plan {predicted} vs engine {real}: {plan.summary}"
+
+
+def test_reasons_name_files_and_commits(team: TeamRepo, devsync_env: None) -> None:
+    _reset(team)
+    _dependency_changed(team)
+    plan = _plan(team.path)
+    first = plan.first_rebuild
+    assert first is not None and first.line == 5
+    assert "composer.lock" in first.reason
+    assert "Dev" in first.reason and "Add monolog" in first.reason
+    assert first.files == ["composer.lock"]
+
+    _reset(team)
+    _mode_changed(team)
+    first = _plan(team.path).first_rebuild
+    assert first is not None
+    assert "src/index.php" in first.reason and "0755" in first.reason
+
+    _reset(team)
+    _arg_default_changed(team)
+    first = _plan(team.path).first_rebuild
+    assert first is not None
+    assert "COMPOSER_FLAGS" in first.reason
+
+
+def test_base_bump_invalidates_everything_after_from(team: TeamRepo,
+                                                     devsync_env: None) -> None:
+    _reset(team)
+    base = team.path / "Dockerfile.base"
+    base.write_text(base.read_text().replace("runtime 1", "runtime 2"))
+    team.commit("Runtime 2", author="Ana")
+    team.ci_build_base("1.1.0")
+    df = team.path / "Dockerfile"
+    df.write_text(df.read_text().replace("base-1.0.0", "base-1.1.0"))
+    team.forget_local_images()
+    plan = _plan(team.path)
+    built = [s for s in plan.steps if s.kind != "skip"]
+    assert built[0].cached  # FROM
+    assert plan.first_rebuild is not None and plan.first_rebuild.line == 3
+    assert "base image changed" in plan.first_rebuild.reason
+    real = team.cli_build_with_cache(plan.cache_from, f"{team.repo}:dev-check")
+    assert real == [s.cached for s in built]
+    git(team.path, "reset", "-q", "--hard", "HEAD~1")
+
+
+def test_legacy_cli_deployed_image_is_matched_by_flavor(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path_factory: pytest.TempPathFactory, devsync_env: None) -> None:
+    """CI with the docker 20.10 CLI writes file-type bits into the context tar: the COPY
+    hashes differ from a current CLI's. The plan detects it and picks that flavor."""
+    if not shutil.which(LEGACY_CLI):
+        pytest.fail("the docker.io package's CLI is missing")
+    team = make_team_repo(tmp_path_factory.mktemp("legacy"), engine, registry, busybox_image,
+                          "legacy-shop", cli=LEGACY_CLI)
+    team.forget_local_images()
+    plan = _plan(team.path)
+    assert plan.flavor.name == "CLI_LEGACY"
+    assert plan.first_rebuild is None, plan.summary
