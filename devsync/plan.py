@@ -327,7 +327,12 @@ def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildC
             c = commits[0]
             out.reason = f"files changed: {shown} in {c['short']} by {c['author']}: {c['summary']}"
         elif uncommitted:
-            out.reason = f"files changed: {shown} (uncommitted)"
+            mode_only = _mode_only_changes(git, context, uncommitted, prefix) if git else []
+            if mode_only and len(mode_only) == len(changed):
+                out.reason = ("file modes changed (content identical): " + ", ".join(mode_only)
+                              + "; chmod them back or commit the change")
+            else:
+                out.reason = f"files changed: {shown} (uncommitted)"
         else:
             out.reason = f"files changed: {shown}"
         return
@@ -351,15 +356,15 @@ def _changed_files(git: GitRepo, repo_files: list[str], revision: str | None
     changed = list(uncommitted)
     commits: list[dict[str, str]] = []
     if revision and git.resolve(revision):
-        committed = git.changed_since(revision, repo_files) if hasattr(git, "changed_since") \
-            else []
+        committed = [p for p in git.changed_since(revision, repo_files) if p in wanted]
         for path in committed:
             if path not in changed:
                 changed.append(path)
-        found = git.commits_touching(repo_files, revision, limit=20)
-        commits = [_commit_json(c) for c in found.commits] if hasattr(found, "commits") \
-            else [_commit_json(c) for c in found]  # type: ignore[union-attr]
-    return changed, commits, uncommitted
+        touched = [p for p in committed if p not in uncommitted]
+        if touched:
+            commits = [_commit_json(c) for c in git.commits_touching(touched, revision,
+                                                                      limit=20)]
+    return sorted(changed), commits, uncommitted
 
 
 def _commit_json(c: Any) -> dict[str, str]:
@@ -379,3 +384,24 @@ def _mode_oddities(context: BuildContext, files: list[str]) -> str:
         if len(odd) >= 3:
             break
     return ", ".join(odd)
+
+
+def _mode_only_changes(git: GitRepo, context: BuildContext, paths: list[str],
+                       prefix: str) -> list[str]:
+    """`path 0644 -> 0755` for uncommitted changes that touched only the file mode."""
+    out = []
+    for path in paths[:10]:
+        committed = git.file_at("HEAD", path)
+        rel = path if prefix in ("", ".") else path[len(prefix) + 1:]
+        entry = context.entry(rel)
+        if committed is None or entry is None or entry.kind != "file":
+            continue
+        try:
+            if entry.path.read_bytes() != committed:
+                continue
+        except OSError:
+            continue
+        now = entry.mode & 0o777
+        was = 0o755 if now & 0o111 == 0 else 0o644
+        out.append(f"{path} {was:04o} -> {now:04o}")
+    return out
