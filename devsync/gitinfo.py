@@ -151,8 +151,11 @@ def open_repo(path: Path | str) -> GitRepo:
     handle = GitRepo(repo, Path(repo.working_tree_dir))
     # Let git itself confirm the repository (ownership checks, readable config, a git binary)
     # so those problems surface here rather than in the middle of a later question.
-    top = handle._run("rev-parse", "--show-toplevel")
-    handle.root = Path(top)
+    try:
+        handle.root = Path(handle._run("rev-parse", "--show-toplevel"))
+    except DevsyncError:
+        handle.close()
+        raise
     return handle
 
 
@@ -246,7 +249,7 @@ class GitRepo:
         that path later; the batch then names the later side's commit.
         """
         wanted: dict[str, list[str]] = {}
-        for p in paths:
+        for p in _as_list(paths):
             wanted.setdefault(self._relpath(p), []).append(p)
         if not wanted or self.head is None:
             return {}
@@ -386,7 +389,7 @@ class GitRepo:
         return norm
 
     def _pathspecs(self, paths: Iterable[str]) -> list[str]:
-        return [_pathspec(self._relpath(p)) for p in paths]
+        return [_pathspec(self._relpath(p)) for p in _as_list(paths)]
 
     def _log(self, *args: str) -> list[CommitInfo]:
         out = self._run_bytes("log", "--no-color", "-z", _LOG_FORMAT, *args)
@@ -456,6 +459,11 @@ def _import_git() -> Any:
             hint="install git; devsync needs it to read the repository",
         ) from exc
     return git
+
+
+def _as_list(paths: Iterable[str]) -> list[str]:
+    # A lone string would otherwise be taken one character at a time.
+    return [paths] if isinstance(paths, str) else list(paths)
 
 
 def _nearest_dotgit(start: Path) -> Path | None:
@@ -625,7 +633,7 @@ def git_fingerprint(root: Path | str) -> str | None:
 
 
 def _fingerprint(root: str) -> str | None:
-    dotgit = os.path.join(root, ".git")
+    dotgit = f"{root}/.git" if root else ".git"
     st = os.stat(dotgit)
     if stat.S_ISDIR(st.st_mode):
         gitdir = dotgit
@@ -635,12 +643,12 @@ def _fingerprint(root: str) -> str | None:
         if not line.startswith(b"gitdir:"):
             return None
         gitdir = os.path.join(root, os.fsdecode(line[7:].strip()))
-    relative_common = _read_small(os.path.join(gitdir, "commondir"))
+    relative_common = _read_small(f"{gitdir}/commondir")
     common = gitdir if relative_common == b"-" else os.path.join(
         gitdir, os.fsdecode(relative_common.strip()))
 
     parts: list[bytes] = []
-    head = _read_small(os.path.join(gitdir, "HEAD"))
+    head = _read_small(f"{gitdir}/HEAD")
     if head == b"-":
         return None
     parts.append(head)
@@ -651,18 +659,18 @@ def _fingerprint(root: str) -> str | None:
         ref = os.fsdecode(target[4:].strip())
         if ref.startswith("refs/heads/.invalid"):
             # reftable backend: every ref update rewrites tables.list
-            parts.append(_stat_sig(os.path.join(common, "reftable", "tables.list")))
+            parts.append(_stat_sig(f"{common}/reftable/tables.list"))
             break
         base = gitdir if ref.startswith(_PER_WORKTREE_REFS) else common
-        target = _read_small(os.path.join(base, ref))
+        target = _read_small(f"{base}/{ref}")
         parts.append(target)
     # Covers a branch or the stash that only exist packed, and `git pack-refs` itself.
-    parts.append(_stat_sig(os.path.join(common, "packed-refs")))
+    parts.append(_stat_sig(f"{common}/packed-refs"))
     # git replaces the index by renaming a new file over it: a new inode on every write.
-    parts.append(_stat_sig(os.path.join(gitdir, "index")))
-    parts.append(_read_small(os.path.join(common, "refs", "stash")))
+    parts.append(_stat_sig(f"{gitdir}/index"))
+    parts.append(_read_small(f"{common}/refs/stash"))
     # Dropping an older stash entry only touches the stash reflog.
-    parts.append(_stat_sig(os.path.join(common, "logs", "refs", "stash")))
+    parts.append(_stat_sig(f"{common}/logs/refs/stash"))
     markers = sorted(_MARKERS.intersection(os.listdir(gitdir)))
     parts.append(",".join(markers).encode())
     data = b"\0".join(parts)

@@ -1,0 +1,622 @@
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+import warnings
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from devsync import sandbox
+from devsync.engine import Engine, LocalImage
+from devsync.errors import (
+    DockerfileError,
+    EngineError,
+    EngineUnavailableError,
+    InterruptedError_,
+    RegistryAuthError,
+    RegistryError,
+)
+from devsync.events import (
+    Event,
+    ImageBuilt,
+    LayerProgress,
+    LogLine,
+    PullFinished,
+    PullProgress,
+    PullStarted,
+    Pushed,
+    PushProgress,
+    StepFinished,
+    StepStarted,
+    Warning_,
+)
+
+pytestmark = pytest.mark.engine
+
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _prefix(registry: sandbox.PrivateRegistry, name: str) -> str:
+    """A repository of its own for each test: the engine and registry are shared."""
+    return f"{registry.host}/engtest-{name}-{uuid.uuid4().hex[:6]}"
+
+
+def _context(dockerfile: str, files: dict[str, bytes] | None = None) -> io.BytesIO:
+    """A build context as the docker CLI sends it: uid/gid 0, no owner names, mode bits only."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in {"Dockerfile": dockerfile.encode(), **(files or {})}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def _registry_get(registry: sandbox.PrivateRegistry, path: str,
+                  accept: str = MANIFEST_V2) -> tuple[bytes, dict[str, str]]:
+    req = urllib.request.Request(f"{registry.url}{path}", headers={"Accept": accept})
+    with urllib.request.urlopen(req) as resp:
+        return resp.read(), dict(resp.headers)
+
+
+def _registry_config(registry: sandbox.PrivateRegistry, ref: str) -> tuple[str, dict]:
+    """(manifest digest, config blob) straight from the registry."""
+    name, tag = ref.split("/", 1)[1].rsplit(":", 1)
+    body, headers = _registry_get(registry, f"/v2/{name}/manifests/{tag}")
+    manifest = json.loads(body)
+    blob, _ = _registry_get(registry, f"/v2/{name}/blobs/{manifest['config']['digest']}",
+                            accept="*/*")
+    return headers["Docker-Content-Digest"], json.loads(blob)
+
+
+def _image_absent(engine: sandbox.PrivateEngine, ref: str) -> bool:
+    out = sandbox.docker_cli(engine, "image", "inspect", ref, check=False)
+    return out.returncode != 0
+
+
+def _build_containers(engine: sandbox.PrivateEngine) -> list[str]:
+    out = sandbox.docker_cli(engine, "ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}}")
+    return [line for line in out.stdout.splitlines() if "sleep 120" in line]
+
+
+@pytest.fixture(scope="module")
+def eng(engine: sandbox.PrivateEngine) -> Iterator[Engine]:
+    with Engine.connect(engine.url) as connected:
+        yield connected
+
+
+# --------------------------------------------------------------------------- connect
+
+
+def test_connect_pings_the_private_engine(eng: Engine, engine: sandbox.PrivateEngine) -> None:
+    assert eng.ping()
+    assert eng.api_version.startswith("1.")
+    assert eng.host == engine.url
+
+
+def test_connect_without_endpoint_follows_docker_host(engine: sandbox.PrivateEngine,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", engine.url)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    with Engine.connect() as connected:
+        assert connected.host == engine.url
+        assert connected.ping()
+
+
+def _assert_one_clear_line(exc: EngineUnavailableError) -> None:
+    assert "\n" not in exc.message
+    assert "Traceback" not in exc.message and "Error(" not in exc.message
+    assert exc.hint
+
+
+def test_connect_to_missing_socket_is_unavailable(tmp_path: Path) -> None:
+    url = f"unix://{tmp_path}/nothing-here.sock"
+    with pytest.raises(EngineUnavailableError) as info:
+        Engine.connect(url)
+    assert info.value.message == (
+        f"cannot reach the Docker engine at {url}: no such socket — is Docker running?"
+    )
+    _assert_one_clear_line(info.value)
+
+
+def test_connect_to_socket_without_listener_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dead.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(path))  # bound, never listening: connect() is refused
+        with pytest.raises(EngineUnavailableError) as info:
+            Engine.connect(f"unix://{path}")
+    assert "connection refused" in info.value.message
+    _assert_one_clear_line(info.value)
+
+
+def test_connect_to_silent_socket_gives_up_after_the_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "silent.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_say_nothing() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(EngineUnavailableError) as info:
+            Engine.connect(f"unix://{path}", timeout=0.5)
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        server.close()
+    assert accepted, "the client never connected"
+    assert "no answer within 0.5s" in info.value.message
+    _assert_one_clear_line(info.value)
+
+
+def test_connect_to_something_that_is_not_docker(registry: sandbox.PrivateRegistry) -> None:
+    with pytest.raises(EngineUnavailableError) as info:
+        Engine.connect(f"tcp://127.0.0.1:{registry.port}")
+    assert "not as a Docker engine" in info.value.message
+
+
+# --------------------------------------------------------------------------- images
+
+
+@pytest.fixture(scope="module")
+def deployed(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+             busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An image built and pushed by the docker CLI (as CI would), then removed locally.
+
+    Its steps cover a RUN that writes nothing (a 0-byte layer), metadata-only steps and a COPY.
+    `docker rmi` also drops its intermediate images, so no local build cache is left.
+    """
+    repo = _prefix(registry, "deployed")
+    ref = f"{repo}:1"
+    marker = uuid.uuid4().hex
+    ctx = tmp_path_factory.mktemp("deployed-ctx")
+    (ctx / "f.txt").write_text("hello\n")
+    (ctx / "f.txt").chmod(0o644)
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\n"
+        f"RUN echo {marker} > /one\n"
+        "RUN mkdir /empty-dir\n"
+        "ENV A=1\n"
+        "WORKDIR /app\n"
+        "COPY f.txt /f.txt\n"
+        "RUN echo two > /two\n"
+        "RUN head -c 64 /dev/urandom > /three\n"
+    )
+    sandbox.docker_cli(engine, "build", "-q", "-t", ref, str(ctx))
+    sandbox.docker_cli(engine, "push", ref)
+    sandbox.docker_cli(engine, "rmi", ref)
+    return {"ref": ref, "repo": repo, "marker": marker}
+
+
+def test_image_of_a_missing_ref_is_none(eng: Engine, registry: sandbox.PrivateRegistry) -> None:
+    assert eng.image(f"{_prefix(registry, 'none')}:1") is None
+
+
+def test_pull_reports_layers_bytes_and_digest(eng: Engine, engine: sandbox.PrivateEngine,
+                                              registry: sandbox.PrivateRegistry,
+                                              deployed: dict[str, str]) -> None:
+    ref = deployed["ref"]
+    assert _image_absent(engine, ref)
+    events = list(eng.pull(ref))
+    assert isinstance(events[0], PullStarted)
+    finished = events[-1]
+    assert isinstance(finished, PullFinished)
+    registry_digest, _ = _registry_config(registry, ref)
+    assert finished.digest == registry_digest
+    assert not finished.already_present
+
+    layers = [e for e in events if isinstance(e, LayerProgress)]
+    downloading = [e for e in layers if e.status == "Downloading"]
+    assert downloading and all(e.total > 0 for e in downloading)
+    assert {e.status for e in layers} >= {"Pull complete"}
+    progress = [e for e in events if isinstance(e, PullProgress)]
+    last = progress[-1]
+    assert last.layers_done == last.layers_total > 0
+    assert last.bytes_total > 0 and last.bytes_done == last.bytes_total
+    assert all(p.bytes_done <= p.bytes_total for p in progress)
+
+    again = list(eng.pull(ref))
+    assert isinstance(again[-1], PullFinished)
+    assert again[-1].already_present and again[-1].digest == registry_digest
+
+
+def test_local_image_history_matches_the_registry_config(
+        eng: Engine, registry: sandbox.PrivateRegistry, deployed: dict[str, str]) -> None:
+    ref = deployed["ref"]
+    if eng.image(ref) is None:
+        list(eng.pull(ref))
+    img = eng.image(ref)
+    assert isinstance(img, LocalImage)
+    digest, config = _registry_config(registry, ref)
+    assert img.digest_for(deployed["repo"]) == digest
+    assert list(img.diff_ids) == config["rootfs"]["diff_ids"]
+    # the engine's /history API has no empty_layer flag: ours is derived, the registry's exact
+    assert [(h.created_by, h.empty_layer) for h in img.history] == [
+        (h.get("created_by", ""), bool(h.get("empty_layer"))) for h in config["history"]
+    ]
+    assert img.history_exact
+    zero_byte_run = next(h for h in img.history if "mkdir /empty-dir" in h.created_by)
+    assert zero_byte_run.size == 0 and not zero_byte_run.empty_layer
+    assert [h.diff_id for h in img.history if not h.empty_layer] == list(img.diff_ids)
+    assert eng.history(ref) == list(img.history)
+
+    listed = eng.local_images(deployed["repo"])
+    assert [i.id for i in listed] == [img.id]
+    assert listed[0].history == img.history
+
+    info = img.to_image_info(ref)
+    assert info.origin == "local" and info.digest == digest
+    assert info.diff_ids == img.diff_ids
+
+
+def test_remote_digest(eng: Engine, registry: sandbox.PrivateRegistry,
+                       deployed: dict[str, str]) -> None:
+    digest, _ = _registry_config(registry, deployed["ref"])
+    assert eng.remote_digest(deployed["ref"]) == digest
+    assert eng.remote_digest(f"{deployed['repo']}:no-such-tag") is None
+
+
+def test_pull_of_a_missing_tag_is_a_registry_error(eng: Engine,
+                                                   deployed: dict[str, str]) -> None:
+    ref = f"{deployed['repo']}:no-such-tag"
+    with pytest.raises(RegistryError) as info:
+        list(eng.pull(ref))
+    assert not isinstance(info.value, RegistryAuthError)
+    assert ref in info.value.message and "manifest unknown" in info.value.message
+
+
+def test_pull_from_a_registry_that_is_down(eng: Engine) -> None:
+    port = sandbox.free_port()
+    with pytest.raises(RegistryError) as info:
+        list(eng.pull(f"localhost:{port}/nothing:1"))
+    assert "connection refused" in info.value.message
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _steps(events: list[Event]) -> list[tuple[str, bool]]:
+    started = {e.index: e.instruction for e in events if isinstance(e, StepStarted)}
+    return [(started[e.index], e.cached) for e in events if isinstance(e, StepFinished)]
+
+
+def _history_rows(engine: sandbox.PrivateEngine, ref: str) -> list[tuple[str, str]]:
+    """(created, created_by) oldest first, as `docker history` shows them."""
+    out = sandbox.docker_cli(engine, "history", "--no-trunc", "--human=false", "--format",
+                             "{{.CreatedAt}}\t{{.CreatedBy}}", ref)
+    return [tuple(line.split("\t", 1)) for line in reversed(out.stdout.splitlines())]  # type: ignore[misc]
+
+
+def _layers(engine: sandbox.PrivateEngine, ref: str) -> list[str]:
+    out = sandbox.docker_cli(engine, "image", "inspect", "--format",
+                             "{{json .RootFS.Layers}}", ref)
+    return list(json.loads(out.stdout))
+
+
+def test_build_with_cache_from_reports_what_the_builder_reused(
+        eng: Engine, engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+        busybox_image: str, deployed: dict[str, str]) -> None:
+    source = deployed["ref"]
+    if eng.image(source) is None:
+        list(eng.pull(source))
+    tag = f"{_prefix(registry, 'cache')}:dev"
+    dockerfile = (
+        f"FROM {busybox_image}\n"
+        f"RUN echo {deployed['marker']} > /one\n"
+        "RUN mkdir /empty-dir\n"
+        "ENV A=1\n"
+        "WORKDIR /app\n"
+        "COPY f.txt /f.txt\n"
+        "RUN echo changed > /two\n"  # differs from the deployed image: rebuilt from here on
+        "RUN head -c 64 /dev/urandom > /three\n"
+    )
+    events = list(eng.build(_context(dockerfile, {"f.txt": b"hello\n"}), tag=tag,
+                            cache_from=[source], image_name="app"))
+    built = events[-1]
+    assert isinstance(built, ImageBuilt)
+    assert built.tag == tag and built.image == "app"
+    assert built.steps_total == 8 and built.steps_cached == 6
+    assert not [e for e in events if isinstance(e, Warning_)]
+    assert _steps(events) == [
+        (f"FROM {busybox_image}", True),
+        (f"RUN echo {deployed['marker']} > /one", True),
+        ("RUN mkdir /empty-dir", True),
+        ("ENV A=1", True),
+        ("WORKDIR /app", True),
+        ("COPY f.txt /f.txt", True),
+        ("RUN echo changed > /two", False),
+        ("RUN head -c 64 /dev/urandom > /three", False),
+    ]
+    assert eng.image(tag) is not None and eng.image(tag).id == built.image_id  # type: ignore[union-attr]
+
+    # what docker itself says: reused entries are the deployed image's own (same layer,
+    # same creation time), rebuilt ones are new
+    ours, theirs = _history_rows(engine, tag), _history_rows(engine, source)
+    base = len(_history_rows(engine, busybox_image))
+    assert ours[: base + 5] == theirs[: base + 5]
+    our_layers, their_layers = _layers(engine, tag), _layers(engine, source)
+    # busybox's 2 layers, RUN one, RUN mkdir, WORKDIR (it creates /app) and COPY are reused;
+    # RUN two and RUN three are new layers
+    assert len(our_layers) == len(their_layers) == 8
+    assert our_layers[:6] == their_layers[:6]
+    assert our_layers[6] != their_layers[6] and our_layers[7] != their_layers[7]
+    run_lines = [e.text for e in events if isinstance(e, LogLine)]
+    assert not any("Using cache" in t or t.startswith("Step ") for t in run_lines)
+
+
+def test_build_warns_about_a_cache_source_that_is_not_local(
+        eng: Engine, registry: sandbox.PrivateRegistry, busybox_image: str) -> None:
+    missing = f"{_prefix(registry, 'nocache')}:1"
+    events = list(eng.build(_context(f"FROM {busybox_image}\n"), cache_from=[missing]))
+    warnings_ = [e for e in events if isinstance(e, Warning_)]
+    assert len(warnings_) == 1 and missing in warnings_[0].message
+    built = events[-1]
+    assert isinstance(built, ImageBuilt) and built.tag == "" and built.steps_total == 1
+
+
+def test_build_labels_step_is_reported_last(eng: Engine, registry: sandbox.PrivateRegistry,
+                                            busybox_image: str) -> None:
+    tag = f"{_prefix(registry, 'labels')}:1"
+    events = list(eng.build(_context(f"FROM {busybox_image}\nENV X=1\n"), tag=tag,
+                            labels={"devsync.test": "yes"}))
+    starts = [e for e in events if isinstance(e, StepStarted)]
+    assert [s.instruction for s in starts][-1] == "LABEL devsync.test=yes"
+    assert all(s.total == 3 for s in starts)
+    img = eng.image(tag)
+    assert img is not None and img.labels["devsync.test"] == "yes"
+
+
+def test_failed_build_raises_and_tags_nothing(eng: Engine, engine: sandbox.PrivateEngine,
+                                              registry: sandbox.PrivateRegistry,
+                                              busybox_image: str) -> None:
+    tag = f"{_prefix(registry, 'fail')}:1"
+    seen: list[Event] = []
+    with pytest.raises(EngineError) as info:
+        for event in eng.build(_context(f"FROM {busybox_image}\nRUN echo about-to-fail; false\n"),
+                               tag=tag):
+            seen.append(event)
+    assert "non-zero code: 1" in info.value.message
+    assert "step 2/2" in info.value.message
+    assert LogLine(tag, "about-to-fail") in seen
+    assert _image_absent(engine, tag)
+
+
+def test_dockerfile_the_engine_rejects(eng: Engine, busybox_image: str) -> None:
+    with pytest.raises(DockerfileError) as info:
+        list(eng.build(_context(f"FROM {busybox_image}\nNOT-AN-INSTRUCTION x\n")))
+    assert "unknown instruction" in info.value.message
+
+
+def _wait_until(predicate: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_cancel_event_stops_a_running_build(eng: Engine, engine: sandbox.PrivateEngine,
+                                            registry: sandbox.PrivateRegistry,
+                                            busybox_image: str) -> None:
+    tag = f"{_prefix(registry, 'cancel')}:1"
+    cancel = threading.Event()
+    lines: list[str] = []
+    gen = eng.build(_context(f"FROM {busybox_image}\nRUN echo started; sleep 120; echo ended\n"),
+                    tag=tag, cancel=cancel)
+    with pytest.raises(InterruptedError_):
+        for event in gen:
+            if isinstance(event, LogLine):
+                lines.append(event.text)
+                if event.text == "started":
+                    cancel.set()  # as the TUI does, from another thread or this one
+    # had the cancel not reached the daemon, the RUN would have printed this after 120 s
+    assert lines == ["started"]
+    assert _image_absent(engine, tag)
+    _wait_until(lambda: not _build_containers(engine), "the daemon to remove the RUN container")
+
+
+def test_ctrl_c_during_a_build_closes_the_stream_and_tags_nothing(
+        eng: Engine, engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+        busybox_image: str) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT is delivered to the main thread only")
+    tag = f"{_prefix(registry, 'ctrlc')}:1"
+    started = threading.Event()
+
+    def press_ctrl_c() -> None:
+        if started.wait(60):
+            time.sleep(0.3)  # let the main thread block on the silent stream again
+            os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c, daemon=True)
+    presser.start()
+    gen = eng.build(_context(f"FROM {busybox_image}\nRUN echo started; sleep 120; echo ended\n"),
+                    tag=tag)
+    assert isinstance(gen, Generator)
+    with pytest.raises(KeyboardInterrupt), contextlib.closing(gen):
+        for event in gen:
+            if isinstance(event, LogLine) and event.text == "started":
+                started.set()
+            assert not (isinstance(event, LogLine) and event.text == "ended")
+    presser.join()
+    assert _image_absent(engine, tag)
+    _wait_until(lambda: not _build_containers(engine), "the daemon to remove the RUN container")
+    assert eng.ping()  # the client is still usable
+
+
+# --------------------------------------------------------------------------- push
+
+
+def test_push_reports_progress_and_the_registry_digest(
+        eng: Engine, registry: sandbox.PrivateRegistry, busybox_image: str) -> None:
+    repo = _prefix(registry, "push")
+    dockerfile = f"FROM {busybox_image}\nRUN head -c 300000 /dev/urandom > /r\n"
+    built = list(eng.build(_context(dockerfile)))[-1]
+    assert isinstance(built, ImageBuilt)
+    eng.tag(built.image_id, f"{repo}:1")
+    events = list(eng.push(f"{repo}:1"))
+    pushed = events[-1]
+    assert isinstance(pushed, Pushed)
+    _, headers = _registry_get(registry, f"/v2/{repo.split('/', 1)[1]}/manifests/1")
+    assert pushed.digest == headers["Docker-Content-Digest"]
+    assert eng.remote_digest(f"{repo}:1") == pushed.digest
+    layers = [e for e in events if isinstance(e, LayerProgress)]
+    assert any(e.status == "Pushing" and e.total > 0 for e in layers)
+    assert any(e.status == "Pushed" for e in layers)
+    progress = [e for e in events if isinstance(e, PushProgress)]
+    assert progress[-1].layers_done == progress[-1].layers_total == 3
+    assert progress[-1].bytes_total >= 300000
+
+
+def test_push_of_an_image_that_is_not_local(eng: Engine,
+                                            registry: sandbox.PrivateRegistry) -> None:
+    with pytest.raises(EngineError) as info:
+        list(eng.push(f"{_prefix(registry, 'nolocal')}:1"))
+    assert "does not exist locally" in info.value.message
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def _bcrypt(password: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        crypt = pytest.importorskip("crypt")
+    # the lowest bcrypt cost: the registry checks the hash on every request
+    return str(crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory,
+                  registry: sandbox.PrivateRegistry) -> Iterator[sandbox.PrivateRegistry]:
+    root = tmp_path_factory.mktemp("authreg")
+    (root / "htpasswd").write_text(f"dev:{_bcrypt('s3cret')}\n")
+    reg = sandbox.PrivateRegistry(root / "reg", htpasswd=root / "htpasswd").start()
+    yield reg
+    reg.stop()
+
+
+def test_registry_with_auth(eng: Engine, auth_registry: sandbox.PrivateRegistry,
+                            busybox_image: str, monkeypatch: pytest.MonkeyPatch,
+                            tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no logins at all
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
+    ref = f"{auth_registry.host}/engtest-auth:1"
+    bb = eng.image(busybox_image)
+    assert bb is not None
+    eng.tag(bb.id, ref)
+    with pytest.raises(RegistryAuthError):
+        list(eng.push(ref))
+
+    # credentials reach the engine through devsync.dockerconfig.get_credentials
+    token = base64.b64encode(b"dev:s3cret").decode()
+    monkeypatch.setenv("DOCKER_AUTH_CONFIG",
+                       json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
+    pushed = list(eng.push(ref))[-1]
+    assert isinstance(pushed, Pushed) and pushed.digest
+    assert eng.remote_digest(ref) == pushed.digest
+    assert eng.remove_image(ref)
+    assert isinstance(list(eng.pull(ref))[-1], PullFinished)
+
+    wrong = base64.b64encode(b"dev:wrong").decode()
+    monkeypatch.setenv("DOCKER_AUTH_CONFIG",
+                       json.dumps({"auths": {auth_registry.host: {"auth": wrong}}}))
+    assert eng.remove_image(ref)
+    with pytest.raises(RegistryAuthError) as info:
+        list(eng.pull(ref))
+    assert "wrong" not in info.value.message and "s3cret" not in info.value.message
+    assert eng.remote_digest(ref) is None
+
+
+# --------------------------------------------------------------------------- daemon trouble
+
+
+@pytest.fixture()
+def doomed_engine() -> Iterator[sandbox.PrivateEngine]:
+    """An engine of this test's own, to freeze and kill (never the shared one)."""
+    root = Path(tempfile.mkdtemp(prefix="dsd-", dir="/tmp"))
+    try:
+        eng = sandbox.PrivateEngine(root / "e").start()
+    except sandbox.SandboxUnavailable as exc:
+        pytest.skip(str(exc))
+    children = Path(f"/proc/{eng.pid}/task/{eng.pid}/children").read_text().split()
+    yield eng
+    for pid in [eng.pid, *map(int, children)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    eng.stop()
+    for pid in map(int, children):  # containerd outlives a dockerd that was killed
+        sandbox._stop_pid(pid)
+    # dockerd bind-mounts its data root onto itself; a killed one leaves that mount behind
+    subprocess.run(["umount", "-R", str(eng.root / "data")], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def big_image(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+              busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A pushed image with a 24 MB layer: a pull of it takes long enough to be interrupted."""
+    ref = f"{_prefix(registry, 'big')}:1"
+    ctx = tmp_path_factory.mktemp("big-ctx")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\nRUN head -c 24000000 /dev/urandom > /big\n")
+    sandbox.docker_cli(engine, "build", "-q", "-t", ref, str(ctx))
+    sandbox.docker_cli(engine, "push", ref)
+    return ref
+
+
+def test_daemon_hanging_mid_pull(doomed_engine: sandbox.PrivateEngine, big_image: str) -> None:
+    eng = Engine.connect(doomed_engine.url, stream_idle_timeout=1.0)
+    seen: list[Event] = []
+    with pytest.raises(EngineUnavailableError) as info:
+        for event in eng.pull(big_image):
+            seen.append(event)
+            if isinstance(event, LayerProgress):
+                os.kill(doomed_engine.pid, signal.SIGSTOP)
+    assert not any(isinstance(e, PullFinished) for e in seen)
+    assert "sent nothing for 1s" in info.value.message
+
+
+def test_daemon_dying_mid_pull(doomed_engine: sandbox.PrivateEngine, big_image: str) -> None:
+    eng = Engine.connect(doomed_engine.url)
+    seen: list[Event] = []
+    with pytest.raises(EngineUnavailableError) as info:
+        for event in eng.pull(big_image):
+            seen.append(event)
+            if isinstance(event, LayerProgress) and doomed_engine.pid:
+                os.kill(doomed_engine.pid, signal.SIGSTOP)  # nothing more gets written
+                os.kill(doomed_engine.pid, signal.SIGKILL)
+    assert not any(isinstance(e, PullFinished) for e in seen)
+    assert "closed the connection during pull" in info.value.message

@@ -1,0 +1,100 @@
+"""`devsync sync` end to end against the real engine and registry."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from devsync import sandbox
+from tests.teamrepo import TeamRepo, git, make_team_repo
+from tests.test_cli import devsync
+
+
+@pytest.fixture(scope="module")
+def team(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+         busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> TeamRepo:
+    return make_team_repo(tmp_path_factory.mktemp("sync"), engine, registry, busybox_image,
+                          "syncshop")
+
+
+def _history(team: TeamRepo, ref: str) -> list[str]:
+    out = team.docker("history", "--no-trunc", "--format", "{{.CreatedAt}} {{.CreatedBy}}", ref).stdout
+    return out.splitlines()
+
+
+def _events(stdout: str) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_fresh_machine_sync_reuses_deployed_layers(team: TeamRepo, tmp_path: Path) -> None:
+    team.forget_local_images()
+    # the developer's checkout belongs to uid 1000: the CLI-built cache must still be reused
+    for p in team.path.rglob("*"):
+        if ".git" not in p.parts:
+            os.chown(p, 1000, 1000)
+    (team.path / "src" / "lib.php").write_text("<?php function f() { return 2; }\n")
+    state = tmp_path / "state"
+    out = devsync(team.path, "sync", "app", "--yes", "--json", engine=team.engine, state=state)
+    assert out.returncode == 0, out.stderr
+    events = _events(out.stdout)
+    kinds = [e["event"] for e in events]
+    assert "pull_progress" in kinds or "pull_finished" in kinds
+    # (the engine's final LABEL step for devsync's labels has no prediction)
+    finished = [e for e in events
+                if e["event"] == "step_finished" and e["predicted_cached"] is not None]
+    assert finished, kinds
+    # every step went the way the plan predicted
+    assert all(e["cached"] == e["predicted_cached"] for e in finished), \
+        [(e["index"], e["cached"], e["predicted_cached"]) for e in finished]
+    built = next(e for e in events if e["event"] == "image_built")
+    assert built["tag"] == f"{team.repo}:dev"
+    # the layers below `COPY . /var/www/html` are the deployed image's own
+    deployed = _history(team, f"{team.repo}:1.0.1")
+    local = _history(team, f"{team.repo}:dev")
+    # (a reused layer keeps the deployed build's creation time; a rebuilt one does not)
+    shared = [line for line in local if line in deployed]
+    assert any("install $COMPOSER_FLAGS" in line for line in shared), (local, deployed)
+    assert not any("ls -la /var/www/html" in line for line in shared)
+    labels = json.loads(team.docker("image", "inspect", "--format", "{{json .Config.Labels}}",
+                                    f"{team.repo}:dev").stdout)
+    assert labels["org.opencontainers.image.revision"] == git(team.path, "rev-parse",
+                                                              "HEAD").strip()
+    assert "org.opencontainers.image.created" in labels
+    # status now says in sync
+    out = devsync(team.path, "status", "--json", engine=team.engine, state=state)
+    states = {i["name"]: i["state"] for i in json.loads(out.stdout)["images"]}
+    assert states["app"] == "in-sync", out.stdout
+
+
+def test_sync_after_dependency_change_rebuilds_from_there(team: TeamRepo,
+                                                          tmp_path: Path) -> None:
+    (team.path / "composer.lock").write_text('{"packages": ["guzzle"]}\n')
+    team.commit("Add guzzle", author="Ben")
+    state = tmp_path / "state"
+    out = devsync(team.path, "status", "--json", engine=team.engine, state=state)
+    app = next(i for i in json.loads(out.stdout)["images"] if i["name"] == "app")
+    assert app["state"] == "stale"
+    out = devsync(team.path, "sync", "app", "--yes", "--json", engine=team.engine, state=state)
+    assert out.returncode == 0, out.stderr
+    finished = [e for e in _events(out.stdout)
+                if e["event"] == "step_finished" and e["predicted_cached"] is not None]
+    assert all(e["cached"] == e["predicted_cached"] for e in finished), \
+        [(e["index"], e["cached"], e["predicted_cached"]) for e in finished]
+    assert not all(e["cached"] for e in finished)
+
+
+def test_two_syncs_at_once_one_says_so(team: TeamRepo, tmp_path: Path) -> None:
+    from devsync.state import operation_lock
+
+    state = tmp_path / "state"
+    os.environ["DEVSYNC_STATE_DIR"] = str(state)
+    try:
+        with operation_lock(team.path.resolve(), "sync"):
+            out = devsync(team.path, "sync", "app", "--yes", engine=team.engine, state=state)
+    finally:
+        del os.environ["DEVSYNC_STATE_DIR"]
+    assert out.returncode == 11, out.stderr
+    assert "another devsync" in out.stderr and "Traceback" not in out.stderr
