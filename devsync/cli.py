@@ -5,18 +5,18 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devsync import __version__
 from devsync.errors import DevsyncError, UsageError
 
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator
+    from pathlib import Path
+
     from devsync.events import Event
     from devsync.project import Project
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--check" in args:
         from devsync.check import run_check
 
-        return run_check(Path.cwd(), exit_code="--exit-code" in args)
+        return run_check(os.getcwd(), exit_code="--exit-code" in args)
     try:
         return _main(args)
     except DevsyncError as exc:
@@ -49,6 +49,8 @@ def _error(exc: DevsyncError) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="devsync",
         description="Keep your local Docker images in sync with what the team has deployed. "
@@ -103,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: list[str]) -> int:
+    from pathlib import Path
+
     args = _parser().parse_args(argv)
     start = Path(args.directory).resolve()
     command = args.command
@@ -170,6 +174,8 @@ class Session:
 
 
 def _status(start: Path, *, as_json: bool) -> int:
+    import json
+
     from devsync.output import print_status
     from devsync.recording import record_statuses
     from devsync.status import image_status
@@ -192,6 +198,8 @@ def _status(start: Path, *, as_json: bool) -> int:
 
 
 def _plan(start: Path, image: str | None, *, as_json: bool) -> int:
+    import json
+
     from devsync.output import print_plan
     from devsync.plan import plan_image
 
@@ -235,7 +243,7 @@ def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     return 0
 
 
-def _refresh(root: Path, *, quiet: bool) -> int:
+def _refresh(root: Path, *, quiet: bool) -> int:  # noqa: F821 - Path is imported lazily
     """Detached background refresh started by `--check`: recompute status into the state."""
     try:
         if quiet:
