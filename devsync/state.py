@@ -284,7 +284,8 @@ def update(
 def operation_lock(root: str | os.PathLike[str], what: str, wait: float = 0) -> Iterator[None]:
     """Hold the repository's long-operation lock (sync, refresh) for the `with` block.
 
-    `what` is a verb phrase for messages ("syncing"). If another process holds the lock, wait up
+    `what` names the operation for messages: a command ("sync", "refresh") or a verb phrase
+    ("syncing"); the holder's appears in the error. If another process holds the lock, wait up
     to `wait` seconds, then raise StateLockedError naming its pid and start time. A holder that
     died releases the lock with its process, so crashes never leave the repository blocked.
     """
@@ -304,7 +305,7 @@ def _locked_error(holder: dict[str, Any]) -> StateLockedError:
     what = holder.get("what")
     pid = holder.get("pid")
     started = holder.get("started")
-    doing = what if isinstance(what, str) and what else "working on"
+    doing = _doing(what) if isinstance(what, str) and what else "working on"
     details = []
     if type(pid) is int:
         details.append(f"pid {pid}")
@@ -317,6 +318,19 @@ def _locked_error(holder: dict[str, Any]) -> StateLockedError:
         hint += f", or stop it (kill {pid}) if it is stuck"
     message = f"another devsync is already {doing} this repository{suffix}"
     return StateLockedError(message, hint=hint)
+
+
+_VERBS = {"sync": "syncing", "refresh": "refreshing", "base": "building the base of",
+          "build": "building", "pull": "pulling into"}
+
+
+def _doing(what: str) -> str:
+    """"syncing" for both "sync" (a command name) and "syncing" (a verb phrase)."""
+    if what in _VERBS:
+        return _VERBS[what]
+    if what.split(" ", 1)[0].endswith("ing"):
+        return what
+    return f"running `devsync {what}` in"
 
 
 def _load_locked(real: str, path: str) -> RepoState:

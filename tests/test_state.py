@@ -311,6 +311,13 @@ def test_operation_lock_in_one_process_is_exclusive(root: Path) -> None:
         pass
 
 
+def test_operation_names_read_naturally(root: Path) -> None:
+    with (state.operation_lock(root, "sync"), pytest.raises(StateLockedError) as info,
+          state.operation_lock(root, "refresh")):
+        pytest.fail("got a lock this process already holds")
+    assert info.value.message.startswith("another devsync is already syncing this repository")
+
+
 def test_errors_inside_the_lock_propagate(root: Path) -> None:
     with pytest.raises(KeyError), state.operation_lock(root, "syncing"):
         raise KeyError("x")
