@@ -34,7 +34,7 @@ from contextlib import suppress
 
 from devsync import statestore
 from devsync.errors import DevsyncError
-from devsync.gitinfo import git_fingerprint
+from devsync.fingerprint import git_fingerprint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~4 ms at start-up; annotations are strings anyway

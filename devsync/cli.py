@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if "--check" in args:
-        from devsync.check import run_check
+        # every shell prompt runs this: nothing else of devsync is imported on this path
+        from devsync.check import main as check_main
 
-        return run_check(os.getcwd(), exit_code="--exit-code" in args)
+        check_main(args)
     try:
         return _main(args)
     except DevsyncError as exc:
@@ -243,7 +244,7 @@ def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     return 0
 
 
-def _refresh(root: Path, *, quiet: bool) -> int:  # noqa: F821 - Path is imported lazily
+def _refresh(root: Path, *, quiet: bool) -> int:
     """Detached background refresh started by `--check`: recompute status into the state."""
     try:
         if quiet:
