@@ -395,13 +395,14 @@ class BuildSimulator:
             pairs = self._pairs(ins, state)
             created_by = self._nop(state, "LABEL" + "".join(f" {k}={v}" for k, v in pairs))
         elif cmd == "ARG":
-            key, value = self._arg_parts(ins)
+            key, raw_value = self._arg_parts(ins)
             env = self._expansion_env(state)
             key = self.lexer.process_word(key, env)
-            if value is not None:
-                value = self.lexer.process_word(value, env)
-            created_by = self._nop(state, f"ARG {key}" + (f"={value}" if value is not None else ""))
-            state.allowed_args[key] = value
+            default = (self.lexer.process_word(raw_value, env) if raw_value is not None
+                       else None)
+            created_by = self._nop(state, f"ARG {key}"
+                                   + (f"={default}" if default is not None else ""))
+            state.allowed_args[key] = default
         elif cmd == "MAINTAINER":
             created_by = self._nop(state, "MAINTAINER " + " ".join(ins.value))
         elif cmd == "WORKDIR":
@@ -545,7 +546,7 @@ class BuildSimulator:
         if hit is None:
             state.busted = True
             state.fully_cached = False
-            state.parent = _Parent(parent.history + (HistoryEntry(0, step.created_by or ""),),
+            state.parent = _Parent((*parent.history, HistoryEntry(0, step.created_by or "")),
                                    parent.diff_ids, fresh=True)
             return
         step.cached = True

@@ -149,7 +149,8 @@ def _stage(ins: Instruction, index: int, display: str) -> Stage:
         if not re.fullmatch(r"[a-z][a-z0-9-_\.]*", name):
             raise DockerfileError(f"{display}:{ins.line}: invalid stage name {value[2]!r}")
     elif len(value) != 1:
-        raise DockerfileError(f"{display}:{ins.line}: FROM requires one image (FROM image [AS name])")
+        raise DockerfileError(
+            f"{display}:{ins.line}: FROM requires one image (FROM image [AS name])")
     return Stage(index=index, from_instruction=ins, base=value[0], name=name,
                  platform=ins.flag("platform"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from typing import TYPE_CHECKING
@@ -87,8 +88,6 @@ def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, engine: Engi
 
 
 def _safe_update(project: Project, mutate: object) -> None:
-    try:
+    # state is a cache of what devsync computed: failing to store it loses nothing
+    with contextlib.suppress(DevsyncError):
         state_mod.update(project.root, mutate)  # type: ignore[arg-type]
-    except DevsyncError:
-        # state is a cache of what devsync computed: failing to store it loses nothing
-        pass

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str,
+              log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -175,7 +177,8 @@ class PrivateRegistry:
     def start(self, timeout: float = 30.0) -> PrivateRegistry:
         exe = shutil.which("docker-registry")
         if exe is None:
-            raise SandboxUnavailable("docker-registry is not installed (apt-get install docker-registry)")
+            raise SandboxUnavailable(
+                "docker-registry is not installed (apt-get install docker-registry)")
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()

@@ -121,7 +121,8 @@ def _base_status(status: ImageStatus, plan: ImagePlan, local: Any, git: GitRepo 
     rel_df = status.dockerfile
     if plan.deployed is None:
         status.state = MISSING
-        status.reason = f"{spec.tag} is not in its registry: build and push it (devsync base build --push)"
+        status.reason = (f"{spec.tag} is not in its registry: build and push it "
+                         "(devsync base build --push)")
         return status
     if local is None:
         status.state = MISSING

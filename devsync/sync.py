@@ -25,7 +25,7 @@ from devsync.events import (
     StepFinished,
     Warning_,
 )
-from devsync.plan import ImagePlan, plan_image
+from devsync.plan import ImagePlan, PlanStep, plan_image
 from devsync.project import ROLE_BASE, ImageSpec, Project
 from devsync.versions import split_reference
 
@@ -82,7 +82,7 @@ def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: E
             yield event
 
 
-def _built_steps(plan: ImagePlan) -> list:  # type: ignore[type-arg]
+def _built_steps(plan: ImagePlan) -> list[PlanStep]:
     # the builder numbers the ARGs before FROM and every instruction of the stages it builds
     return [s for s in plan.steps if s.kind != "skip"]
 

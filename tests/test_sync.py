@@ -21,7 +21,8 @@ def team(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
 
 
 def _history(team: TeamRepo, ref: str) -> list[str]:
-    out = team.docker("history", "--no-trunc", "--format", "{{.CreatedAt}} {{.CreatedBy}}", ref).stdout
+    out = team.docker("history", "--no-trunc", "--format", "{{.CreatedAt}} {{.CreatedBy}}",
+                      ref).stdout
     return out.splitlines()
 
 
