@@ -100,9 +100,9 @@ def print_plan(plan: ImagePlan, stream: TextIO = sys.stdout) -> None:
         print(style(f"  note: {clean(note)}", "33"), file=stream)
     for step in plan.steps:
         if step.kind == "skip":
-            mark = style("  skip  ", "2")
+            mark = style("  skip   ", "2")
         elif step.cached:
-            mark = style("  cached", "32")
+            mark = style("  cached ", "32")
         else:
             mark = style("  REBUILD", "33")
         instruction = clean(step.instruction)
@@ -111,7 +111,8 @@ def print_plan(plan: ImagePlan, stream: TextIO = sys.stdout) -> None:
         print(f"{mark} {step.line:>4}  {instruction}", file=stream)
         if not step.cached and step.reason and not step.reason.startswith("rebuilds after"):
             print(style(f"           why: {clean(step.reason)}", "33"), file=stream)
-            for c in step.commits[:3]:
+            shown = [c for c in step.commits if c["short"] not in step.reason]
+            for c in shown[:3]:
                 print(f"                {c['short']} {clean(c['author'])}: "
                       f"{clean(c['summary'])}", file=stream)
     print(f"  {clean(plan.summary)}", file=stream)
