@@ -240,7 +240,20 @@ def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
                 git=session.git, plan=plan)
             for event in events:
                 printer.show(event)
+            printer.finish()
             record_sync(session.project, spec, plan, session.engine, session.git)
+        # what --check and the TUI read next: every image's state after this sync
+        from devsync.recording import record_statuses
+        from devsync.status import image_status
+
+        from devsync.resolver import Resolver
+
+        # a fresh resolver: the one above remembers the images as they were before the sync
+        session.resolver = Resolver(session.engine,
+                                    list(session.project.config.insecure_registries))
+        statuses = [image_status(session.project, spec, session.resolver, session.git)
+                    for spec in session.project.images]
+        record_statuses(session.project, statuses, session.git)
     return 0
 
 
