@@ -99,3 +99,34 @@ def test_two_syncs_at_once_one_says_so(team: TeamRepo, tmp_path: Path) -> None:
         del os.environ["DEVSYNC_STATE_DIR"]
     assert out.returncode == 11, out.stderr
     assert "another devsync" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ctrl_c_mid_build_leaves_no_tag_and_a_rerun_finishes(team: TeamRepo,
+                                                            tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    tag = f"{team.repo}:dev"
+    team.docker("rmi", "-f", tag, check=False)
+    df = team.path / "Dockerfile"
+    original = df.read_text()
+    df.write_text(original + "RUN sleep 60\n")
+    env = dict(team.engine.env(), DEVSYNC_STATE_DIR=str(state), DEVSYNC_NO_REFRESH="1")
+    proc = subprocess.Popen([sys.executable, "-m", "devsync", "sync", "app", "--yes", "--json"],
+                            cwd=team.path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if '"step_started"' in line and "sleep 60" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert team.docker("image", "inspect", tag, check=False).returncode != 0  # no tag
+    df.write_text(original)
+    out = devsync(team.path, "sync", "app", "--yes", engine=team.engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert team.docker("image", "inspect", tag, check=False).returncode == 0
