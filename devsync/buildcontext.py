@@ -9,7 +9,9 @@ means reproducing three things exactly:
    .dockerignore that are always sent) — `scan_context`;
 2. the header fields of each entry, which depend on the client ("flavor"): the modern CLI
    writes permission bits only, docker 20.10's CLI adds the file-type bits, and the Python SDK
-   keeps the owner's uid/gid — `TarFlavor`, `BuildContext.tarsum`;
+   keeps the owner's uid/gid — `TarFlavor`, `BuildContext.tarsum`. Each flavor has a "git
+   modes" variant that writes the modes a fresh `git checkout` under umask 022 (CI's) would
+   have produced, so a developer with another umask still hits the deployed image's cache;
 3. how the daemon resolves a source on the extracted tree (symlinks followed inside the context,
    wildcards matched over a walk, a directory hashed together with its own entry) —
    `BuildContext.source_hash`.
@@ -51,11 +53,65 @@ class BuildContextError(DockerfileError):
 
 
 class TarFlavor(Enum):
-    """How a client writes the context tar headers (and so which tarsums the daemon sees)."""
+    """How a client writes the context tar headers (and so which tarsums the daemon sees).
+
+    The `*_GIT_MODES` variants write headers like their `base`, except that permission bits
+    are those git would check out under umask 022 (`git_mode`): what CI's checkout had when
+    the deployed image was built, whatever the developer's umask made of the same commit.
+    """
 
     CLI_MODERN = "cli-modern"  # docker >= 23: mode = permission bits, uid/gid 0
     CLI_LEGACY = "cli-legacy"  # docker 20.10: mode with file-type bits, uid/gid 0
     SDK_DEFAULT = "sdk-default"  # docker-py's own archive: permission bits, owner's uid/gid
+    CLI_MODERN_GIT_MODES = "cli-modern+git-modes"
+    CLI_LEGACY_GIT_MODES = "cli-legacy+git-modes"
+    SDK_DEFAULT_GIT_MODES = "sdk-default+git-modes"
+
+    @property
+    def base(self) -> TarFlavor:
+        """The client whose headers this flavor writes (itself for the plain flavors)."""
+        return _GIT_MODES_BASE.get(self, self)
+
+    @property
+    def git_modes(self) -> bool:
+        """Whether permission bits are normalized to git's (see `git_mode`)."""
+        return self in _GIT_MODES_BASE
+
+    def with_git_modes(self) -> TarFlavor:
+        """The git-modes variant of this flavor's base."""
+        return _WITH_GIT_MODES[self.base]
+
+
+_GIT_MODES_BASE = {
+    TarFlavor.CLI_MODERN_GIT_MODES: TarFlavor.CLI_MODERN,
+    TarFlavor.CLI_LEGACY_GIT_MODES: TarFlavor.CLI_LEGACY,
+    TarFlavor.SDK_DEFAULT_GIT_MODES: TarFlavor.SDK_DEFAULT,
+}
+_WITH_GIT_MODES = {base: variant for variant, base in _GIT_MODES_BASE.items()}
+PLAIN_FLAVORS = (TarFlavor.CLI_MODERN, TarFlavor.CLI_LEGACY, TarFlavor.SDK_DEFAULT)
+GIT_MODES_FLAVORS = tuple(_WITH_GIT_MODES[f] for f in PLAIN_FLAVORS)
+
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+
+
+def git_mode(mode: int) -> int:
+    """The permission bits git would check out for an entry with st_mode `mode` (umask 022).
+
+    Git records only 644 or 755 for a regular file (755 when any execute bit is set) and
+    nothing for a directory, so a checkout under umask 022 has 0644/0755 files and 0755
+    directories. Symlinks and other kinds keep their bits (git stores no mode for them, and a
+    symlink's 0777 is the same everywhere). Setuid, setgid and sticky bits are kept: git never
+    sets them, so they are a deliberate local choice (or a setgid shared directory), not an
+    umask artefact, and sending them keeps the image faithful to the files; the cost is a cache
+    miss that the plan's mode reasons point at.
+    """
+    perm = stat.S_IMODE(mode)
+    special = perm & _SPECIAL_BITS
+    if stat.S_ISREG(mode):
+        return special | (0o755 if perm & 0o111 else 0o644)
+    if stat.S_ISDIR(mode):
+        return special | 0o755
+    return perm
 
 
 FILE = "file"
@@ -103,21 +159,22 @@ class ContextEntry:
         return self.name.rstrip("/")
 
     def tar_mode(self, flavor: TarFlavor) -> int:
-        perm = stat.S_IMODE(self.mode)
-        if flavor is TarFlavor.CLI_LEGACY:
+        perm = git_mode(self.mode) if flavor.git_modes else stat.S_IMODE(self.mode)
+        if flavor.base is TarFlavor.CLI_LEGACY:
             return perm | stat.S_IFMT(self.mode)
         return perm
 
     def tar_owner(self, flavor: TarFlavor) -> tuple[int, int]:
-        if flavor is TarFlavor.SDK_DEFAULT:
+        if flavor.base is TarFlavor.SDK_DEFAULT:
             return self.uid, self.gid
         return 0, 0
 
     def tar_xattrs(self, flavor: TarFlavor) -> dict[str, bytes]:
         cap = self.capability
-        if cap is None or flavor is TarFlavor.SDK_DEFAULT:
+        base = flavor.base
+        if cap is None or base is TarFlavor.SDK_DEFAULT:
             return {}
-        if flavor is TarFlavor.CLI_MODERN and len(cap) > 3 and cap[3] == 3:
+        if base is TarFlavor.CLI_MODERN and len(cap) > 3 and cap[3] == 3:
             # the modern CLI downgrades VFS_CAP_REVISION_3 to revision 2
             cap = cap[:3] + b"\x02" + cap[4:20]
         return {"security.capability": cap}
@@ -139,14 +196,15 @@ def scan_context(
 ) -> BuildContext:
     """Walk `context_dir` exactly as `docker build` would and list what it sends.
 
-    `ignore_flavor` picks the .dockerignore semantics: CLI_LEGACY follows docker 20.10's walk,
-    the others the modern CLI's (they differ only for unusual patterns). Nothing is hashed here.
+    `ignore_flavor` picks the .dockerignore semantics: CLI_LEGACY (and its git-modes variant)
+    follows docker 20.10's walk, the others the modern CLI's (they differ only for unusual
+    patterns). Nothing is hashed here.
     """
     root = Path(os.path.realpath(context_dir))
     if not root.is_dir():
         raise BuildContextError(f"build context {context_dir} is not a directory")
     dockerfile = _dockerfile_name(root, dockerfile_rel)
-    legacy = ignore_flavor is TarFlavor.CLI_LEGACY
+    legacy = ignore_flavor.base is TarFlavor.CLI_LEGACY
     excludes = read_dockerignore(root)
     matcher = PatternMatcher(
         trim_build_files_from_excludes(excludes, dockerfile, legacy=legacy), legacy=legacy
@@ -494,6 +552,11 @@ class BuildContext:
         e = self._by_rel.get(key)
         if e is None:
             raise KeyError(f"{rel} is not in the build context")
+        if flavor.git_modes and e.tar_mode(flavor) == e.tar_mode(flavor.base):
+            # the headers are identical: share the base flavor's sum rather than reread the file
+            digest = self.tarsum(key, flavor.base)
+            self._tarsums[(key, flavor)] = digest
+            return digest
         h = hashlib.sha256()
         uid, gid = e.tar_owner(flavor)
         major, minor = e.devices()
@@ -543,6 +606,10 @@ class BuildContext:
         if len(hashes) == 1:
             return hashes[0]
         return "multi:" + _sha256_join(hashes)
+
+    def git_modes_differ(self) -> bool:
+        """Whether any entry's mode is not what git would check out (see `git_mode`)."""
+        return any(git_mode(e.mode) != stat.S_IMODE(e.mode) for e in self.entries)
 
     def files_under(self, sources: Sequence[str], *, instruction: str = "COPY") -> list[str]:
         """The context entries (rel paths, directories included) a COPY/ADD step hashes."""

@@ -4,16 +4,27 @@ or rebuild it, and why. Computed before anything is pulled or built.
 The prediction is `devsync.buildsim` run against the cache sources a sync would use (the latest
 deployed image, and the local image when there is one). The build-context "flavor" (how the
 client wrote file modes and owners into the context tar) is chosen to match the deployed
-image, so devsync's own builds reuse every layer the engine can.
+image, so devsync's own builds reuse every layer the engine can. When the developer's umask
+gave the checkout other modes than CI's, a "git modes" flavor sends the modes CI had.
 """
 
 from __future__ import annotations
 
 import re
+import stat
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from devsync.buildcontext import BuildContext, TarFlavor, scan_context
+from devsync.buildcontext import (
+    GIT_MODES_FLAVORS,
+    PLAIN_FLAVORS,
+    BuildContext,
+    TarFlavor,
+    git_mode,
+    scan_context,
+)
 from devsync.buildsim import BuildSimulator, SimResult, SimStep, StepKind
 from devsync.errors import DevsyncError
 from devsync.images import ImageInfo
@@ -24,14 +35,23 @@ if TYPE_CHECKING:
     from devsync.resolver import Resolver
 
 REVISION_LABEL = "org.opencontainers.image.revision"
-_COPY_ENTRY = re.compile(r"#\(nop\) (COPY|ADD) (--chown=\S*?)?((?:file|dir|multi):[0-9a-f]+) in (.*) $")
+_COPY_ENTRY = re.compile(
+    r"#\(nop\) (COPY|ADD) (--chown=\S*?)?((?:file|dir|multi):[0-9a-f]+) in (.*) $")
 _BUILD_ARGS = re.compile(r"^\|(\d+) ")
 
 FLAVOR_TEXT = {
     TarFlavor.CLI_MODERN: "docker CLI (current): permission-only modes, owner root",
     TarFlavor.CLI_LEGACY: "docker CLI 20.10 and older: file-type bits in modes, owner root",
     TarFlavor.SDK_DEFAULT: "Docker SDK default: permission-only modes, files' own owner",
+    TarFlavor.CLI_MODERN_GIT_MODES: "docker CLI (current) on a checkout with git's modes "
+                                    "0644/0755, owner root",
+    TarFlavor.CLI_LEGACY_GIT_MODES: "docker CLI 20.10 and older on a checkout with git's modes "
+                                    "0644/0755, owner root",
+    TarFlavor.SDK_DEFAULT_GIT_MODES: "Docker SDK default on a checkout with git's modes "
+                                     "0644/0755, files' own owner",
 }
+# what plan_image tries, in order of preference (an earlier flavor wins a tie)
+DEFAULT_FLAVORS = PLAIN_FLAVORS + GIT_MODES_FLAVORS
 
 
 @dataclass
@@ -101,7 +121,15 @@ class ImagePlan:
 
 
 def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
-               git: GitRepo | None = None) -> ImagePlan:
+               git: GitRepo | None = None, *,
+               flavors: Sequence[TarFlavor] = DEFAULT_FLAVORS) -> ImagePlan:
+    """Predict the build of `spec`, with the first of `flavors` that reuses the most steps.
+
+    `flavors` defaults to every flavor devsync can send; pass one flavor to predict what that
+    client would do (e.g. `(TarFlavor.CLI_MODERN,)` for a plain `docker build`).
+    """
+    if not flavors:
+        raise ValueError("plan_image needs at least one flavor to try")
     df = project.dockerfile(spec)
     context = scan_context(spec.context, _rel_to(spec.dockerfile, spec.context))
     notes: list[str] = []
@@ -138,13 +166,19 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         return resolver.base(ref)
 
     best: SimResult | None = None
-    for flavor in (TarFlavor.CLI_MODERN, TarFlavor.CLI_LEGACY, TarFlavor.SDK_DEFAULT):
+    # with git's modes already on disk a git-modes flavor sends the very same tar as its base
+    git_modes_matter = context.git_modes_differ()
+    for flavor in flavors:
+        if flavor.git_modes and not git_modes_matter and flavor.base in flavors:
+            continue
         sim = BuildSimulator(df, context=context, images=lookup, sources=sources,
                              build_args=spec.build_args, target=spec.target,
                              flavor=flavor).run()
         if best is None or sim.cached_count > best.cached_count:
             best = sim
     assert best is not None
+    if best.flavor.git_modes and git_modes_matter:
+        notes.append(_git_modes_note(context))
     steps = _plan_steps(best, spec, context, deployed, git, project)
     pull_bytes = 0
     if deployed is not None and resolver.local(deployed_ref or "") is None:
@@ -289,21 +323,61 @@ def _readable(created_by: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _git_modes_note(context: BuildContext) -> str:
+    return (f"files here have modes {_local_modes(context)}; devsync sends git's modes "
+            "0644/0755 as CI's checkout had, so the deployed layers are reused")
+
+
+def _local_modes(context: BuildContext, rels: Sequence[str] | None = None) -> str:
+    """`0664/0775 (umask 002?)`: the commonest modes that differ from git's, and the umask
+    that would explain them."""
+    files: Counter[int] = Counter()
+    dirs: Counter[int] = Counter()
+    entries = context.entries if rels is None else [e for r in rels
+                                                    if (e := context.entry(r)) is not None]
+    for e in entries:
+        perm = stat.S_IMODE(e.mode)
+        if perm == git_mode(e.mode):
+            continue
+        if stat.S_ISREG(e.mode):
+            files[perm] += 1
+        elif stat.S_ISDIR(e.mode):
+            dirs[perm] += 1
+    shown = [f"{c.most_common(1)[0][0]:04o}" for c in (files, dirs) if c]
+    umasks = {0o777 & ~m for m in dirs} | {0o666 & ~m for m in files if not m & 0o111}
+    guess = f" (umask {umasks.pop():03o}?)" if len(umasks) == 1 else ""
+    return "/".join(shown) + guess
+
+
 def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildContext,
                    deployed: ImageInfo | None, git: GitRepo | None, spec: ImageSpec,
                    project: Project, their_hash: str) -> None:
-    # same files, other metadata? (the context flavor that would have matched)
-    for flavor in TarFlavor:
+    # same files, other metadata? (the context flavor that would have matched; the plain
+    # flavors first, so git's modes are only blamed when nothing else explains the miss)
+    for flavor in DEFAULT_FLAVORS:
         if flavor is sim.flavor:
             continue
         try:
             alt = context.source_hash(list(step.sources), flavor)
         except DevsyncError:
             alt = None
-        if alt == their_hash:
+        if alt != their_hash:
+            continue
+        if flavor.git_modes and not sim.flavor.git_modes:
+            try:
+                rels = context.files_under(list(step.sources))
+            except DevsyncError:
+                rels = []
+            client = ("" if flavor.base is sim.flavor.base
+                      else f", written by the {FLAVOR_TEXT[flavor.base]}")
+            out.reason = (f"same files, different modes: {_local_modes(context, rels)} here, "
+                          f"the deployed image's context had git's 0644/0755 (CI's checkout"
+                          f"{client}); devsync sync sends git's modes and reuses the deployed "
+                          "layers")
+        else:
             out.reason = (f"same files, different file metadata: the deployed image's context "
                           f"was written by the {FLAVOR_TEXT[flavor]}")
-            return
+        return
     try:
         files = context.files_under(list(step.sources))
     except DevsyncError:
@@ -336,7 +410,8 @@ def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildC
         else:
             out.reason = f"files changed: {shown}"
         return
-    modes = _mode_oddities(context, files)
+    # with git's modes sent, the local modes cannot be what differs
+    modes = "" if sim.flavor.git_modes else _mode_oddities(context, files)
     if modes:
         out.reason = (f"files under {what} differ from the deployed build; modes here: {modes} "
                       "(CI usually checks out 0644/0755: check your umask, or chmod)")

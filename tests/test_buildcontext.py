@@ -11,6 +11,7 @@ import io
 import os
 import re
 import socket
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -285,8 +286,80 @@ def test_write_tar_carries_the_predicted_tarsums(tmp_path: Path, flavor: TarFlav
         assert sums[e.rel] == ctx.tarsum(e.rel, flavor), e.name
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         src = tf.getmember("src")
-        expected = 0o40755 if flavor is TarFlavor.CLI_LEGACY else 0o755
+        expected = 0o40755 if flavor.base is TarFlavor.CLI_LEGACY else 0o755
         assert src.mode == expected
+
+
+def test_git_modes_flavors_send_what_a_umask_022_checkout_sends(tmp_path: Path) -> None:
+    """umask 002 gives 0664/0775 where CI's checkout had 0644/0755: the git-modes flavors hash
+    and write the developer's tree exactly as their base flavor does CI's tree."""
+
+    def tree(root: Path, file_mode: int, exec_mode: int, dir_mode: int) -> BuildContext:
+        _write(root / "Dockerfile", b"FROM scratch\n", file_mode)
+        _write(root / "f.txt", b"hello\n", file_mode)
+        _write(root / "run.sh", b"#!/bin/sh\n", exec_mode)
+        _write(root / "sub" / "deep" / "x.txt", b"x\n", file_mode)
+        os.link(root / "f.txt", root / "sub" / "hard.txt")
+        os.symlink("../f.txt", root / "sub" / "link")
+        for d in (root / "sub", root / "sub" / "deep"):
+            os.chmod(d, dir_mode)
+        os.chmod(root, dir_mode)
+        return scan_context(root)
+
+    dev = tree(tmp_path / "dev", 0o664, 0o775, 0o775)
+    ci = tree(tmp_path / "ci", 0o644, 0o755, 0o755)
+    assert dev.git_modes_differ() and not ci.git_modes_differ()
+    for plain in (TarFlavor.CLI_MODERN, TarFlavor.CLI_LEGACY, TarFlavor.SDK_DEFAULT):
+        variant = plain.with_git_modes()
+        assert (plain.git_modes, plain.base, plain.with_git_modes()) == (False, plain, variant)
+        assert (variant.git_modes, variant.base, variant.with_git_modes()) == (True, plain,
+                                                                               variant)
+        assert [e.rel for e in dev.entries] == [e.rel for e in ci.entries]
+        for e in dev.entries:
+            assert dev.tarsum(e.rel, variant) == ci.tarsum(e.rel, plain), (variant, e.rel)
+            # on a tree that already has git's modes the variant changes nothing
+            assert ci.tarsum(e.rel, variant) == ci.tarsum(e.rel, plain), (variant, e.rel)
+        for sources in (["."], ["f.txt", "sub"], ["sub/link"], ["run.sh"]):
+            assert dev.source_hash(sources, variant) == ci.source_hash(sources, plain)
+            # the plain flavor still sends the developer's modes: a real miss for the CLI
+            assert dev.source_hash(sources, plain) != ci.source_hash(sources, plain)
+    # the three plain flavors keep their values and behaviour
+    assert [f.value for f in (TarFlavor.CLI_MODERN, TarFlavor.CLI_LEGACY,
+                              TarFlavor.SDK_DEFAULT)] == ["cli-modern", "cli-legacy",
+                                                           "sdk-default"]
+
+    # the written tar carries git's modes (file-type bits for 20.10) and the hashed tarsums;
+    # setuid/setgid/sticky bits are not umask artefacts and are sent as they are
+    _write(tmp_path / "dev" / "suid", b"s\n", 0o4775)
+    os.mkdir(tmp_path / "dev" / "shared")
+    os.chmod(tmp_path / "dev" / "shared", 0o2775)
+    os.mkdir(tmp_path / "dev" / "tmp")
+    os.chmod(tmp_path / "dev" / "tmp", 0o1777)
+    _write(tmp_path / "dev" / "private.txt", b"p\n", 0o600)
+    dev = scan_context(tmp_path / "dev")
+    expected = {"f.txt": 0o644, "run.sh": 0o755, "sub": 0o755, "sub/deep/x.txt": 0o644,
+                "sub/hard.txt": 0o644, "sub/link": 0o777, "suid": 0o4755,
+                "shared": 0o2755, "tmp": 0o1755, "private.txt": 0o644}
+    for variant in (TarFlavor.CLI_MODERN_GIT_MODES, TarFlavor.CLI_LEGACY_GIT_MODES,
+                    TarFlavor.SDK_DEFAULT_GIT_MODES):
+        buf = io.BytesIO()
+        dev.write_tar(buf, variant)
+        data = buf.getvalue()
+        assert len(data) == dev.tar_size_estimate(variant)
+        sums = _reference_tarsums(data)
+        assert sums == {e.rel: dev.tarsum(e.rel, variant) for e in dev.entries}
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+            modes = {m.name.rstrip("/"): m.mode for m in tf.getmembers()}
+        for rel, perm in expected.items():
+            entry = dev.entry(rel)
+            assert entry is not None
+            want = perm | stat.S_IFMT(entry.mode) if variant.base is TarFlavor.CLI_LEGACY \
+                else perm
+            assert modes[rel] == want, (variant, rel, oct(modes[rel]))
+        # only the modes changed: the plain flavor's headers are kept otherwise
+        plain_tar = io.BytesIO()
+        dev.write_tar(plain_tar, variant.base)
+        assert len(plain_tar.getvalue()) == len(data) and plain_tar.getvalue() != data
 
 
 # ---------------------------------------------------------------- real engine

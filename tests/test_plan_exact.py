@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from devsync import sandbox
+from devsync.buildcontext import TarFlavor
+from devsync.plan import DEFAULT_FLAVORS, ImagePlan
 from tests.teamrepo import LEGACY_CLI, TeamRepo, git, make_team_repo
 
 
@@ -103,9 +105,14 @@ def _owned_by_uid_1000(team: TeamRepo) -> None:
 
 
 def _umask_002(team: TeamRepo) -> None:
+    # the same commit as git checks it out under umask 002
     for p in team.path.rglob("*"):
-        if ".git" not in p.parts and p.is_file():
-            p.chmod(0o664)
+        if ".git" in p.parts or p.is_symlink():
+            continue
+        if p.is_dir():
+            p.chmod(0o775)
+        else:
+            p.chmod(0o775 if p.stat().st_mode & 0o111 else 0o664)
 
 
 def _older_commit(team: TeamRepo) -> None:
@@ -130,7 +137,7 @@ SCENARIOS: dict[str, tuple[Callable[[TeamRepo], None], int | None]] = {
     "untracked-file": (_untracked_file, 7),
     "file-mode-changed": (_mode_changed, 7),
     "owned-by-uid-1000": (_owned_by_uid_1000, None),
-    "umask-002": (_umask_002, 5),
+    # "umask-002": devsync's build and the docker CLI's differ there, see its own test below
     "older-commit-checked-out": (_older_commit, 7),
 }
 
@@ -152,6 +159,76 @@ def test_plan_matches_real_build(team: TeamRepo, devsync_env: None, scenario: st
 
     real = team.cli_build_with_cache(plan.cache_from, f"{team.repo}:dev-check")
     assert real == predicted, f"{scenario}: plan {predicted} vs engine {real}: {plan.summary}"
+
+
+def _plan_as(path: Path, flavors: tuple[TarFlavor, ...], name: str = "app") -> ImagePlan:
+    """The plan of what a client that writes its context tar as `flavors` would do."""
+    from devsync.engine import Engine
+    from devsync.gitinfo import open_repo
+    from devsync.plan import plan_image
+    from devsync.project import load_project
+    from devsync.resolver import Resolver
+
+    project = load_project(path)
+    engine = Engine.connect()
+    return plan_image(project, project.image(name), Resolver(engine), open_repo(path),
+                      flavors=flavors)
+
+
+def _devsync_build(path: Path, plan: ImagePlan, name: str = "app") -> list[tuple[str, bool]]:
+    """`devsync sync` of `plan` against the real engine: each builder step and whether it hit
+    the cache."""
+    from devsync.engine import Engine
+    from devsync.events import StepFinished, StepStarted, Warning_
+    from devsync.gitinfo import open_repo
+    from devsync.project import load_project
+    from devsync.resolver import Resolver
+    from devsync.sync import sync_image
+
+    project = load_project(path)
+    engine = Engine.connect()
+    events = list(sync_image(project, project.image(name), engine=engine,
+                             resolver=Resolver(engine), git=open_repo(path), plan=plan))
+    assert not [e for e in events if isinstance(e, Warning_) and "differed" in e.message]
+    started = {e.index: e.instruction for e in events if isinstance(e, StepStarted)}
+    finished = sorted((e for e in events if isinstance(e, StepFinished)), key=lambda e: e.index)
+    assert [e.index for e in finished] == list(range(len(finished))) == sorted(started)
+    return [(started[e.index], e.cached) for e in finished]
+
+
+def test_umask_002_plan_matches_devsync_build_and_cli_misses(team: TeamRepo,
+                                                             devsync_env: None) -> None:
+    """Files 0664 and directories 0775 where CI's checkout had 0644/0755 (git records only
+    644/755). The docker CLI sends the local modes and rebuilds from the first COPY; devsync
+    sends git's modes and reuses every step. Each plan must equal what the engine does."""
+    _reset(team)
+    _umask_002(team)
+
+    # the plain docker CLI: the plan for its context flavor says line 5 rebuilds, and why
+    cli_plan = _plan_as(team.path, (TarFlavor.CLI_MODERN,))
+    assert cli_plan.cache_from == [f"{team.repo}:1.0.1"]
+    first = cli_plan.first_rebuild
+    assert first is not None and first.line == 5, cli_plan.summary
+    # (line 5 copies two files: no directory's mode is involved)
+    assert "0664 (umask 002?) here" in first.reason and "git's 0644/0755" in first.reason
+    cli_built = [s for s in cli_plan.steps if s.kind != "skip"]
+    real_cli = team.cli_build_with_cache(cli_plan.cache_from, f"{team.repo}:dev-check")
+    assert real_cli == [s.cached for s in cli_built], cli_plan.summary
+
+    # devsync on a fresh machine: git's modes win, every step is cached, and really is
+    team.forget_local_images()
+    plan = _plan_as(team.path, DEFAULT_FLAVORS)
+    assert plan.deployed == f"{team.repo}:1.0.1"
+    assert plan.cache_from == [f"{team.repo}:1.0.1"]
+    assert plan.flavor is TarFlavor.CLI_MODERN_GIT_MODES
+    assert plan.first_rebuild is None, plan.summary
+    assert any("0664/0775 (umask 002?)" in n for n in plan.notes), plan.notes
+    built = [s for s in plan.steps if s.kind != "skip"]
+    real = _devsync_build(team.path, plan)
+    assert [hit for _ins, hit in real[:len(built)]] == [s.cached for s in built], plan.summary
+    # after the Dockerfile's steps the engine appends one LABEL step per label devsync sets
+    extra = real[len(built):]
+    assert extra and all(ins.startswith("LABEL ") for ins, _hit in extra), extra
 
 
 def test_reasons_name_files_and_commits(team: TeamRepo, devsync_env: None) -> None:
