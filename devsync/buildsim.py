@@ -59,6 +59,9 @@ class SimStep:
     counterpart: HistoryEntry | None = None
     counterpart_ref: str | None = None
     miss: str | None = None  # "busted", "no-source", "parent", "command", "unknown"
+    # False when the outcome hangs on files another stage builds in this run: the engine
+    # reuses the layer anyway if that stage reproduces byte-identical files
+    certain: bool = True
     triggers: list[str] = field(default_factory=list)  # ONBUILD triggers run at this FROM
 
 
@@ -81,6 +84,7 @@ class _State:
     allowed_args: dict[str, str | None] = field(default_factory=dict)
     busted: bool = False
     fully_cached: bool = True
+    uncertain: bool = False  # an earlier step's outcome could not be known
 
 
 @dataclass
@@ -275,7 +279,7 @@ class BuildSimulator:
         if base.lower() in results:
             prev = results[base.lower()]
             state = _State(env=list(prev.env), shell=prev.shell, workdir=prev.workdir,
-                           parent=prev.parent)
+                           parent=prev.parent, uncertain=prev.uncertain)
             from_step.source_ref = f"stage {base.lower()}"
         elif base == "scratch":
             state = _State(env=[], shell=DEFAULT_SHELL, workdir="", parent=_Parent((), ()))
@@ -525,6 +529,7 @@ class BuildSimulator:
             step.counterpart = closest.history[n]
             step.counterpart_ref = closest.reference
         hit: ImageInfo | None = None
+        step.certain = not state.uncertain
         if state.busted:
             step.miss = "busted"
         elif not self.sources:
@@ -537,6 +542,9 @@ class BuildSimulator:
             if step.kind == StepKind.COPY_STAGE:
                 hit = self._copy_from_guess(step, closest, n, by_index, results)
             step.miss = None if hit else "unknown"
+            if hit is None and step.kind == StepKind.COPY_STAGE:
+                step.certain = False
+                state.uncertain = True
         else:
             hit = next((s for s in candidates
                         if len(s.history) > n and s.history[n].created_by == step.created_by),

@@ -244,9 +244,8 @@ def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
             record_sync(session.project, spec, plan, session.engine, session.git)
         # what --check and the TUI read next: every image's state after this sync
         from devsync.recording import record_statuses
-        from devsync.status import image_status
-
         from devsync.resolver import Resolver
+        from devsync.status import image_status
 
         # a fresh resolver: the one above remembers the images as they were before the sync
         session.resolver = Resolver(session.engine,

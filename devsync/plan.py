@@ -65,11 +65,13 @@ class PlanStep:
     files: list[str] = field(default_factory=list)
     commits: list[dict[str, str]] = field(default_factory=list)
     created_by: str | None = None
+    certain: bool = True  # False: depends on what another stage builds (see buildsim)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "line": self.line, "instruction": self.instruction, "cached": self.cached,
             "reason": self.reason, "kind": self.kind, "stage": self.stage,
+            "certain": self.certain,
             "files": self.files, "commits": self.commits,
         }
 
@@ -219,7 +221,7 @@ def _plan_steps(sim: SimResult, spec: ImageSpec, context: BuildContext,
             out.append(PlanStep(ins.line, ins.text, True, _not_run_reason(ins.cmd), kind, -1))
             continue
         plan_step = PlanStep(ins.line, ins.text, step.cached, "", step.kind, step.stage,
-                             created_by=step.created_by)
+                             created_by=step.created_by, certain=step.certain)
         if step.cached:
             plan_step.reason = _hit_reason(step)
         elif step.miss == "busted":
@@ -264,8 +266,9 @@ def _explain_miss(out: PlanStep, step: SimStep, sim: SimResult, spec: ImageSpec,
         if step.kind == StepKind.ADD_URL:
             out.reason = "ADD from a URL: fetched again on every build"
         elif step.kind == StepKind.COPY_STAGE:
-            out.reason = (f"copies from {step.copy_from}, which rebuilds: its output cannot be "
-                          "known before building")
+            out.reason = (f"copies files that stage {step.copy_from} builds, and that stage "
+                          "rebuilds: the engine reuses this layer only if the stage produces "
+                          "byte-identical files, which cannot be known before building")
         else:
             out.reason = "cannot be predicted"
     else:

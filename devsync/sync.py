@@ -67,7 +67,8 @@ def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: E
                 cancel: threading.Event | None = None) -> Iterator[Event]:
     """Build `spec` as `plan` predicted (same context flavor, same cache sources)."""
     context = scan_context(spec.context, _rel(spec))
-    predicted = {i: s.cached for i, s in enumerate(_built_steps(plan))}
+    predicted = {i: (s.cached if s.certain else None)
+                 for i, s in enumerate(_built_steps(plan))}
     with tempfile.TemporaryFile(prefix="devsync-context-") as tar:
         context.write_tar(tar, plan.flavor)
         tar.seek(0)

@@ -287,3 +287,46 @@ def test_legacy_cli_deployed_image_is_matched_by_flavor(
     plan = _plan(team.path)
     assert plan.flavor.name == "CLI_LEGACY"
     assert plan.first_rebuild is None, plan.summary
+
+
+MULTI_STAGE = """\
+FROM {repo}:base-1.0.0 AS assets
+COPY src/ /build/src/
+RUN cat /build/src/*.php > /build/bundle.txt
+FROM {repo}:base-1.0.0
+WORKDIR /var/www/html
+COPY composer.json composer.lock ./
+RUN cat composer.json composer.lock > /opt/vendor.txt
+COPY --from=assets /build/bundle.txt /opt/bundle.txt
+COPY . /var/www/html
+"""
+
+
+def test_multi_stage_plan_is_exact_where_it_is_certain(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path_factory: pytest.TempPathFactory, devsync_env: None) -> None:
+    """Only the final stage is in the deployed image, so an earlier stage always rebuilds on a
+    fresh machine, and a `COPY --from` it hangs on files that stage produces. The plan says
+    so (`certain: false`); every step it is certain about must match the engine."""
+    team = make_team_repo(tmp_path_factory.mktemp("multi"), engine, registry, busybox_image,
+                          "multishop")
+    (team.path / "Dockerfile").write_text(MULTI_STAGE.format(repo=team.repo))
+    team.commit("Bundle assets in a stage")
+    team.ci_deploy("1.1.0")
+    for change in (_nothing, _dependency_changed, _edit_uncommitted):
+        _reset(team)
+        change(team)
+        plan = _plan(team.path)
+        steps = [s for s in plan.steps if s.kind != "skip"]
+        by_kind = {s.line: s for s in steps}
+        assert not by_kind[3].cached and by_kind[3].certain  # the stage's RUN rebuilds
+        copy_from = by_kind[8]
+        if change is _dependency_changed:
+            assert not by_kind[6].cached and copy_from.certain
+        else:
+            assert not copy_from.certain and "byte-identical" in copy_from.reason
+        real = team.cli_build_with_cache(plan.cache_from, f"{team.repo}:dev-check")
+        assert len(real) == len(steps)
+        for step, hit in zip(steps, real, strict=True):
+            if step.certain:
+                assert step.cached == hit, (change.__name__, step.line, plan.summary, real)
