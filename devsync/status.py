@@ -38,6 +38,10 @@ class ImageStatus:
     plan: ImagePlan | None = None
     commits: list[dict[str, str]] = field(default_factory=list)
     watched: list[str] = field(default_factory=list)  # inputs whose change makes it stale
+    # the image's inputs (Dockerfile and build context, .dockerignore honoured) that differ
+    # from HEAD: what a build would pick up that no commit explains
+    uncommitted: list[str] = field(default_factory=list)
+    untracked: list[str] = field(default_factory=list)
 
     @property
     def line(self) -> str:
@@ -56,6 +60,7 @@ class ImageStatus:
             "tag": self.tag, "local_id": self.local_id, "local_revision": self.local_revision,
             "deployed": self.deployed, "deployed_digest": self.deployed_digest,
             "dockerfile": self.dockerfile, "commits": self.commits,
+            "uncommitted": self.uncommitted, "untracked": self.untracked,
         }
 
 
@@ -90,7 +95,9 @@ def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
                          flavor=plan.flavor).run()
     miss = sim.first_miss
     if git is not None and status.local_revision:
-        status.commits = _commits_since(git, status.local_revision, status.watched)
+        status.commits = _commits_since(git, status.local_revision, _inputs(project, spec))
+    if git is not None:
+        _working_changes(status, project, spec, git, context)
     if miss is None:
         status.state = IN_SYNC
         status.reason = f"{spec.tag} matches this checkout"
@@ -157,6 +164,28 @@ def _rel(path: Path, root: Path) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
+
+
+def _inputs(project: Project, spec: ImageSpec) -> list[str]:
+    """Repo-relative paths a build reads: the Dockerfile and the whole context."""
+    return sorted({spec.rel_dockerfile(project.root), spec.rel_context(project.root)})
+
+
+def _working_changes(status: ImageStatus, project: Project, spec: ImageSpec, git: GitRepo,
+                     context: Any) -> None:
+    try:
+        changes = git.changes([spec.rel_context(project.root)])
+    except DevsyncError:
+        return
+    prefix = spec.rel_context(project.root)
+
+    def sent(path: str) -> bool:
+        rel = path if prefix in ("", ".") else path[len(prefix) + 1:]
+        return context.entry(rel) is not None or path == status.dockerfile
+
+    status.uncommitted = [p for p in changes.modified + changes.deleted
+                          if sent(p) or p in changes.deleted][:200]
+    status.untracked = [p for p in changes.untracked if sent(p)][:200]
 
 
 def _commits_since(git: GitRepo, revision: str, paths: list[str]) -> list[dict[str, str]]:

@@ -130,3 +130,21 @@ def test_ctrl_c_mid_build_leaves_no_tag_and_a_rerun_finishes(team: TeamRepo,
     out = devsync(team.path, "sync", "app", "--yes", engine=team.engine, state=state)
     assert out.returncode == 0, out.stderr
     assert team.docker("image", "inspect", tag, check=False).returncode == 0
+
+
+def test_status_lists_uncommitted_and_untracked_inputs_dockerignore_honoured(
+        team: TeamRepo, tmp_path: Path) -> None:
+    (team.path / "src" / "new.php").write_text("<?php\n")
+    (team.path / "debug.log").write_text("ignored by .dockerignore\n")
+    (team.path / "README.md").write_text("# shop, edited\n")
+    try:
+        out = devsync(team.path, "status", "--json", engine=team.engine,
+                      state=tmp_path / "state")
+        app = next(i for i in json.loads(out.stdout)["images"] if i["name"] == "app")
+        assert app["untracked"] == ["src/new.php"]
+        assert "README.md" in app["uncommitted"]
+        assert app["state"] == "stale"
+    finally:
+        (team.path / "src" / "new.php").unlink()
+        (team.path / "debug.log").unlink()
+        git(team.path, "checkout", "--", "README.md")
