@@ -4,12 +4,12 @@ results that the CLI and the TUI render."""
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from devsync.dockerfiles import cache_busting_order
 from devsync.errors import ConfigError, DevsyncError
 from devsync.events import Event, PhaseStarted, Pushed
 from devsync.plan import plan_image
@@ -64,7 +64,6 @@ def base_build(project: Project, *, engine: Engine, resolver: Resolver, git: Git
         yield from engine.push(tag, cancel=cancel)
 
 
-_FROM_TAG = re.compile(r"base-[0-9A-Za-z.+-]+")
 
 
 @dataclass
@@ -154,24 +153,7 @@ def advice(project: Project, resolver: Resolver) -> Advice:
 
 
 def order_warnings(project: Project, spec: ImageSpec) -> list[str]:
-    """A `COPY .` before a dependency install busts the install's cache on every edit."""
-    out = []
-    df = project.dockerfile(spec)
-    for stage in df.stages:
-        copied_all: int | None = None
-        for ins in stage.instructions:
-            if ins.cmd in ("COPY", "ADD") and not ins.flag("from") \
-                    and any(v in (".", "./") for v in ins.value[:-1]):
-                copied_all = ins.line
-            elif ins.cmd == "RUN" and copied_all is not None and re.search(
-                    r"\b(composer|npm|yarn|pnpm|pip|poetry|bundle|go mod|cargo|mvn|gradle)\b",
-                    " ".join(ins.value)):
-                out.append(
-                    f"{spec.rel_dockerfile(project.root)}:{ins.line}: this dependency install "
-                    f"comes after `COPY .` (line {copied_all}), so every code change rebuilds "
-                    "it: copy the dependency files first, install, then COPY the rest")
-                break
-    return out
+    return cache_busting_order(project.dockerfile(spec), spec.rel_dockerfile(project.root))
 
 
 def publish(project: Project, version: str, *, engine: Engine, resolver: Resolver,

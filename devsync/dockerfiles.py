@@ -170,3 +170,26 @@ def parse_file(path: Path, display: str | None = None) -> Dockerfile:
     df = parse_text(text, Path(shown))
     df.path = path
     return df
+
+
+_DEPENDENCY_INSTALL = re.compile(
+    r"\b(composer|npm|yarn|pnpm|pip3?|poetry|pipenv|bundle|go mod|cargo|mvn|gradle|mix)\b")
+
+
+def cache_busting_order(df: Dockerfile, display: str) -> list[str]:
+    """A dependency install placed after `COPY .` reruns on every code change: say where."""
+    out = []
+    for stage in df.stages:
+        copied_all: int | None = None
+        for ins in stage.instructions:
+            if ins.cmd in ("COPY", "ADD") and not ins.flag("from") \
+                    and any(v in (".", "./") for v in ins.value[:-1]):
+                copied_all = ins.line
+            elif ins.cmd == "RUN" and copied_all is not None \
+                    and _DEPENDENCY_INSTALL.search(" ".join(ins.value)):
+                out.append(
+                    f"{display}:{ins.line}: this dependency install comes after `COPY .` "
+                    f"(line {copied_all}), so every code change rebuilds it: copy the "
+                    "dependency files first, install, then COPY the rest")
+                break
+    return out

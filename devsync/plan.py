@@ -26,6 +26,7 @@ from devsync.buildcontext import (
     scan_context,
 )
 from devsync.buildsim import BuildSimulator, SimResult, SimStep, StepKind
+from devsync.dockerfiles import cache_busting_order
 from devsync.errors import DevsyncError
 from devsync.images import ImageInfo
 from devsync.project import ROLE_BASE, ImageSpec, Project
@@ -159,6 +160,7 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     else:
         notes.append("no deployed repository known: set images."
                      f"{spec.name}.deployed in .devsync.toml")
+    notes.extend(cache_busting_order(df, spec.rel_dockerfile(project.root)))
     local = resolver.local(spec.tag) if spec.tag != deployed_ref else None
     if local is not None and spec.role != ROLE_BASE:
         sources.append(local)

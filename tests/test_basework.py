@@ -56,5 +56,10 @@ def test_advice_flags_cache_busting_order(team: TeamRepo, tmp_path: Path) -> Non
                   state=tmp_path / "state")
     assert out.returncode == 0, out.stderr
     warnings = json.loads(out.stdout)["warnings"]
-    assert any("comes after `COPY .`" in w for w in warnings), warnings
+    assert any("Dockerfile:6: this dependency install comes after `COPY .` (line 5)" in w
+               for w in warnings), warnings
+    out = devsync(team.path, "plan", "app", "--json", engine=team.engine,
+                  state=tmp_path / "state")
+    notes = json.loads(out.stdout)["images"][0]["notes"]
+    assert any("comes after `COPY .`" in n for n in notes), notes
     df.write_text(text)
