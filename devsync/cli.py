@@ -14,10 +14,8 @@ from devsync.errors import DevsyncError, UsageError
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterator
     from pathlib import Path
 
-    from devsync.events import Event
     from devsync.project import Project
 
 
@@ -179,11 +177,10 @@ def _status(start: Path, *, as_json: bool) -> int:
 
     from devsync.output import print_status
     from devsync.recording import record_statuses
-    from devsync.status import image_status
+    from devsync.status import collect_statuses
 
     session = Session(start, need_engine=False)
-    statuses = [image_status(session.project, spec, session.resolver, session.git)
-                for spec in session.project.images]
+    statuses = collect_statuses(session.project, session.resolver, session.git)
     record_statuses(session.project, statuses, session.git)
     if as_json:
         print(json.dumps({
@@ -217,42 +214,26 @@ def _plan(start: Path, image: str | None, *, as_json: bool) -> int:
 
 def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     from devsync.output import EventPrinter, confirm
-    from devsync.plan import plan_image
-    from devsync.recording import record_sync
-    from devsync.state import operation_lock
-    from devsync.sync import sync_image
+    from devsync.plan import ImagePlan
+    from devsync.sync import run_sync
 
     session = Session(start, need_engine=True)
     assert session.engine is not None
     printer = EventPrinter(as_json=as_json)
-    with operation_lock(session.project.root, "sync"):
-        for spec in session.images(image):
-            plan = plan_image(session.project, spec, session.resolver, session.git)
-            if not as_json:
-                printer.plan(plan)
-            big = plan.pull_bytes > 200 * 1024 * 1024
-            if big and not yes and not as_json and sys.stdin.isatty() and not confirm(
-                    f"pull {plan.pull_bytes / 1e6:.0f} MB for {spec.name}?"):
-                print("devsync: skipped", spec.name)
-                continue
-            events: Iterator[Event] = sync_image(
-                session.project, spec, engine=session.engine, resolver=session.resolver,
-                git=session.git, plan=plan)
-            for event in events:
-                printer.show(event)
-            printer.finish()
-            record_sync(session.project, spec, plan, session.engine, session.git)
-        # what --check and the TUI read next: every image's state after this sync
-        from devsync.recording import record_statuses
-        from devsync.resolver import Resolver
-        from devsync.status import image_status
 
-        # a fresh resolver: the one above remembers the images as they were before the sync
-        session.resolver = Resolver(session.engine,
-                                    list(session.project.config.insecure_registries))
-        statuses = [image_status(session.project, spec, session.resolver, session.git)
-                    for spec in session.project.images]
-        record_statuses(session.project, statuses, session.git)
+    def before(plan: ImagePlan) -> bool:
+        if as_json:
+            return True
+        printer.plan(plan)
+        big = plan.pull_bytes > 200 * 1024 * 1024
+        if big and not yes and sys.stdin.isatty():
+            return confirm(f"pull {plan.pull_bytes / 1e6:.0f} MB for {plan.name}?")
+        return True
+
+    for event in run_sync(session.project, session.images(image), engine=session.engine,
+                          resolver=session.resolver, git=session.git, before=before):
+        printer.show(event)
+    printer.finish()
     return 0
 
 
@@ -264,11 +245,10 @@ def _refresh(root: Path, *, quiet: bool) -> int:
             sys.stdout = devnull
             sys.stderr = devnull
         from devsync.recording import record_statuses
-        from devsync.status import image_status
+        from devsync.status import collect_statuses
 
         session = Session(root, need_engine=False)
-        statuses = [image_status(session.project, spec, session.resolver, session.git)
-                    for spec in session.project.images]
+        statuses = collect_statuses(session.project, session.resolver, session.git)
         record_statuses(session.project, statuses, session.git, registry_checked=True)
     except DevsyncError:
         if not quiet:

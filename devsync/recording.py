@@ -11,7 +11,6 @@ from devsync import state as state_mod
 from devsync.errors import DevsyncError
 
 if TYPE_CHECKING:
-    from devsync.engine import Engine
     from devsync.gitinfo import GitRepo
     from devsync.plan import ImagePlan
     from devsync.project import ImageSpec, Project
@@ -63,11 +62,9 @@ def record_statuses(project: Project, statuses: list[ImageStatus], git: GitRepo 
     _safe_update(project, mutate)
 
 
-def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, engine: Engine,
+def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, image_id: str | None,
                 git: GitRepo | None) -> None:
     from devsync.status import watched_inputs
-
-    local = engine.image(spec.tag)
 
     def mutate(st: state_mod.RepoState) -> None:
         rec = st.images.get(spec.name) or state_mod.ImageRecord(name=spec.name)
@@ -75,9 +72,10 @@ def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, engine: Engi
         rec.dockerfile = spec.rel_dockerfile(project.root)
         rec.deployed_ref = plan.deployed
         rec.deployed_digest = plan.deployed_digest
-        rec.local_image_id = local.id if local is not None else None
+        rec.local_image_id = image_id
         rec.synced_revision = git.head if git is not None else None
         rec.synced_at = time.time()
+        rec.synced_deployed = plan.deployed
         rec.status = state_mod.STATUS_IN_SYNC
         rec.reason = "synced"
         rec.line = ""
@@ -85,6 +83,13 @@ def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, engine: Engi
         st.images[spec.name] = rec
 
     _safe_update(project, mutate)
+
+
+def last_synced_deployed(project: Project) -> dict[str, str]:
+    """Per image: the deployed image its last sync built on (to notice newer deployments)."""
+    loaded = state_mod.load(project.root)
+    return {name: rec.synced_deployed for name, rec in loaded.state.images.items()
+            if rec.synced_deployed}
 
 
 def _safe_update(project: Project, mutate: object) -> None:

@@ -215,16 +215,24 @@ class RegistryClient:
         self._base_url: str | None = None
         self._challenge: _Challenge | None = None
         self._tokens: dict[str, _Token] = {}
-        relaxed = self.loopback or insecure
-        self._unverified_ctx = _unverified_context() if relaxed else None
-        self._opener = _build_opener(
-            ssl.create_default_context(), use_proxies=not self.loopback
-        )
-        self._relaxed_opener = (
-            _build_opener(self._unverified_ctx, use_proxies=not self.loopback)
-            if self._unverified_ctx is not None
-            else None
-        )
+        self._relaxed = self.loopback or insecure
+        # built on first use: a verified TLS context loads the system CA bundle (~40 ms),
+        # which a plain-HTTP loopback registry never needs
+        self._verified_opener: urllib.request.OpenerDirector | None = None
+        self._unverified_opener: urllib.request.OpenerDirector | None = None
+
+    def _opener_for(self, url: str) -> urllib.request.OpenerDirector:
+        relaxed = self._relaxed and (
+            _same_host(url, self._api_host) or _is_loopback(urllib.parse.urlsplit(url).netloc))
+        if relaxed:
+            if self._unverified_opener is None:
+                self._unverified_opener = _build_opener(_unverified_context(),
+                                                        use_proxies=not self.loopback)
+            return self._unverified_opener
+        if self._verified_opener is None:
+            self._verified_opener = _build_opener(ssl.create_default_context(),
+                                                  use_proxies=not self.loopback)
+        return self._verified_opener
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.host!r}, insecure={self.insecure})"
@@ -465,12 +473,7 @@ class RegistryClient:
                 req.add_unredirected_header(name, value)
             else:
                 req.add_header(name, value)
-        opener = self._opener
-        if self._relaxed_opener is not None and (
-            _same_host(url, self._api_host)
-            or _is_loopback(urllib.parse.urlsplit(url).netloc)
-        ):
-            opener = self._relaxed_opener
+        opener = self._opener_for(url)
         try:
             with opener.open(req, timeout=self.timeout) as raw:
                 return _Response(raw.status, raw.headers, raw.read(), raw.geturl())
@@ -717,7 +720,8 @@ class _RedirectKeepingSameHostAuth(urllib.request.HTTPRedirectHandler):
 
 
 def _unverified_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
+    # no CA bundle to load: nothing is verified on this context
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx

@@ -99,6 +99,10 @@ class Resolver:
             self._local[ref] = _local_info(self.engine, ref)
         return self._local[ref]
 
+    def forget_local(self) -> None:
+        """Drop what was learnt about local images (after a pull or build changed them)."""
+        self._local.clear()
+
     def base(self, ref: str) -> ImageInfo | None:
         """What a build's FROM will use: the local image when there is one (the builder
         never pulls when a tag is local), else the registry's (sync pulls it first)."""

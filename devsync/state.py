@@ -54,6 +54,7 @@ class ImageRecord:
     local_image_id: str | None = None
     synced_revision: str | None = None  # git commit the last sync was made from
     synced_at: float | None = None
+    synced_deployed: str | None = None  # the deployed image the last sync built on
     status: str = STATUS_UNKNOWN
     reason: str | None = None
     # The prompt line for this image ("devsync: ... - run devsync sync"), "" when in sync.
@@ -74,6 +75,7 @@ class ImageRecord:
             local_image_id=self.local_image_id,
             synced_revision=self.synced_revision,
             synced_at=self.synced_at,
+            synced_deployed=self.synced_deployed,
             status=self.status,
             reason=self.reason,
             line=self.line,
@@ -86,7 +88,8 @@ class ImageRecord:
         d = _dict(doc, "image")
         known = {
             "name", "tag", "dockerfile", "deployed_ref", "deployed_digest", "local_image_id",
-            "synced_revision", "synced_at", "status", "reason", "line", "watched",
+            "synced_revision", "synced_at", "synced_deployed", "status", "reason", "line",
+            "watched",
         }
         return cls(
             name=_opt_str(d, "name") or name,
@@ -97,6 +100,7 @@ class ImageRecord:
             local_image_id=_opt_str(d, "local_image_id"),
             synced_revision=_opt_str(d, "synced_revision"),
             synced_at=_opt_num(d, "synced_at"),
+            synced_deployed=_opt_str(d, "synced_deployed"),
             status=_opt_str(d, "status") or STATUS_UNKNOWN,
             reason=_opt_str(d, "reason"),
             line=_opt_str(d, "line") or "",

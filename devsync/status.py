@@ -64,8 +64,18 @@ class ImageStatus:
         }
 
 
+def collect_statuses(project: Project, resolver: Resolver,
+                     git: GitRepo | None) -> list[ImageStatus]:
+    """Every image's status, knowing which deployed image each one was last synced from."""
+    from devsync.recording import last_synced_deployed
+
+    synced = last_synced_deployed(project)
+    return [image_status(project, spec, resolver, git, synced_deployed=synced.get(spec.name))
+            for spec in project.images]
+
+
 def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
-                 git: GitRepo | None) -> ImageStatus:
+                 git: GitRepo | None, *, synced_deployed: str | None = None) -> ImageStatus:
     rel_df = spec.rel_dockerfile(project.root)
     status = ImageStatus(name=spec.name, role=spec.role, state=UNKNOWN, reason="",
                          tag=spec.tag, dockerfile=rel_df,
@@ -101,9 +111,7 @@ def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
     if miss is None:
         status.state = IN_SYNC
         status.reason = f"{spec.tag} matches this checkout"
-        newer = plan.deployed and local.labels.get("dev.devsync.deployed") not in (
-            None, plan.deployed)
-        if newer:
+        if plan.deployed and synced_deployed and synced_deployed != plan.deployed:
             status.state = STALE
             status.reason = f"{plan.deployed} is deployed since your last sync"
         return status

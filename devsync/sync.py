@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -34,11 +34,10 @@ if TYPE_CHECKING:
     from devsync.gitinfo import GitRepo
     from devsync.resolver import Resolver
 
-DEPLOYED_LABEL = "dev.devsync.deployed"
-
-
 def oci_labels(project: Project, spec: ImageSpec, git: GitRepo | None, *,
-               version: str | None = None, deployed: str | None = None) -> dict[str, str]:
+               version: str | None = None) -> dict[str, str]:
+    # the classic builder adds one LABEL step per label, each a container commit: only
+    # the standard OCI ones (what sync a deployment came from lives in devsync's state)
     labels = {"org.opencontainers.image.created": datetime.now(UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")}
     if git is not None:
@@ -49,8 +48,6 @@ def oci_labels(project: Project, spec: ImageSpec, git: GitRepo | None, *,
             labels["org.opencontainers.image.source"] = url
     _repo, tag, _digest = split_reference(spec.tag)
     labels["org.opencontainers.image.version"] = version or tag or "dev"
-    if deployed:
-        labels[DEPLOYED_LABEL] = deployed
     return labels
 
 
@@ -116,7 +113,7 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
     if plan.deployed:
         yield from pull_missing(engine, [plan.deployed], cancel)
     yield PhaseStarted(spec.name, "build", plan.summary)
-    labels = oci_labels(project, spec, git, deployed=plan.deployed)
+    labels = oci_labels(project, spec, git)
     built: ImageBuilt | None = None
     mismatches: list[int] = []
     for event in build_image(project, spec, plan, engine=engine, git=git, tag=spec.tag,
@@ -144,3 +141,30 @@ def _external_bases(project: Project, spec: ImageSpec, plan: ImagePlan) -> list[
     if plan.base and plan.base != "scratch" and plan.base.lower() not in names:
         out.append(plan.base)
     return out
+
+
+def run_sync(project: Project, specs: list[ImageSpec], *, engine: Engine, resolver: Resolver,
+             git: GitRepo | None, cancel: threading.Event | None = None,
+             before: Callable[[ImagePlan], bool] | None = None) -> Iterator[Event]:
+    """Sync each image and record what was done, for every view: under the repository's
+    operation lock, plan, (ask `before`, which may print the plan or decline), sync, record;
+    afterwards every image's fresh status goes to the state `--check` and the TUI read."""
+    from devsync.recording import record_statuses, record_sync
+    from devsync.state import operation_lock
+    from devsync.status import collect_statuses
+
+    with operation_lock(project.root, "sync"):
+        for spec in specs:
+            plan = plan_image(project, spec, resolver, git)
+            if before is not None and not before(plan):
+                yield Warning_(spec.name, "skipped")
+                continue
+            image_id: str | None = None
+            for event in sync_image(project, spec, engine=engine, resolver=resolver, git=git,
+                                    cancel=cancel, plan=plan):
+                if isinstance(event, ImageBuilt):
+                    image_id = event.image_id
+                yield event
+            record_sync(project, spec, plan, image_id, git)
+        resolver.forget_local()  # the pulls and builds above changed the local images
+        record_statuses(project, collect_statuses(project, resolver, git), git)

@@ -148,3 +148,17 @@ def test_status_lists_uncommitted_and_untracked_inputs_dockerignore_honoured(
         (team.path / "src" / "new.php").unlink()
         (team.path / "debug.log").unlink()
         git(team.path, "checkout", "--", "README.md")
+
+
+def test_a_newer_deployment_makes_the_synced_image_stale(team: TeamRepo,
+                                                         tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    out = devsync(team.path, "sync", "app", "--yes", engine=team.engine, state=state)
+    assert out.returncode == 0, out.stderr
+    out = devsync(team.path, "status", "--json", engine=team.engine, state=state)
+    app = next(i for i in json.loads(out.stdout)["images"] if i["name"] == "app")
+    assert app["state"] == "in-sync", app
+    newer = team.ci_deploy("1.0.9")
+    out = devsync(team.path, "status", "--json", engine=team.engine, state=state)
+    app = next(i for i in json.loads(out.stdout)["images"] if i["name"] == "app")
+    assert app["state"] == "stale" and newer in app["reason"], app
