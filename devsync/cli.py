@@ -47,6 +47,13 @@ def _error(exc: DevsyncError) -> None:
         print(f"  hint: {clean(exc.hint)}", file=sys.stderr)
 
 
+def warn(text: str) -> None:
+    """One `devsync: warning:` line on stderr (stdout stays clean for --json)."""
+    from devsync.output import clean
+
+    print(f"devsync: warning: {clean(text)}", file=sys.stderr)
+
+
 def _parser() -> argparse.ArgumentParser:
     import argparse
 
@@ -151,9 +158,15 @@ class Session:
         from devsync.gitinfo import open_repo
         from devsync.project import load_project
         from devsync.resolver import Resolver
+        from devsync.state import problems
 
         self.project: Project = load_project(start)
+        # unknown keys in .devsync.toml are not fatal (a newer file still loads), but said
+        for text in self.project.config.warnings:
+            warn(text)
         self.git = open_repo(self.project.root)
+        for text in problems(self.project.root):
+            warn(text)
         self.engine = None
         self.engine_problem: str | None = None
         try:
@@ -221,17 +234,20 @@ def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     assert session.engine is not None
     printer = EventPrinter(as_json=as_json)
 
+    may_ask = not yes and not as_json and sys.stdin.isatty()
+
     def before(plan: ImagePlan) -> bool:
         if as_json:
             return True
         printer.plan(plan)
-        big = plan.pull_bytes > 200 * 1024 * 1024
-        if big and not yes and sys.stdin.isatty():
+        if may_ask and plan.pull_bytes > 200 * 1024 * 1024:
             return confirm(f"pull {plan.pull_bytes / 1e6:.0f} MB for {plan.name}?")
         return True
 
+    # when nobody will be asked, the pulls start while the plan is computed
     for event in run_sync(session.project, session.images(image), engine=session.engine,
-                          resolver=session.resolver, git=session.git, before=before):
+                          resolver=session.resolver, git=session.git, before=before,
+                          prefetch=not may_ask):
         printer.show(event)
     printer.finish()
     return 0

@@ -31,7 +31,7 @@ def _digest_files(project: Project, paths: list[str]) -> dict[str, str]:
 
 
 def record_statuses(project: Project, statuses: list[ImageStatus], git: GitRepo | None, *,
-                    registry_checked: bool = False) -> None:
+                    registry_checked: bool = False, complete: bool = True) -> None:
     """Store each image's state; the watched files' baseline is taken now only for images that
     are in sync (for a stale image the baseline stays where the last sync left it)."""
 
@@ -52,10 +52,11 @@ def record_statuses(project: Project, statuses: list[ImageStatus], git: GitRepo 
                     # never synced: nothing to compare against yet; the line says so
                     pass
             st.images[s.name] = rec
-        known = {s.name for s in statuses}
-        for name in list(st.images):
-            if name not in known:
-                del st.images[name]
+        if complete:  # images no longer in the project are forgotten
+            known = {s.name for s in statuses}
+            for name in list(st.images):
+                if name not in known:
+                    del st.images[name]
         if registry_checked:
             st.registry_checked_at = time.time()
 

@@ -143,28 +143,121 @@ def _external_bases(project: Project, spec: ImageSpec, plan: ImagePlan) -> list[
     return out
 
 
+class _Prefetch:
+    """Pulls in a background thread while the plan is being computed.
+
+    The plan needs only registry metadata and the pull only the deployed tag, so the two can
+    overlap: the pull's events queue up and are handed over, in order, once the plan is done.
+    """
+
+    _END = object()
+
+    def __init__(self, engine: Engine, refs: list[str],
+                 cancel: threading.Event | None) -> None:
+        import queue
+
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._stop = threading.Event()
+        self._user_cancel = cancel
+        self._thread = threading.Thread(target=self._run, args=(engine, refs), daemon=True,
+                                        name="devsync-prefetch")
+        self._thread.start()
+
+    def _cancelled(self) -> bool:
+        return self._stop.is_set() or bool(self._user_cancel and self._user_cancel.is_set())
+
+    def _run(self, engine: Engine, refs: list[str]) -> None:
+        cancel = _AnyEvent(self._stop, self._user_cancel)
+        try:
+            for event in pull_missing(engine, refs, cancel):  # type: ignore[arg-type]
+                self._queue.put(event)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._queue.put(exc)
+        finally:
+            self._queue.put(self._END)
+
+    def events(self) -> Iterator[Event]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+class _AnyEvent:
+    """Looks like a threading.Event to the engine: set when either event is."""
+
+    def __init__(self, a: threading.Event, b: threading.Event | None) -> None:
+        self._a, self._b = a, b
+
+    def is_set(self) -> bool:
+        return self._a.is_set() or bool(self._b and self._b.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._a.wait(timeout) or self.is_set()
+
+
+def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> list[str]:
+    refs: list[str] = []
+    df = project.dockerfile(spec)
+    stages = {s.name for s in df.stages if s.name}
+    if spec.base_ref and spec.base_ref != "scratch" and spec.base_ref.lower() not in stages:
+        refs.append(spec.base_ref)
+    if spec.deployed:
+        deployed = resolver.latest_deployed(spec.deployed)
+        if deployed:
+            refs.append(deployed)
+    return refs
+
+
 def run_sync(project: Project, specs: list[ImageSpec], *, engine: Engine, resolver: Resolver,
              git: GitRepo | None, cancel: threading.Event | None = None,
-             before: Callable[[ImagePlan], bool] | None = None) -> Iterator[Event]:
+             before: Callable[[ImagePlan], bool] | None = None,
+             prefetch: bool = True) -> Iterator[Event]:
     """Sync each image and record what was done, for every view: under the repository's
     operation lock, plan, (ask `before`, which may print the plan or decline), sync, record;
-    afterwards every image's fresh status goes to the state `--check` and the TUI read."""
+    afterwards the fresh status of any image not synced here goes to the state `--check`
+    and the TUI read.
+
+    With `prefetch` (the caller will not decline a pull) the base and the deployed image are
+    pulled while the plan is computed."""
     from devsync.recording import record_statuses, record_sync
     from devsync.state import operation_lock
     from devsync.status import collect_statuses
 
     with operation_lock(project.root, "sync"):
         for spec in specs:
-            plan = plan_image(project, spec, resolver, git)
-            if before is not None and not before(plan):
-                yield Warning_(spec.name, "skipped")
-                continue
-            image_id: str | None = None
-            for event in sync_image(project, spec, engine=engine, resolver=resolver, git=git,
-                                    cancel=cancel, plan=plan):
-                if isinstance(event, ImageBuilt):
-                    image_id = event.image_id
-                yield event
+            fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
+                        if prefetch and spec.role != ROLE_BASE else None)
+            try:
+                yield PhaseStarted(spec.name, "plan")
+                plan = plan_image(project, spec, resolver, git)
+                if before is not None and not before(plan):
+                    yield Warning_(spec.name, "skipped")
+                    continue
+                if fetching is not None:
+                    yield PhaseStarted(spec.name, "pull")
+                    yield from fetching.events()
+                image_id: str | None = None
+                for event in sync_image(project, spec, engine=engine, resolver=resolver,
+                                        git=git, cancel=cancel, plan=plan):
+                    if isinstance(event, ImageBuilt):
+                        image_id = event.image_id
+                    yield event
+            finally:
+                if fetching is not None:
+                    fetching.stop()
             record_sync(project, spec, plan, image_id, git)
-        resolver.forget_local()  # the pulls and builds above changed the local images
-        record_statuses(project, collect_statuses(project, resolver, git), git)
+        synced = {s.name for s in specs}
+        rest = [s for s in project.images if s.name not in synced]
+        if rest:
+            resolver.forget_local()  # the pulls and builds above changed the local images
+            statuses = [s for s in collect_statuses(project, resolver, git)
+                        if s.name not in synced]
+            record_statuses(project, statuses, git, complete=False)

@@ -231,7 +231,7 @@ def devsync_env(s: Setup, state: Path) -> dict[str, str]:
 
 def run_devsync(s: Setup, run_dir: Path) -> tuple[float, dict[str, float], list[bool]]:
     env = devsync_env(s, run_dir / "state")
-    cmd = [sys.executable, "-m", "devsync", "sync", "app", "--yes"]
+    cmd = [sys.executable, "-m", "devsync", "sync", "--yes"]
     stamped: list[tuple[float, str]] = []
     t0 = time.perf_counter()
     with open(run_dir / "stderr", "w+") as errfile:
@@ -408,7 +408,7 @@ for owner, name, label, sets in [
 ]:
     timed(owner, name, label, sets)
 with contextlib.redirect_stdout(io.StringIO()):
-    code = cli.main(["sync", "app", "--yes"])
+    code = cli.main(["sync", "--yes"])
 print(f"exit {code}; {(time.perf_counter() - t0) * 1000:.0f} ms in all")
 for (ph, label), (n, secs) in sorted(rows.items(), key=lambda kv: (
         ["start", "plan", "sync", "after"].index(kv[0][0]), -kv[1][1])):
@@ -428,7 +428,7 @@ def profile(s: Setup, work: Path) -> None:
     print(proc.stdout, end="")
     fresh_machine(s)
     env = devsync_env(s, work / "state-importtime")
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "devsync", "sync", "app",
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "devsync", "sync",
                            "--yes"], cwd=s.team.path, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchError(f"importtime run failed:\n{proc.stderr[-3000:]}")
@@ -439,7 +439,7 @@ def profile(s: Setup, work: Path) -> None:
     env = devsync_env(s, work / "state-cprofile")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "devsync",
-                           "sync", "app", "--yes"], cwd=s.team.path, env=env,
+                           "sync", "--yes"], cwd=s.team.path, env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -514,7 +514,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sleep", type=int, default=8,
                     help="seconds the dependency step takes (stands in for composer install)")
     ap.add_argument("--no-profile", action="store_true", help="skip the profile runs")
+    ap.add_argument("--base-mb", type=int, default=150,
+                    help="size of the base image's runtime layer (a PHP base is ~400 MB)")
+    ap.add_argument("--deps-mb", type=int, default=60,
+                    help="size of the dependency layer (vendor/)")
     args = ap.parse_args(argv)
+    global BASE_BYTES, VENDOR_BYTES
+    BASE_BYTES, VENDOR_BYTES = args.base_mb * 1_000_000, args.deps_mb * 1_000_000
     if args.runs < 1:
         ap.error("--runs must be at least 1")
 
