@@ -353,11 +353,10 @@ class BuildSimulator:
     def _nop_str(self, state: _State, comment: str) -> str:
         return " ".join([*state.shell, "#(nop) " + comment])
 
-    @staticmethod
-    def _arg_parts(ins: Instruction) -> tuple[str, str | None]:
+    def _arg_parts(self, ins: Instruction) -> tuple[str, str | None]:
         if len(ins.value) != 1:
             raise DockerfileError(
-                f"line {ins.line}: ARG requires exactly one argument with this engine"
+                f"{self.display}:{ins.line}: ARG requires exactly one argument with this engine"
             )
         raw = ins.value[0]
         if "=" in raw:
@@ -511,7 +510,13 @@ class BuildSimulator:
             return StepKind.ADD_URL, None, tuple(srcs), None
         if self.context is None:
             return StepKind.COPY, None, tuple(srcs), None
-        src_hash = self.context.source_hash(list(srcs), self.flavor)
+        try:
+            src_hash = self.context.source_hash(list(srcs), self.flavor)
+        except DockerfileError as exc:
+            # the context's own words ("COPY failed: file not found ..."): say where
+            if exc.message.startswith(f"{self.display}:"):
+                raise
+            raise type(exc)(f"{self.display}:{ins.line}: {exc.message}", hint=exc.hint) from None
         if src_hash is None:
             return StepKind.COPY, None, tuple(srcs), None
         comment = f"{ins.cmd} {chown_comment}{src_hash} in {dest} "

@@ -550,7 +550,10 @@ class Engine:
         except DevsyncError:
             raise
         except docker.errors.APIError as exc:
-            raise EngineError(f"cannot {doing}: {_explanation(exc)}") from None
+            explanation = _explanation(exc)
+            if _disk_full(explanation.lower()):
+                raise _out_of_disk(f"cannot {doing}", explanation) from None
+            raise EngineError(f"cannot {doing}: {explanation}") from None
         except Exception as exc:
             if _is_transport_error(exc):
                 raise _lost_engine(self.host, doing, exc) from None
@@ -936,6 +939,8 @@ class _BuildParser:
         where = ""
         if step is not None:
             where = f" at step {step.index + 1}/{step.total} ({_shorten(step.instruction)})"
+        if _disk_full(message.lower()):
+            return _out_of_disk(f"build failed{where}", message)
         if step is not None and step.is_from and not step.ran:
             low = message.lower()
             if _looks_auth(low):
@@ -1156,8 +1161,22 @@ def _looks_auth(low: str) -> bool:
     ))
 
 
+def _disk_full(low: str) -> bool:
+    return "no space left on device" in low or "disk quota exceeded" in low
+
+
+def _out_of_disk(what: str, message: str) -> EngineError:
+    return EngineError(
+        f"the Docker engine is out of disk space: {what}: {message}",
+        hint="free space where the engine keeps its data (`docker system prune` removes "
+             "unused images and build cache), then rerun",
+    )
+
+
 def _registry_failure(message: str, *, ref: str, doing: str = "pull") -> DevsyncError:
     low = message.lower()
+    if _disk_full(low):
+        return _out_of_disk(f"{doing} of {ref} failed", message)
     if "does not exist locally" in low or "no such image" in low:
         return EngineError(f"cannot {doing} {ref}: {message}",
                            hint="build or tag it first")
@@ -1186,6 +1205,8 @@ def _registry_failure(message: str, *, ref: str, doing: str = "pull") -> Devsync
 
 def _build_request_failure(message: str, *, ref: str, doing: str = "build") -> DevsyncError:
     low = message.lower()
+    if _disk_full(low):
+        return _out_of_disk(f"cannot build {ref or 'the image'}", message)
     if any(s in low for s in ("dockerfile parse error", "cannot locate specified dockerfile",
                               "unknown instruction", "failed to reach build target",
                               "unknown flag")):

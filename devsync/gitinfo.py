@@ -12,6 +12,10 @@ millisecond whether anything git-related changed since last time.
 Commands run with GIT_OPTIONAL_LOCKS=0 so that devsync never takes the index lock behind the
 user's back (which could make their own `git commit` fail) and never rewrites the index
 (which would change `git_fingerprint` although nothing happened).
+
+A clone may come from someone else (a tarball with its `.git`, a shared checkout), so no
+setting of the repository's own config may make these commands start a program: see
+`_PINNED_CONFIG` and `_neutralise_filters`.
 """
 
 from __future__ import annotations
@@ -47,13 +51,35 @@ __all__ = [
 # Config pinned on every command so the user's settings cannot change what we parse:
 # log.follow rewrites single-path logs, log.showSignature injects gpg output, log.showRoot=false
 # hides the root commit's files from --name-only.
+# And so that the repository's own .git/config cannot make git run a program (the settings
+# devsync.check neutralises for its `git log`, plus what status and diff can reach):
+#   core.fsmonitor=CMD           run by every index-reading command (status, diff)
+#   core.hooksPath / hooks       no command here runs hooks; pointed nowhere anyway
+#   core.pager / pager.*         only with a terminal on stdout; forced to cat anyway
+#   diff.external, textconv      content diffs only (we ask for names); --no-ext-diff too
+#   gpg.program + showSignature  signature checks in log output
+#   promisor remotes, ssh, creds a lazy fetch of a partial clone's missing object
+#   filter.<driver>.clean/process  see _neutralise_filters (driver names are the repo's)
 _PINNED_CONFIG = (
     "log.follow=false",
     "log.showSignature=false",
     "log.showRoot=true",
     "color.ui=false",
     "i18n.logOutputEncoding=UTF-8",
+    "core.fsmonitor=false",
+    "core.hooksPath=/dev/null",
+    "core.pager=cat",
+    "core.sshCommand=false",
+    "credential.helper=",
+    "diff.external=",
+    "gpg.program=false",
+    "gpg.ssh.program=false",
+    "gpg.x509.program=false",
+    "protocol.allow=never",
 )
+# Past this many bytes of pathspecs (a `COPY .` of 50,000 files) one command line would hit
+# the kernel's argument limit (E2BIG): ask about everything and filter here instead.
+_MAX_PATHSPEC_BYTES = 64 * 1024
 
 # %x1e starts a record, %x1f separates fields; the summary goes last so that an odd
 # character in it cannot shift the other fields.
@@ -142,7 +168,8 @@ def open_repo(path: Path | str) -> GitRepo:
             f"not a git repository: {start} (it is a bare repository)",
             hint="devsync needs a work tree; run it in a clone that has checked-out files",
         )
-    env: dict[str, Any] = {"GIT_OPTIONAL_LOCKS": "0"}
+    env: dict[str, Any] = {"GIT_OPTIONAL_LOCKS": "0", "GIT_NO_LAZY_FETCH": "1",
+                           "GIT_PAGER": "cat", "GIT_EXTERNAL_DIFF": ""}
     if "GIT_DIR" in os.environ or "GIT_WORK_TREE" in os.environ:
         # Set by git for hooks: without this, commands would act on the hook's repository
         # rather than the one we were asked about.
@@ -155,10 +182,38 @@ def open_repo(path: Path | str) -> GitRepo:
     # so those problems surface here rather than in the middle of a later question.
     try:
         handle.root = Path(handle._run("rev-parse", "--show-toplevel"))
+        _neutralise_filters(handle)
     except DevsyncError:
         handle.close()
         raise
     return handle
+
+
+def _neutralise_filters(handle: GitRepo) -> None:
+    """Empty every content filter driver the repository's own config defines.
+
+    `.gitattributes` (committed, so cloned) picks a driver by name and the config gives the
+    driver's command; status and diff run a driver's `clean`/`process` command on files whose
+    stat changed. Drivers from the user's global or system config (git-lfs) are the user's
+    own and stay; a driver the repository defines (also through its includes) gets an empty
+    command, which git takes as "no filter", and `required=false`. Reading config runs nothing.
+    """
+    status, out, _ = handle._try("config", "-z", "--show-scope", "--get-regexp", r"^filter\.")
+    if status != 0 or not out:
+        return
+    drivers: set[str] = set()
+    fields = out.split("\0")
+    for scope, entry in zip(fields[::2], fields[1::2], strict=False):
+        key = entry.split("\n", 1)[0]
+        name = key[len("filter."):].rpartition(".")[0]
+        if scope in ("local", "worktree") and name:
+            drivers.add(name)
+    if not drivers:
+        return
+    extra = [f"filter.{name}.{key}={value}" for name in sorted(drivers)
+             for key, value in (("clean", ""), ("smudge", ""), ("process", ""),
+                                ("required", "false"))]
+    handle._repo.git.set_persistent_git_options(c=[*_PINNED_CONFIG, *extra])
 
 
 class GitRepo:
@@ -229,7 +284,10 @@ class GitRepo:
         if not specs or self.head is None or limit <= 0:
             return CommitList(since_found=since_found)
         rev = f"{since_sha}..HEAD" if since_sha else "HEAD"
-        commits = self._log(f"--max-count={limit + 1}", rev, "--", *specs)
+        if _too_many(specs):
+            commits = self._log_filtered(self._wanted(paths), limit + 1, rev)
+        else:
+            commits = self._log(f"--max-count={limit + 1}", rev, "--", *specs)
         return CommitList(commits[:limit], since_found=since_found,
                           truncated=len(commits) > limit)
 
@@ -256,6 +314,8 @@ class GitRepo:
         if not wanted or self.head is None:
             return {}
         specs = [_pathspec(p) for p in wanted]
+        if _too_many(specs):
+            specs = []  # every commit; the loop below picks the paths
         proc = self._spawn_log("--no-renames", "-c", "--name-only", "HEAD", "--", *specs)
         found: dict[str, CommitInfo] = {}
         popen = proc.proc
@@ -291,11 +351,15 @@ class GitRepo:
     def changes(self, paths: list[str] | None = None) -> WorkingChanges:
         """Staged, unstaged and untracked (not ignored) changes, optionally within paths."""
         args = ["--porcelain=v1", "-z", "--untracked-files=all"]
+        keep: set[str] | None = None
         if paths is not None:
             specs = self._pathspecs(paths)
             if not specs:
                 return WorkingChanges([], [], [])
-            args += ["--", *specs]
+            if _too_many(specs):
+                keep = self._wanted(paths)
+            else:
+                args += ["--", *specs]
         # Not _run: its newline trimming could eat the end of a file name.
         out = self._run_bytes("status", *args).decode("utf-8", "surrogateescape")
         modified: set[str] = set()
@@ -319,6 +383,9 @@ class GitRepo:
                     if xy[0] == "R" and source:
                         deleted.add(source)
                 (deleted if "D" in xy else modified).add(name)
+        if keep is not None:
+            modified, untracked, deleted = (_under(keep, names)
+                                            for names in (modified, untracked, deleted))
         return WorkingChanges(sorted(modified), sorted(untracked), sorted(deleted))
 
     def changed_since(self, rev: str, paths: list[str]) -> list[str]:
@@ -327,8 +394,11 @@ class GitRepo:
         specs = self._pathspecs(paths)
         if not specs or self.resolve(rev) is None:
             return []
-        out = self._run_bytes("diff", "--name-only", "-z", "--no-renames", rev, "--", *specs)
-        return sorted(n for n in out.decode("utf-8", "surrogateescape").split("\0") if n)
+        many = _too_many(specs)
+        out = self._run_bytes("diff", "--name-only", "-z", "--no-renames", "--no-ext-diff",
+                              "--no-textconv", rev, "--", *([] if many else specs))
+        names = {n for n in out.decode("utf-8", "surrogateescape").split("\0") if n}
+        return sorted(_under(self._wanted(paths), names) if many else names)
 
     # -- revisions ----------------------------------------------------------------------
 
@@ -392,6 +462,40 @@ class GitRepo:
 
     def _pathspecs(self, paths: Iterable[str]) -> list[str]:
         return [_pathspec(self._relpath(p)) for p in _as_list(paths)]
+
+    def _wanted(self, paths: Iterable[str]) -> set[str]:
+        return {self._relpath(p) for p in _as_list(paths)}
+
+    def _log_filtered(self, wanted: set[str], limit: int, rev: str) -> list[CommitInfo]:
+        """`git log rev -- PATHS` for more paths than a command line holds: every commit in
+        `rev` with its changed files (merges: those that differ from every parent, as git's
+        history simplification keeps them), filtered here; stops after `limit` matches."""
+        keyed = {p: [p] for p in wanted}
+        proc = self._spawn_log("--no-renames", "-c", "--name-only", rev)
+        popen = proc.proc
+        found: list[CommitInfo] = []
+        finished = False
+        try:
+            for record in _split_records(_read_chunks(popen.stdout)):
+                header, _, rest = record.partition(b"\0")
+                names = rest.removeprefix(b"\n").split(b"\0")
+                if "" in wanted or _match_paths(names, keyed):
+                    found.append(_parse_header(header))
+                    if len(found) >= limit:
+                        break
+            else:
+                finished = True
+        finally:
+            if not finished:
+                popen.kill()
+            stderr = popen.stderr.read() if finished and popen.stderr else b""
+            code = popen.wait()
+            for stream in (popen.stdout, popen.stderr):
+                if stream:
+                    stream.close()
+        if finished and code != 0:
+            raise self._failure(stderr.decode("utf-8", "replace"))
+        return found
 
     def _log(self, *args: str) -> list[CommitInfo]:
         out = self._run_bytes("log", "--no-color", "-z", _LOG_FORMAT, *args)
@@ -494,6 +598,25 @@ def _first_error_line(stderr: str) -> str:
         if ln.startswith(("fatal:", "error:")):
             return redact_text(ln)
     return redact_text(lines[0]) if lines else "unknown error"
+
+
+def _too_many(specs: list[str]) -> bool:
+    return sum(len(s) + 1 for s in specs) > _MAX_PATHSPEC_BYTES
+
+
+def _under(wanted: set[str], names: Iterable[str]) -> set[str]:
+    """The names that are one of `wanted` or inside one of them ("" is the whole tree)."""
+    if "" in wanted:
+        return set(names)
+    out = set()
+    for name in names:
+        probe = name
+        while probe:
+            if probe in wanted:
+                out.add(name)
+                break
+            probe = probe.rpartition("/")[0]
+    return out
 
 
 def _pathspec(rel: str) -> str:

@@ -36,11 +36,20 @@ if TYPE_CHECKING:
     from devsync.project import Project
     from devsync.status import ImageStatus
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[ -/]*[@-~]")
+# Whole sequences go, not just their ESC: a stripped "\x1b]0;title\x07" must not leave
+# "]0;title" behind. Order matters: sequences first, then any control character left.
+_CONTROL = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI: parameters, intermediates, final byte
+    r"|(?:\x1b[\]P^_X]|[\x90\x98\x9d-\x9f])[^\x07\x1b\x9c]*(?:\x07|\x9c|\x1b\\)?"  # OSC, DCS...
+    r"|\x1b[ -/]*[0-~]?"  # other escapes (ESC c, ESC ( B, ...) and a lone ESC
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"  # C0 and C1 controls but tab and newline
+    r"|[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"  # invisible and bidi overrides
+)
 
 
 def clean(text: object) -> str:
-    """Printable text only: no escape sequences, no control characters but newline/tab."""
+    """Printable text only: no escape sequences (whole), no control characters but newline
+    and tab, no invisible or bidi-override characters that could disguise what is shown."""
     return _CONTROL.sub("", str(text))
 
 

@@ -120,17 +120,16 @@ def load_project(start: Path) -> Project:
 
 def _configured_images(project: Project) -> list[ImageSpec]:
     root, config = project.root, project.config
-    where = config.path.name if config.path else ".devsync.toml"
     images: list[ImageSpec] = []
     for name, ic in config.images.items():
         dockerfile = root / (ic.dockerfile or "Dockerfile")
         if not dockerfile.is_file():
-            raise ConfigError(f"{where}: images.{name}.dockerfile: no such file: "
-                              f"{_rel(dockerfile, root)}")
+            raise config.error(f"images.{name}.dockerfile",
+                               f"no such file: {_rel(dockerfile, root)}")
         context = root / (ic.context or _default_context(root, dockerfile))
         if not context.is_dir():
-            raise ConfigError(f"{where}: images.{name}.context: no such directory: "
-                              f"{_rel(context, root)}")
+            raise config.error(f"images.{name}.context",
+                               f"no such directory: {_rel(context, root)}")
         spec = ImageSpec(name=name, role=ic.role or ROLE_APP, dockerfile=dockerfile,
                          context=context, tag="", deployed=ic.deployed, target=ic.target,
                          build_args=dict(ic.build_args or {}))

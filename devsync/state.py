@@ -38,6 +38,12 @@ class StateReadOnlyError(DevsyncError):
     exit_code = 12
 
 
+class StateWriteError(DevsyncError):
+    """The state directory cannot be written (not a directory, no permission, disk full)."""
+
+    exit_code = 13
+
+
 class _BadShape(ValueError):
     pass
 
@@ -282,6 +288,32 @@ def update(
             "devsync state for this repository is busy (another devsync is writing it)",
             hint="try again in a moment",
         ) from None
+    except OSError as exc:
+        raise _write_error(exc) from None
+
+
+def problems(root: str | os.PathLike[str]) -> list[str]:
+    """What the user should hear about this repository's state before a command runs: a
+    corrupt file moved aside, a newer devsync's file left alone, a directory that cannot be
+    written. One line each; reading never raises."""
+    directory = statestore.state_dir()
+    probe = directory
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        return [f"devsync state directory {directory} cannot be written: this run's results "
+                "will not be remembered (the prompt check will not see them)"]
+    loaded = load(root)
+    return [loaded.problem] if loaded.problem else []
+
+
+def _write_error(exc: OSError) -> StateWriteError:
+    where = exc.filename or statestore.state_dir()
+    return StateWriteError(
+        f"cannot write devsync state at {where}: {exc.strerror or exc}",
+        hint=f"check that {statestore.state_dir()} is a writable directory "
+             f"(it comes from ${statestore.STATE_DIR_ENV} or XDG_STATE_HOME)",
+    )
 
 
 @contextmanager
@@ -303,6 +335,10 @@ def operation_lock(root: str | os.PathLike[str], what: str, wait: float = 0) -> 
         if entered:  # a LockBusy from inside the block is not about this lock
             raise
         raise _locked_error(busy.holder) from None
+    except OSError as exc:
+        if entered:  # the operation's own I/O error, not the lock's
+            raise
+        raise _write_error(exc) from None
 
 
 def _locked_error(holder: dict[str, Any]) -> StateLockedError:
