@@ -110,7 +110,8 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
     yield PhaseStarted(spec.name, "pull")
     bases = [b for b in _external_bases(project, spec, plan)]
     yield from pull_missing(engine, bases, cancel)
-    if plan.deployed:
+    if plan.deployed and plan.deployed in plan.cache_from:
+        # (a deployed tag the plan could not read is no cache source: don't pull it)
         yield from pull_missing(engine, [plan.deployed], cancel)
     yield PhaseStarted(spec.name, "build", plan.summary)
     labels = oci_labels(project, spec, git)
@@ -169,20 +170,34 @@ class _Prefetch:
     def _run(self, engine: Engine, refs: list[str]) -> None:
         cancel = _AnyEvent(self._stop, self._user_cancel)
         try:
-            for event in pull_missing(engine, refs, cancel):  # type: ignore[arg-type]
-                self._queue.put(event)
+            for ref in refs:
+                try:
+                    for event in pull_missing(engine, [ref], cancel):  # type: ignore[arg-type]
+                        self._queue.put(event)
+                except DevsyncError as exc:
+                    # whether this matters is known only once the plan is: see events()
+                    self._queue.put((ref, exc))
+                    if self._cancelled():
+                        return
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self._queue.put(exc)
         finally:
             self._queue.put(self._END)
 
-    def events(self) -> Iterator[Event]:
+    def events(self, needed: set[str]) -> Iterator[Event]:
+        """The pull's events; a failed pull of a ref in `needed` is raised, of any other
+        ref (one the plan found it cannot use) dropped."""
         while True:
             item = self._queue.get()
             if item is self._END:
                 return
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, tuple):
+                ref, exc = item
+                if ref in needed:
+                    raise exc
+                continue
             yield item  # type: ignore[misc]
 
     def stop(self) -> None:
@@ -243,7 +258,8 @@ def run_sync(project: Project, specs: list[ImageSpec], *, engine: Engine, resolv
                     continue
                 if fetching is not None:
                     yield PhaseStarted(spec.name, "pull")
-                    yield from fetching.events()
+                    yield from fetching.events(
+                        {*plan.cache_from, *_external_bases(project, spec, plan)})
                 image_id: str | None = None
                 for event in sync_image(project, spec, engine=engine, resolver=resolver,
                                         git=git, cancel=cancel, plan=plan):

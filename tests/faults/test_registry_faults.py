@@ -352,10 +352,6 @@ def test_token_expiry(fault: FaultRecorder, tokenshop: TokenShop, engine: sandbo
 
 
 @pytest.mark.fault("registry-missing-manifest")
-@pytest.mark.xfail(strict=True, reason="devsync/sync.py pulls the deployed tag even when the "
-                   "plan found its manifest missing (not in plan.cache_from): sync_image's "
-                   "pull_missing(plan.deployed) and run_sync's _Prefetch; the plan promised a "
-                   "build without that cache source")
 def test_missing_manifest(fault: FaultRecorder, shop: TeamRepo, engine: sandbox.PrivateEngine,
                           fault_registry: sandbox.PrivateRegistry, tmp_path: Path) -> None:
     lost = f"{fault_registry.host}/lostshop"
