@@ -78,6 +78,18 @@ class StateLockedError(DevsyncError):
     exit_code = 11
 
 
+class StateReadOnlyError(DevsyncError):
+    """The state file comes from a newer devsync; overwriting it would lose its data."""
+
+    exit_code = 12
+
+
+class StateWriteError(DevsyncError):
+    """The state directory cannot be written (not a directory, no permission, disk full)."""
+
+    exit_code = 13
+
+
 class InterruptedError_(DevsyncError):
     """The user pressed Ctrl-C; whatever was done so far is left consistent."""
 

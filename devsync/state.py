@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devsync import statestore
-from devsync.errors import DevsyncError, StateLockedError
+from devsync.errors import StateLockedError, StateReadOnlyError, StateWriteError
+
 
 SCHEMA_VERSION = statestore.SCHEMA_VERSION
 
@@ -30,18 +31,6 @@ STATUS_UNKNOWN = "unknown"
 STATUS_IN_SYNC = "in_sync"
 STATUS_STALE = "stale"
 STATUS_ERROR = "error"
-
-
-class StateReadOnlyError(DevsyncError):
-    """The state file comes from a newer devsync; overwriting it would lose its data."""
-
-    exit_code = 12
-
-
-class StateWriteError(DevsyncError):
-    """The state directory cannot be written (not a directory, no permission, disk full)."""
-
-    exit_code = 13
 
 
 class _BadShape(ValueError):
