@@ -23,7 +23,6 @@ from typing import Any
 from devsync import statestore
 from devsync.errors import StateLockedError, StateReadOnlyError, StateWriteError
 
-
 SCHEMA_VERSION = statestore.SCHEMA_VERSION
 
 # Conventional `ImageRecord.status` values (writers may add others; readers must tolerate them).
