@@ -76,6 +76,9 @@ API_TIMEOUT = 120.0  # inspect, tag, history...: a busy daemon (big prune runnin
 # A pull/push that sends nothing for this long is stuck; a silent RUN step may legitimately
 # take a while, hence generous. None disables the check.
 STREAM_IDLE_TIMEOUT: float | None = 3600.0
+# A pull or push reports progress several times a second while it moves; minutes of silence
+# mean a hung daemon or registry. (A build may rightly be silent for long: a quiet RUN.)
+TRANSFER_IDLE_TIMEOUT = 300.0
 _PROGRESS_INTERVAL = 0.2  # seconds between aggregated PullProgress/PushProgress events
 _WATCH_INTERVAL = 0.1  # how often the stream watcher looks at the cancel event
 
@@ -404,6 +407,7 @@ class Engine:
             lambda: self._client.api.pull(ref, stream=True, decode=True,
                                           auth_config=_auth_config(ref), platform=platform),
             what=f"pull {ref}", cancel=cancel, classify=_registry_failure, ref=ref,
+            idle=TRANSFER_IDLE_TIMEOUT,
         )
         with stream:
             for obj in stream:
@@ -451,6 +455,7 @@ class Engine:
             lambda: self._client.api.push(repo, tag=tag, stream=True, decode=True,
                                           auth_config=_auth_config(ref)),
             what=f"push {ref}", cancel=cancel, classify=_registry_failure, ref=ref,
+            idle=TRANSFER_IDLE_TIMEOUT,
         )
         with stream:
             for obj in stream:
@@ -561,7 +566,8 @@ class Engine:
 
     def _open_stream(self, start: Callable[[], Iterable[dict[str, Any]]], *, what: str,
                      cancel: threading.Event | None, classify: Callable[..., DevsyncError],
-                     ref: str, abandoned: threading.Event | None = None) -> _Stream:
+                     ref: str, abandoned: threading.Event | None = None,
+                     idle: float | None = None) -> _Stream:
         """Send the request in a helper thread and wait for the engine's first answer.
 
         The SDK call returns only once the engine sent its response headers (after the whole
@@ -572,7 +578,8 @@ class Engine:
         import docker.errors
 
         pending = _PendingStart(start, self._tap, abandoned or threading.Event())
-        idle = self.stream_idle_timeout
+        if idle is None or (self.stream_idle_timeout and self.stream_idle_timeout < idle):
+            idle = self.stream_idle_timeout
         deadline = time.monotonic() + idle if idle else None
         try:
             while not pending.ready.wait(_WATCH_INTERVAL):
