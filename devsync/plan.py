@@ -93,6 +93,8 @@ class ImagePlan:
     flavor: TarFlavor = TarFlavor.CLI_MODERN
     notes: list[str] = field(default_factory=list)
     pull_bytes: int = 0  # what a sync would download at most
+    # the context as scanned for this plan (not serialised): status reuses it
+    scanned_context: BuildContext | None = field(default=None, repr=False, compare=False)
 
     @property
     def first_rebuild(self) -> PlanStep | None:
@@ -194,7 +196,7 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         deployed_digest=deployed.digest if deployed else None,
         deployed_revision=deployed.labels.get(REVISION_LABEL) if deployed else None,
         base=best.stage_bases.get(best.target_stage), flavor=best.flavor, notes=notes,
-        pull_bytes=pull_bytes,
+        pull_bytes=pull_bytes, scanned_context=context,
     )
 
 

@@ -99,7 +99,8 @@ def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
     status.local_revision = local.labels.get(REVISION_LABEL)
     # is the local image what this checkout builds? replay the build against it alone
     df = project.dockerfile(spec)
-    context = scan_context(spec.context, _rel(spec.dockerfile, spec.context))
+    context = plan.scanned_context or scan_context(spec.context,
+                                                   _rel(spec.dockerfile, spec.context))
     sim = BuildSimulator(df, context=context, images=resolver.base, sources=[local],
                          build_args=spec.build_args, target=spec.target,
                          flavor=plan.flavor).run()
@@ -116,7 +117,6 @@ def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
             status.reason = f"{plan.deployed} is deployed since your last sync"
         return status
     status.state = STALE
-    first = plan.first_rebuild
     line = miss.instruction.line
     changed = next((s for s in plan.steps if s.line == line), None)
     why = changed.reason if changed is not None and not changed.cached else ""
@@ -127,7 +127,6 @@ def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
         status.reason = f"line {line} ({miss.instruction.cmd}) changed: {why}"
     else:
         status.reason = f"line {line} ({miss.instruction.text[:40]}) changed since your image"
-    del first
     return status
 
 
