@@ -18,7 +18,7 @@ Runs on every prompt, so it is built for start-up time and for never getting in 
 
 Safe in an untrusted clone: it reads files and writes only inside devsync's state directory.
 The only subprocess is `git log`, run with every repository-controlled setting that could
-make git execute a program neutralised (see `_GIT_SAFE_CONFIG`). Anything printed that comes
+make git execute a program neutralised (see `SAFE_GIT_CONFIG`). Anything printed that comes
 from the repository (file names, author names) is stripped of control characters and
 terminal escape sequences.
 """
@@ -35,6 +35,7 @@ from contextlib import suppress
 from devsync import statestore
 from devsync.errors import DevsyncError
 from devsync.fingerprint import git_fingerprint
+from devsync.gitsafe import SAFE_GIT_CONFIG
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~4 ms at start-up; annotations are strings anyway
@@ -72,22 +73,7 @@ _MISSING_STAT = [0, 0, 0]
 #                                                 protocol.allow=never refuses
 # Not settable from the repository (system/global config or environment only): trace2.*,
 # safe.directory (we keep the user's: git refuses repositories owned by someone else).
-_GIT_SAFE_CONFIG = (
-    "core.fsmonitor=false",
-    "core.hooksPath=/dev/null",
-    "core.pager=cat",
-    "core.sshCommand=false",
-    "credential.helper=",
-    "diff.external=",
-    "gpg.program=false",
-    "gpg.ssh.program=false",
-    "gpg.x509.program=false",
-    "log.showSignature=false",
-    "log.follow=false",
-    "protocol.allow=never",
-    "color.ui=false",
-    "i18n.logOutputEncoding=UTF-8",
-)
+
 # Environment variables that would point git at another repository than the one we found.
 _GIT_LOCATION_ENV = (
     "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
@@ -363,7 +349,7 @@ def _describe_change(root: str, path: str, deleted: bool, end: float) -> str:
     env.update(GIT_PAGER="cat", PAGER="cat", GIT_TERMINAL_PROMPT="0", GIT_NO_LAZY_FETCH="1",
                GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
     cmd = [git, "--no-pager", "--no-optional-locks"]
-    for setting in _GIT_SAFE_CONFIG:
+    for setting in SAFE_GIT_CONFIG:
         cmd += ["-c", setting]
     cmd += ["-C", root, "log", "-1", "--no-show-signature", "--no-ext-diff", "--no-textconv",
             "--no-renames", "--no-color", "--no-decorate", "--raw",

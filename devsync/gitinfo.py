@@ -15,7 +15,7 @@ user's back (which could make their own `git commit` fail) and never rewrites th
 
 A clone may come from someone else (a tarball with its `.git`, a shared checkout), so no
 setting of the repository's own config may make these commands start a program: see
-`_PINNED_CONFIG` and `_neutralise_filters`.
+`SAFE_GIT_CONFIG` and `_neutralise_filters`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from devsync.errors import DevsyncError, NotARepoError
 from devsync.fingerprint import git_fingerprint  # re-exported: the prompt's fast path
+from devsync.gitsafe import SAFE_GIT_CONFIG
 
 __all__ = ["CommitInfo", "CommitList", "GitRepo", "WorkingChanges", "git_fingerprint",
            "open_repo"]
@@ -60,23 +61,7 @@ __all__ = [
 #   gpg.program + showSignature  signature checks in log output
 #   promisor remotes, ssh, creds a lazy fetch of a partial clone's missing object
 #   filter.<driver>.clean/process  see _neutralise_filters (driver names are the repo's)
-_PINNED_CONFIG = (
-    "log.follow=false",
-    "log.showSignature=false",
-    "log.showRoot=true",
-    "color.ui=false",
-    "i18n.logOutputEncoding=UTF-8",
-    "core.fsmonitor=false",
-    "core.hooksPath=/dev/null",
-    "core.pager=cat",
-    "core.sshCommand=false",
-    "credential.helper=",
-    "diff.external=",
-    "gpg.program=false",
-    "gpg.ssh.program=false",
-    "gpg.x509.program=false",
-    "protocol.allow=never",
-)
+
 # Past this many bytes of pathspecs (a `COPY .` of 50,000 files) one command line would hit
 # the kernel's argument limit (E2BIG): ask about everything and filter here instead.
 _MAX_PATHSPEC_BYTES = 64 * 1024
@@ -176,7 +161,7 @@ def open_repo(path: Path | str) -> GitRepo:
         env["GIT_DIR"] = repo.git_dir
         env["GIT_WORK_TREE"] = repo.working_tree_dir
     repo.git.update_environment(**env)
-    repo.git.set_persistent_git_options(c=list(_PINNED_CONFIG))
+    repo.git.set_persistent_git_options(c=list(SAFE_GIT_CONFIG))
     handle = GitRepo(repo, Path(repo.working_tree_dir))
     # Let git itself confirm the repository (ownership checks, readable config, a git binary)
     # so those problems surface here rather than in the middle of a later question.
@@ -213,7 +198,7 @@ def _neutralise_filters(handle: GitRepo) -> None:
     extra = [f"filter.{name}.{key}={value}" for name in sorted(drivers)
              for key, value in (("clean", ""), ("smudge", ""), ("process", ""),
                                 ("required", "false"))]
-    handle._repo.git.set_persistent_git_options(c=[*_PINNED_CONFIG, *extra])
+    handle._repo.git.set_persistent_git_options(c=[*SAFE_GIT_CONFIG, *extra])
 
 
 class GitRepo:
@@ -335,15 +320,7 @@ class GitRepo:
             else:
                 finished = True
         finally:
-            if not finished:
-                popen.kill()
-            stderr = popen.stderr.read() if finished and popen.stderr else b""
-            code = popen.wait()
-            for stream in (popen.stdout, popen.stderr):
-                if stream:
-                    stream.close()
-        if finished and code != 0:
-            raise self._failure(stderr.decode("utf-8", "replace"))
+            self._end_stream(popen, finished)
         return found
 
     # -- work tree ----------------------------------------------------------------------
@@ -486,16 +463,21 @@ class GitRepo:
             else:
                 finished = True
         finally:
-            if not finished:
-                popen.kill()
-            stderr = popen.stderr.read() if finished and popen.stderr else b""
-            code = popen.wait()
-            for stream in (popen.stdout, popen.stderr):
-                if stream:
-                    stream.close()
+            self._end_stream(popen, finished)
+        return found
+
+    def _end_stream(self, popen: Any, finished: bool) -> None:
+        """Stop a streamed git command: killed when we stopped reading early (we had what we
+        needed), else waited for, and its failure raised."""
+        if not finished:
+            popen.kill()
+        stderr = popen.stderr.read() if finished and popen.stderr else b""
+        code = popen.wait()
+        for stream in (popen.stdout, popen.stderr):
+            if stream:
+                stream.close()
         if finished and code != 0:
             raise self._failure(stderr.decode("utf-8", "replace"))
-        return found
 
     def _log(self, *args: str) -> list[CommitInfo]:
         out = self._run_bytes("log", "--no-color", "-z", _LOG_FORMAT, *args)
