@@ -1,0 +1,3 @@
+"""Screens of the devsync TUI."""
+
+from __future__ import annotations

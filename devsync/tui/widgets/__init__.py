@@ -1,0 +1,3 @@
+"""Widgets of the devsync TUI."""
+
+from __future__ import annotations
