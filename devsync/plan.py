@@ -172,17 +172,27 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         return resolver.base(ref)
 
     best: SimResult | None = None
+    best_order = list(zip(sources, cache_from, strict=True))
+    # The builder takes the first cache source that matches and then sticks to it, so the
+    # order of --cache-from matters: the deployed image first suits a fresh machine, your
+    # own last build first suits a rebuild after local edits. Try both; ties keep deployed.
+    orders = [best_order]
+    if len(best_order) == 2:
+        orders.append(best_order[::-1])
     # with git's modes already on disk a git-modes flavor sends the very same tar as its base
     git_modes_matter = context.git_modes_differ()
-    for flavor in flavors:
-        if flavor.git_modes and not git_modes_matter and flavor.base in flavors:
-            continue
-        sim = BuildSimulator(df, context=context, images=lookup, sources=sources,
-                             build_args=spec.build_args, target=spec.target,
-                             flavor=flavor).run()
-        if best is None or sim.cached_count > best.cached_count:
-            best = sim
+    for order in orders:
+        for flavor in flavors:
+            if flavor.git_modes and not git_modes_matter and flavor.base in flavors:
+                continue
+            sim = BuildSimulator(df, context=context, images=lookup,
+                                 sources=[info for info, _ref in order],
+                                 build_args=spec.build_args, target=spec.target,
+                                 flavor=flavor).run()
+            if best is None or sim.cached_count > best.cached_count:
+                best, best_order = sim, order
     assert best is not None
+    cache_from = [ref for _info, ref in best_order]
     if best.flavor.git_modes and git_modes_matter:
         notes.append(_git_modes_note(context))
     steps = _plan_steps(best, spec, context, deployed, git, project)

@@ -120,9 +120,10 @@ def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
     line = miss.instruction.line
     changed = next((s for s in plan.steps if s.line == line), None)
     why = changed.reason if changed is not None and not changed.cached else ""
-    if status.commits:
-        c = status.commits[0]
-        status.reason = f"{rel_df} or its inputs changed in {c['short']} by {c['author']}"
+    culprit = _culprit(git, status.local_revision, miss, context, project, spec) \
+        if git is not None and status.local_revision else None
+    if culprit is not None:
+        status.reason = culprit
     elif why:
         status.reason = f"line {line} ({miss.instruction.cmd}) changed: {why}"
     else:
@@ -171,6 +172,34 @@ def _rel(path: Path, root: Path) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
+
+
+def _culprit(git: GitRepo, revision: str | None, miss: Any, context: Any, project: Project,
+             spec: ImageSpec) -> str | None:
+    """"src/app.php changed in 3f2a1c by Ana: fix login": the newest commit since the local
+    image's revision that touched what the first rebuilt step reads."""
+    from devsync.buildsim import StepKind
+
+    prefix = spec.rel_context(project.root)
+    if miss.kind == StepKind.COPY and miss.sources:
+        try:
+            files = context.files_under(list(miss.sources))
+        except DevsyncError:
+            files = []
+        paths = [f if prefix in ("", ".") else f"{prefix}/{f}" for f in files]
+    else:
+        paths = [spec.rel_dockerfile(project.root)]
+    if not paths or revision is None:
+        return None
+    try:
+        found = git.commits_touching(paths, revision, limit=1)
+    except DevsyncError:
+        return None
+    if not found:
+        return None
+    c = found[0]
+    what = paths[0] if len(paths) == 1 else f"{' '.join(miss.sources)}"
+    return f"{what} changed in {c.short} by {c.author}: {c.summary}"
 
 
 def _inputs(project: Project, spec: ImageSpec) -> list[str]:

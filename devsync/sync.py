@@ -107,21 +107,26 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
         yield from pull_missing(engine, [spec.tag], cancel)
         yield Done(ok=True, summary=f"{spec.tag} is local")
         return
-    yield PhaseStarted(spec.name, "pull")
-    bases = [b for b in _external_bases(project, spec, plan)]
-    yield from pull_missing(engine, bases, cancel)
+    refs = _external_bases(project, spec, plan)
     if plan.deployed and plan.deployed in plan.cache_from:
         # (a deployed tag the plan could not read is no cache source: don't pull it)
-        yield from pull_missing(engine, [plan.deployed], cancel)
+        refs.append(plan.deployed)
+    missing = [ref for ref in refs if engine.image(ref) is None]
+    if missing:
+        yield PhaseStarted(spec.name, "pull")
+        yield from pull_missing(engine, missing, cancel)
     yield PhaseStarted(spec.name, "build", plan.summary)
     labels = oci_labels(project, spec, git)
     built: ImageBuilt | None = None
     mismatches: list[int] = []
+    dockerfile_steps = len(_built_steps(plan))
+    reused = 0
     for event in build_image(project, spec, plan, engine=engine, git=git, tag=spec.tag,
                              labels=labels, cancel=cancel):
-        if isinstance(event, StepFinished) and event.predicted_cached is not None \
-                and event.predicted_cached != event.cached:
-            mismatches.append(event.index)
+        if isinstance(event, StepFinished) and event.index < dockerfile_steps:
+            reused += event.cached
+            if event.predicted_cached is not None and event.predicted_cached != event.cached:
+                mismatches.append(event.index)
         if isinstance(event, ImageBuilt):
             built = event
         yield event
@@ -130,7 +135,8 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
     if mismatches:
         yield Warning_(spec.name, "the engine's cache decisions differed from the plan at "
                        f"step(s) {', '.join(str(i + 1) for i in mismatches)}")
-    yield Done(ok=True, summary=f"{spec.tag}: {built.steps_cached}/{built.steps_total} steps "
+    # (the engine's own count includes the LABEL steps it adds for the OCI labels)
+    yield Done(ok=True, summary=f"{spec.tag}: {reused}/{dockerfile_steps} Dockerfile steps "
                "reused", details={"image_id": built.image_id, "tag": spec.tag,
                                   "deployed": plan.deployed})
 

@@ -162,3 +162,22 @@ def test_a_newer_deployment_makes_the_synced_image_stale(team: TeamRepo,
     out = devsync(team.path, "status", "--json", engine=team.engine, state=state)
     app = next(i for i in json.loads(out.stdout)["images"] if i["name"] == "app")
     assert app["state"] == "stale" and newer in app["reason"], app
+
+
+def test_resync_after_a_local_edit_reuses_your_own_build_first(team: TeamRepo,
+                                                                tmp_path: Path) -> None:
+    """The builder sticks to the first --cache-from source that matches: after your own
+    build, putting it first reuses it where the deployed image no longer matches."""
+    state = tmp_path / "state"
+    (team.path / "src" / "lib.php").write_text("<?php function f() { return 3; }\n")
+    out = devsync(team.path, "sync", "app", "--yes", engine=team.engine, state=state)
+    assert out.returncode == 0, out.stderr
+    out = devsync(team.path, "plan", "app", "--json", engine=team.engine, state=state)
+    plan = json.loads(out.stdout)["images"][0]
+    assert plan["cache_from"][0] == f"{team.repo}:dev"
+    assert all(s["cached"] for s in plan["steps"]), plan["steps"]
+    out = devsync(team.path, "sync", "app", "--yes", "--json", engine=team.engine, state=state)
+    finished = [e for e in _events(out.stdout)
+                if e["event"] == "step_finished" and e["predicted_cached"] is not None]
+    assert finished and all(e["cached"] and e["predicted_cached"] for e in finished), finished
+    git(team.path, "checkout", "--", "src/lib.php")
