@@ -23,7 +23,9 @@ class HistoryEntry:
 
     @property
     def is_buildkit(self) -> bool:
-        return self.created_by.rstrip().endswith(BUILDKIT_MARKER)
+        # RUN/COPY end in "# buildkit"; ENV, ARG and the like carry only the comment
+        return (self.created_by.rstrip().endswith(BUILDKIT_MARKER)
+                or self.comment.startswith("buildkit."))
 
 
 @dataclass

@@ -292,6 +292,11 @@ def _explain_miss(out: PlanStep, step: SimStep, sim: SimResult, spec: ImageSpec,
 def _explain_changed(out: PlanStep, step: SimStep, sim: SimResult, context: BuildContext,
                      deployed: ImageInfo | None, git: GitRepo | None, spec: ImageSpec,
                      project: Project) -> None:
+    if step.counterpart is not None and step.counterpart.is_buildkit:
+        out.reason = ("the deployed image's steps from here were built with BuildKit; the "
+                      "Engine API's classic builder never matches them (build it in CI with "
+                      "DOCKER_BUILDKIT=0)")
+        return
     theirs = step.counterpart.created_by if step.counterpart else ""
     ours = step.created_by or ""
     ours_copy = _COPY_ENTRY.search(ours)

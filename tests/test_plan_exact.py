@@ -330,3 +330,31 @@ def test_multi_stage_plan_is_exact_where_it_is_certain(
         for step, hit in zip(steps, real, strict=True):
             if step.certain:
                 assert step.cached == hit, (change.__name__, step.line, plan.summary, real)
+
+
+def test_buildkit_built_deployed_image_is_called_out_and_predicted(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path_factory: pytest.TempPathFactory, devsync_env: None) -> None:
+    """CI that builds with BuildKit writes `... # buildkit` histories, which the Engine API's
+    classic builder never matches: the plan must say so, and predict the rebuild."""
+    import subprocess
+
+    team = make_team_repo(tmp_path_factory.mktemp("bk"), engine, registry, busybox_image,
+                          "bkshop")
+    ref = f"{team.repo}:1.1.0"
+    env = dict(engine.env(), DOCKER_BUILDKIT="1")
+    # (the private engine has no bridge network: BuildKit's RUN steps run without one)
+    subprocess.run([LEGACY_CLI, "build", "--network=none", "-q", "-t", ref, "."],
+                   cwd=team.path, env=env, check=True, capture_output=True)
+    team.docker("push", ref)
+    history = team.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", ref).stdout
+    assert "# buildkit" in history
+    team.forget_local_images()
+    plan = _plan(team.path)
+    assert plan.deployed == ref
+    assert any("BuildKit" in n and "DOCKER_BUILDKIT=0" in n for n in plan.notes), plan.notes
+    first = plan.first_rebuild
+    assert first is not None and first.line == 3 and "BuildKit" in first.reason
+    built = [s for s in plan.steps if s.kind != "skip"]
+    real = team.cli_build_with_cache(plan.cache_from, f"{team.repo}:dev-check")
+    assert real == [s.cached for s in built]
