@@ -63,3 +63,19 @@ def test_advice_flags_cache_busting_order(team: TeamRepo, tmp_path: Path) -> Non
     notes = json.loads(out.stdout)["images"][0]["notes"]
     assert any("comes after `COPY .`" in n for n in notes), notes
     df.write_text(text)
+
+
+def test_advice_warns_on_drift_and_depth_with_configured_thresholds(team: TeamRepo,
+                                                                    tmp_path: Path) -> None:
+    config = team.path / ".devsync.toml"
+    config.write_text("[devsync]\nbase_drift_threshold = 0.0001\nlayer_warning = 3\n")
+    try:
+        out = devsync(team.path, "base", "advice", "--json", engine=team.engine,
+                      state=tmp_path / "state")
+        assert out.returncode == 0, out.stderr
+        advice = json.loads(out.stdout)
+        assert advice["app_bytes"] > 0 and advice["base_bytes"] > 0
+        assert any("would pay off" in w for w in advice["warnings"]), advice
+        assert any("overlay2 refuses" in w for w in advice["warnings"]), advice
+    finally:
+        config.unlink()
