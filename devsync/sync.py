@@ -107,10 +107,11 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
         yield from pull_missing(engine, [spec.tag], cancel)
         yield Done(ok=True, summary=f"{spec.tag} is local")
         return
-    refs = _external_bases(project, spec, plan)
+    refs: list[str] = []
     if plan.deployed and plan.deployed in plan.cache_from:
         # (a deployed tag the plan could not read is no cache source: don't pull it)
         refs.append(plan.deployed)
+    refs += _external_bases(project, spec, plan)  # after: the deployed pull brought its layers
     missing = [ref for ref in refs if engine.image(ref) is None]
     if missing:
         yield PhaseStarted(spec.name, "pull")
@@ -225,15 +226,17 @@ class _AnyEvent:
 
 
 def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> list[str]:
+    # the deployed image first: it holds the base's layers too, and one pull downloads its
+    # layers in parallel where base-then-deployed would fetch them in two rounds
     refs: list[str] = []
-    df = project.dockerfile(spec)
-    stages = {s.name for s in df.stages if s.name}
-    if spec.base_ref and spec.base_ref != "scratch" and spec.base_ref.lower() not in stages:
-        refs.append(spec.base_ref)
     if spec.deployed:
         deployed = resolver.latest_deployed(spec.deployed)
         if deployed:
             refs.append(deployed)
+    df = project.dockerfile(spec)
+    stages = {s.name for s in df.stages if s.name}
+    if spec.base_ref and spec.base_ref != "scratch" and spec.base_ref.lower() not in stages:
+        refs.append(spec.base_ref)
     return refs
 
 
@@ -252,6 +255,8 @@ def run_sync(project: Project, specs: list[ImageSpec], *, engine: Engine, resolv
     from devsync.state import operation_lock
     from devsync.status import collect_statuses
 
+    # apps first: their pulls bring the base's layers along, in parallel with their own
+    specs = sorted(specs, key=lambda s: s.role == ROLE_BASE)
     with operation_lock(project.root, "sync"):
         for spec in specs:
             fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
