@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from devsync.dockerfiles import cache_busting_order
 from devsync.errors import ConfigError, DevsyncError
-from devsync.events import Event, PhaseStarted, Pushed
+from devsync.events import Event, PhaseStarted
 from devsync.plan import plan_image
 from devsync.project import ROLE_APP, ROLE_BASE, ImageSpec, Project
 from devsync.sync import build_image, oci_labels, pull_missing
@@ -50,18 +50,21 @@ def next_base_tag(spec: ImageSpec, resolver: Resolver, version: str | None) -> s
 def base_build(project: Project, *, engine: Engine, resolver: Resolver, git: GitRepo | None,
                version: str | None = None, push: bool = False,
                cancel: threading.Event | None = None) -> Iterator[Event]:
+    from devsync.state import operation_lock
+
     spec = base_spec(project)
-    tag = next_base_tag(spec, resolver, version)
-    plan = plan_image(project, spec, resolver, git)
-    yield PhaseStarted(spec.name, "build", f"{tag}: {plan.summary}")
-    if plan.deployed:
-        yield from pull_missing(engine, [plan.deployed], cancel)
-    labels = oci_labels(project, spec, git, version=split_reference(tag)[1])
-    yield from build_image(project, spec, plan, engine=engine, git=git, tag=tag, labels=labels,
-                           cancel=cancel)
-    if push:
-        yield PhaseStarted(spec.name, "push", tag)
-        yield from engine.push(tag, cancel=cancel)
+    with operation_lock(project.root, "building the base"):
+        tag = next_base_tag(spec, resolver, version)
+        plan = plan_image(project, spec, resolver, git)
+        yield PhaseStarted(spec.name, "build", f"{tag}: {plan.summary}")
+        if plan.deployed:
+            yield from pull_missing(engine, [plan.deployed], cancel)
+        labels = oci_labels(project, spec, git, version=split_reference(tag)[1])
+        yield from build_image(project, spec, plan, engine=engine, git=git, tag=tag,
+                               labels=labels, cancel=cancel)
+        if push:
+            yield PhaseStarted(spec.name, "push", tag)
+            yield from engine.push(tag, cancel=cancel)
 
 
 
@@ -160,23 +163,23 @@ def publish(project: Project, version: str, *, engine: Engine, resolver: Resolve
             git: GitRepo | None, image: str | None = None,
             cancel: threading.Event | None = None) -> Iterator[Event]:
     """The CI deploy step: build the app with the OCI labels and push REPO:VERSION."""
+    from devsync.state import operation_lock
+
     if parse_version(version) is None and version != "latest":
         raise ConfigError(f"{version}: not a semantic version (X.Y.Z)")
     specs = [project.image(image)] if image else project.app_images
-    for spec in specs:
-        if spec.role == ROLE_BASE or not spec.deployed_repository:
-            continue
-        ref = f"{spec.deployed_repository}:{version}"
-        plan = plan_image(project, spec, resolver, git)
-        yield PhaseStarted(spec.name, "pull")
-        if plan.deployed:
-            yield from pull_missing(engine, [plan.deployed], cancel)
-        yield PhaseStarted(spec.name, "build", ref)
-        labels = oci_labels(project, spec, git, version=version)
-        yield from build_image(project, spec, plan, engine=engine, git=git, tag=ref,
-                               labels=labels, cancel=cancel)
-        yield PhaseStarted(spec.name, "push", ref)
-        for event in engine.push(ref, cancel=cancel):
-            yield event
-            if isinstance(event, Pushed):
-                pass
+    with operation_lock(project.root, "publishing"):
+        for spec in specs:
+            if spec.role == ROLE_BASE or not spec.deployed_repository:
+                continue
+            ref = f"{spec.deployed_repository}:{version}"
+            plan = plan_image(project, spec, resolver, git)
+            yield PhaseStarted(spec.name, "pull")
+            if plan.deployed:
+                yield from pull_missing(engine, [plan.deployed], cancel)
+            yield PhaseStarted(spec.name, "build", ref)
+            labels = oci_labels(project, spec, git, version=version)
+            yield from build_image(project, spec, plan, engine=engine, git=git, tag=ref,
+                                   labels=labels, cancel=cancel)
+            yield PhaseStarted(spec.name, "push", ref)
+            yield from engine.push(ref, cancel=cancel)

@@ -213,10 +213,8 @@ class CoreServices:
     def base_build(self, cancel: threading.Event) -> Iterator[Event]:
         from devsync import basework
         from devsync.events import Done, Pushed
-        from devsync.state import operation_lock
 
-        with self._session() as (project, engine, resolver, git), \
-                operation_lock(project.root, "building the base"):
+        with self._session() as (project, engine, resolver, git):
             pushed = ""
             for event in basework.base_build(project, engine=engine, resolver=resolver,
                                              git=git, push=True, cancel=cancel):
@@ -243,10 +241,8 @@ class CoreServices:
     def publish(self, version: str, cancel: threading.Event) -> Iterator[Event]:
         from devsync import basework
         from devsync.events import Done
-        from devsync.state import operation_lock
 
-        with self._session() as (project, engine, resolver, git), \
-                operation_lock(project.root, "publishing"):
+        with self._session() as (project, engine, resolver, git):
             yield from basework.publish(project, version, engine=engine, resolver=resolver,
                                         git=git, cancel=cancel)
             yield Done(ok=True, summary=f"published {version}")
