@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 from devsync import basework
-from devsync.cli import Session
+from devsync.cli import open_session
 from devsync.output import EventPrinter, clean
 
 
 def run(start: Path, args: argparse.Namespace) -> int:
     cmd = args.base_command
     if cmd == "build":
-        session = Session(start, need_engine=True)
+        session = open_session(start, need_engine=True)
         assert session.engine is not None
         printer = EventPrinter(as_json=args.json)
         for event in basework.base_build(session.project, engine=session.engine,
@@ -26,7 +26,7 @@ def run(start: Path, args: argparse.Namespace) -> int:
             print("next: devsync base bump   (points the app's FROM at the new base)")
         return 0
     if cmd == "bump":
-        session = Session(start, need_engine=False)
+        session = open_session(start, need_engine=False)
         result = basework.base_bump(session.project, session.resolver, args.to_tag)
         if not result.changed:
             print(f"devsync: FROM already uses {clean(result.new)}")
@@ -35,7 +35,7 @@ def run(start: Path, args: argparse.Namespace) -> int:
             print(f"{clean(path)}: {clean(result.old)} -> {clean(result.new)}")
         print("next: commit the change, then devsync sync (rebuilds the app on the new base)")
         return 0
-    session = Session(start, need_engine=False)
+    session = open_session(start, need_engine=False)
     adv = basework.advice(session.project, session.resolver)
     if args.json:
         print(json.dumps({"base_bytes": adv.base_bytes, "app_bytes": adv.app_bytes,
@@ -50,7 +50,7 @@ def run(start: Path, args: argparse.Namespace) -> int:
 
 
 def publish(start: Path, args: argparse.Namespace) -> int:
-    session = Session(start, need_engine=True)
+    session = open_session(start, need_engine=True)
     assert session.engine is not None
     printer = EventPrinter(as_json=args.json)
     for event in basework.publish(session.project, args.version, engine=session.engine,

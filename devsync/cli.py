@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from devsync import __version__
 from devsync.errors import DevsyncError, UsageError
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-    from devsync.project import Project
+    from devsync.session import Session
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,38 +151,14 @@ def _main(argv: list[str]) -> int:
 # -- shared set-up ------------------------------------------------------------------------
 
 
-class Session:
-    """What a command needs: the project, the engine (optional for read-only commands), git."""
+def open_session(start: Path, *, need_engine: bool) -> Session:
+    """The core's Session, with its warnings said on stderr."""
+    from devsync.session import Session
 
-    def __init__(self, start: Path, *, need_engine: bool) -> None:
-        from devsync.gitinfo import open_repo
-        from devsync.project import load_project
-        from devsync.resolver import Resolver
-        from devsync.state import problems
-
-        self.project: Project = load_project(start)
-        # unknown keys in .devsync.toml are not fatal (a newer file still loads), but said
-        for text in self.project.config.warnings:
-            warn(text)
-        self.git = open_repo(self.project.root)
-        for text in problems(self.project.root):
-            warn(text)
-        self.engine = None
-        self.engine_problem: str | None = None
-        try:
-            from devsync.engine import Engine
-
-            self.engine = Engine.connect()
-        except DevsyncError as exc:
-            if need_engine:
-                raise
-            self.engine_problem = exc.message
-        self.resolver = Resolver(self.engine, list(self.project.config.insecure_registries))
-
-    def images(self, name: str | None) -> list[Any]:
-        if name:
-            return [self.project.image(name)]
-        return list(self.project.images)
+    session = Session(start, need_engine=need_engine)
+    for text in session.warnings:
+        warn(text)
+    return session
 
 
 def _status(start: Path, *, as_json: bool) -> int:
@@ -192,7 +168,7 @@ def _status(start: Path, *, as_json: bool) -> int:
     from devsync.recording import record_statuses
     from devsync.status import collect_statuses
 
-    session = Session(start, need_engine=False)
+    session = open_session(start, need_engine=False)
     statuses = collect_statuses(session.project, session.resolver, session.git)
     record_statuses(session.project, statuses, session.git)
     if as_json:
@@ -214,7 +190,7 @@ def _plan(start: Path, image: str | None, *, as_json: bool) -> int:
     from devsync.output import print_plan
     from devsync.plan import plan_image
 
-    session = Session(start, need_engine=False)
+    session = open_session(start, need_engine=False)
     plans = [plan_image(session.project, spec, session.resolver, session.git)
              for spec in session.images(image)]
     if as_json:
@@ -230,7 +206,7 @@ def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     from devsync.plan import ImagePlan
     from devsync.sync import run_sync
 
-    session = Session(start, need_engine=True)
+    session = open_session(start, need_engine=True)
     assert session.engine is not None
     printer = EventPrinter(as_json=as_json)
 
@@ -263,7 +239,7 @@ def _refresh(root: Path, *, quiet: bool) -> int:
         from devsync.recording import record_statuses
         from devsync.status import collect_statuses
 
-        session = Session(root, need_engine=False)
+        session = open_session(root, need_engine=False)
         statuses = collect_statuses(session.project, session.resolver, session.git)
         record_statuses(session.project, statuses, session.git, registry_checked=True)
     except DevsyncError:

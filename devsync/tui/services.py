@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from devsync.gitinfo import GitRepo
     from devsync.project import Project
     from devsync.resolver import Resolver
+    from devsync.session import Session
     from devsync.status import ImageStatus
 
 # CheckItem.state values
@@ -261,33 +262,24 @@ class CoreServices:
 
 
 class _Session:
-    """Project, engine, resolver and git for one operation; closed when it ends."""
+    """The core's Session for one operation, as (project, engine, resolver, git)."""
 
     def __init__(self, root: Path, *, need_engine: bool) -> None:
         self.root = root
         self.need_engine = need_engine
-        self._engine: Engine | None = None
-        self._git: GitRepo | None = None
+        self._session: Session | None = None
 
     def __enter__(self) -> tuple[Project, Engine, Resolver, GitRepo]:
-        from devsync.engine import Engine
-        from devsync.gitinfo import open_repo
-        from devsync.project import load_project
-        from devsync.resolver import Resolver
+        from devsync.session import Session
 
-        project = load_project(self.root)
-        if self.need_engine:
-            self._engine = Engine.connect()
-        self._git = open_repo(project.root)
-        resolver = Resolver(self._engine, list(project.config.insecure_registries))
-        # without need_engine the engine is None; such callers do not use it
-        return project, self._engine, resolver, self._git  # type: ignore[return-value]
+        session = self._session = Session(self.root, need_engine=self.need_engine)
+        # without need_engine the engine may be None; such callers do not use it
+        return (session.project, session.engine,  # type: ignore[return-value]
+                session.resolver, session.git)
 
     def __exit__(self, *exc: object) -> None:
-        if self._git is not None:
-            self._git.close()
-        if self._engine is not None:
-            self._engine.close()
+        if self._session is not None:
+            self._session.close()
 
 
 def _check(cancel: threading.Event) -> None:

@@ -386,7 +386,7 @@ def timed(owner, name, label, sets=None):
     setattr(owner, name, inner)
 
 for owner, name, label, sets in [
-    (cli, "Session", "cli.Session (project, git, engine)", "start"),
+    (cli, "open_session", "cli.open_session (project, git, engine)", "start"),
     (project, "load_project", "project.load_project", None),
     (gitinfo, "open_repo", "gitinfo.open_repo (imports git)", None),
     (engine.Engine, "connect", "engine.Engine.connect (imports docker)", None),

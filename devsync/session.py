@@ -1,0 +1,62 @@
+"""What one operation needs, opened the same way for every view: the project, its git
+repository, the engine (optional for read-only work) and a resolver for images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from devsync.errors import DevsyncError
+
+if TYPE_CHECKING:
+    from devsync.engine import Engine
+    from devsync.gitinfo import GitRepo
+    from devsync.project import ImageSpec, Project
+    from devsync.resolver import Resolver
+
+
+class Session:
+    """Opened from any directory inside the repository; closes the engine and git on exit.
+
+    `warnings` holds what the user should hear but that stops nothing: unknown keys in
+    `.devsync.toml`, a corrupt or foreign state file. With `need_engine=False` an engine that
+    cannot be reached is not an error: `engine` is None and `engine_problem` says why.
+    """
+
+    def __init__(self, start: Path, *, need_engine: bool) -> None:
+        from devsync.gitinfo import open_repo
+        from devsync.project import load_project
+        from devsync.resolver import Resolver
+        from devsync.state import problems
+
+        self.project: Project = load_project(start)
+        self.warnings: list[str] = list(self.project.config.warnings)
+        self.git: GitRepo = open_repo(self.project.root)
+        self.warnings.extend(problems(self.project.root))
+        self.engine: Engine | None = None
+        self.engine_problem: str | None = None
+        try:
+            from devsync.engine import Engine
+
+            self.engine = Engine.connect()
+        except DevsyncError as exc:
+            if need_engine:
+                self.git.close()
+                raise
+            self.engine_problem = exc.message
+        self.resolver: Resolver = Resolver(self.engine,
+                                           list(self.project.config.insecure_registries))
+
+    def images(self, name: str | None) -> list[ImageSpec]:
+        return [self.project.image(name)] if name else list(self.project.images)
+
+    def close(self) -> None:
+        self.git.close()
+        if self.engine is not None:
+            self.engine.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
