@@ -109,29 +109,17 @@ class SimResult:
 ImageLookup = Callable[[str], ImageInfo | None]
 
 
+_GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f",
+               "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
 def go_quote(text: str) -> str:
     """Go's %q for a string (strconv.Quote)."""
     out = ['"']
     for ch in text:
         code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\a":
-            out.append("\\a")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\v":
-            out.append("\\v")
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
         elif code < 0x20 or code == 0x7F:
             out.append(f"\\x{code:02x}")
         elif not ch.isprintable():
@@ -425,9 +413,10 @@ class BuildSimulator:
         elif cmd == "EXPOSE":
             env = self._expansion_env(state)
             ports: list[str] = []
-            for p in ins.value:
+            # the parser sorts the words as written, before any $VAR is expanded
+            for p in sorted(ins.value):
                 ports.extend(self.lexer.process_words(p, env))
-            created_by = self._nop(state, "EXPOSE " + " ".join(sorted(ports)))
+            created_by = self._nop(state, "EXPOSE " + " ".join(ports))
         elif cmd == "VOLUME":
             vols = [self._word(v, state) for v in ins.value]
             created_by = self._nop(state, "VOLUME [" + " ".join(vols) + "]")
