@@ -127,6 +127,53 @@ def _endpoint() -> EndpointLike:
     return resolve_engine()
 
 
+def _tls_client(**kwargs: Any) -> docker.DockerClient:
+    """A `docker.DockerClient` whose TLS verification is the endpoint's, whatever the environment.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's `verify` on every
+    request (docker/docker-py#2433), so the engine's own CA (or verify=False) would lose to a
+    bundle set for other tools. The docker CLI ignores those variables; so must we.
+    """
+    import docker
+
+    class _APIClient(docker.APIClient):
+        def merge_environment_settings(self, *args: Any, **kw: Any) -> dict[str, Any]:
+            settings: dict[str, Any] = super().merge_environment_settings(*args, **kw)
+            if self.verify is not True:  # a CA path or False, set by TLSConfig
+                settings["verify"] = self.verify
+            return settings
+
+    class _Client(docker.DockerClient):
+        def __init__(self, **kw: Any) -> None:  # DockerClient.__init__ only makes `api`
+            self.api = _APIClient(**kw)
+
+    return _Client(**kwargs)
+
+
+def _tolerate_exited_ssh() -> None:
+    """Closing a shelled-out ssh connection whose ssh has already exited is no error.
+
+    docker-py's SSHSocket.close writes to ssh's stdin; when the engine ended the connection
+    first, ssh is gone and the BrokenPipeError escapes from a garbage-collector finalizer as a
+    traceback on stderr (seen after every `devsync sync` over ssh://).
+    """
+    try:
+        from docker.transport import sshconn
+    except ImportError:  # no paramiko: connecting says so (see _connect_failure)
+        return
+
+    original = sshconn.SSHSocket.close
+    if getattr(original, "_devsync_tolerant", False):
+        return
+
+    def close(self: Any) -> None:
+        with contextlib.suppress(OSError):
+            original(self)
+
+    close._devsync_tolerant = True  # type: ignore[attr-defined]
+    sshconn.SSHSocket.close = close
+
+
 def _auth_config(reference: str) -> dict[str, str] | None:
     """Credentials for the registry of `reference` as Docker's config has them, else None.
 
@@ -266,8 +313,10 @@ class Engine:
             # shell out to the ssh CLI (its config, agent and known_hosts); the SDK still
             # imports paramiko for the ssh transport module, see _connect_failure
             kwargs["use_ssh_client"] = True
+            _tolerate_exited_ssh()
         try:
-            client = docker.DockerClient(**kwargs)  # fetches the API version: first contact
+            # fetches the API version: first contact
+            client = _tls_client(**kwargs) if "tls" in kwargs else docker.DockerClient(**kwargs)
             client.ping()
         except docker.errors.DockerException as exc:
             raise _connect_failure(exc, endpoint, timeout) from None
@@ -1279,9 +1328,10 @@ def _connect_failure(exc: BaseException, endpoint: EndpointLike,
             f"invalid Docker host {host!r}{via}",
             hint="use unix:///path/to/docker.sock, tcp://HOST:PORT or ssh://USER@HOST",
         )
-    if any(isinstance(e, ssl.SSLError) for e in chain):
+    tls_error = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
+    if tls_error is not None:
         return EngineUnavailableError(
-            f"{where}: TLS handshake failed",
+            f"{where}: TLS handshake failed: {_tls_reason(tls_error, endpoint)}",
             hint="check DOCKER_TLS_VERIFY / DOCKER_CERT_PATH (or the context's TLS files)"
                  " against how the daemon listens",
         )
@@ -1321,6 +1371,25 @@ def _connect_failure(exc: BaseException, endpoint: EndpointLike,
     reason = reason or text.removeprefix("Error while fetching server API version: ")
     return EngineUnavailableError(f"{where}: {_shorten(' '.join(reason.split()), 160)}",
                                   hint=f"is Docker running{via}?")
+
+
+def _tls_reason(exc: ssl.SSLError, endpoint: EndpointLike) -> str:
+    """Which side said no: our check of the engine's certificate, or the engine's of ours."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the engine's certificate is not trusted: {exc.verify_message or exc.reason}"
+    reason = str(exc.reason or "")
+    if reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+        return "the engine requires a client certificate"
+    if reason in ("SSLV3_ALERT_BAD_CERTIFICATE", "TLSV1_ALERT_UNKNOWN_CA",
+                  "SSLV3_ALERT_CERTIFICATE_UNKNOWN", "TLSV1_ALERT_DECRYPT_ERROR"):
+        return "the engine rejected the client certificate"
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        # TLS 1.3: the engine checks our certificate after our side of the handshake is done,
+        # and its alert races with its hang-up; about half the time only the hang-up arrives
+        sent = bool(endpoint.client_cert and endpoint.client_key)
+        return ("the engine hung up; does it accept this client certificate?" if sent
+                else "the engine hung up; does it require a client certificate?")
+    return _shorten(reason.lower().replace("_", " ") or str(exc), 80)
 
 
 def _lost_engine(host: str, doing: str, exc: BaseException) -> EngineUnavailableError:
