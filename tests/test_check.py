@@ -715,36 +715,15 @@ def test_a_hung_daemon_cannot_touch_the_prompt(repo: Path, tmp_path: Path) -> No
     """The check never talks to the engine: with DOCKER_HOST on a socket that accepts and
     never answers, `devsync --check` (the CLI entry, as the shell runs it) still answers,
     and the socket sees no connection at all."""
-    import socket
-    import threading
+    from devsync.sandbox import silent_socket
 
     sock_path = tmp_path / "hung.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(sock_path))
-    listener.listen(8)
-    listener.settimeout(0.2)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            accepted.append(conn)  # held open, never answered
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
     (repo / "Dockerfile").write_text("FROM reg/app:base-1.1\nCOPY app.py /app/\n")
     env = dict(os.environ, DOCKER_HOST=f"unix://{sock_path}")
-    try:
+    with silent_socket(sock_path) as accepted:
         proc = subprocess.run([sys.executable, "-m", "devsync", "--check", "--exit-code"],
                               cwd=repo, capture_output=True, text=True, timeout=60, env=env)
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
+        connections = len(accepted)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith("devsync: Dockerfile changed")
-    assert accepted == []
+    assert connections == 0

@@ -153,29 +153,9 @@ def test_connect_to_socket_without_listener_is_refused(tmp_path: Path) -> None:
 
 def test_connect_to_silent_socket_gives_up_after_the_timeout(tmp_path: Path) -> None:
     path = tmp_path / "silent.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(8)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept_and_say_nothing() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError, OSError):
-                accepted.append(server.accept()[0])
-
-    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
-    thread.start()
-    try:
-        with pytest.raises(EngineUnavailableError) as info:
-            Engine.connect(f"unix://{path}", timeout=0.5)
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
-            conn.close()
-        server.close()
+    with sandbox.silent_socket(path) as accepted, \
+            pytest.raises(EngineUnavailableError) as info:
+        Engine.connect(f"unix://{path}", timeout=0.5)
     assert accepted, "the client never connected"
     assert "no answer within 0.5s" in info.value.message
     _assert_one_clear_line(info.value)
