@@ -127,6 +127,36 @@ def _endpoint() -> EndpointLike:
     return resolve_engine()
 
 
+def _import_sdk(*, ssh: bool) -> None:
+    """Import the Docker SDK; its ssh transport (and paramiko, ~0.12 s) only for ssh:// hosts.
+
+    The SDK imports paramiko whenever it is installed, though only ssh:// engines use it, and
+    every sync waits for that import before its pull can start. Hiding paramiko while the SDK
+    is first imported makes the SDK leave its ssh transport out; an ssh:// engine later in the
+    same process imports the transport then and hands it to the SDK.
+    """
+    import sys
+
+    if "docker" not in sys.modules and "paramiko" not in sys.modules and not ssh:
+        sys.modules["paramiko"] = None  # type: ignore[assignment]  # "import paramiko" fails
+        try:
+            import docker
+        finally:
+            if sys.modules.get("paramiko", ...) is None:
+                del sys.modules["paramiko"]
+        return
+    import docker.api.client
+    import docker.transport
+
+    if ssh and not hasattr(docker.api.client, "SSHHTTPAdapter"):
+        try:
+            from docker.transport.sshconn import SSHHTTPAdapter
+        except ImportError:  # no paramiko: connecting says so (see _connect_failure)
+            return
+        docker.transport.SSHHTTPAdapter = SSHHTTPAdapter
+        docker.api.client.SSHHTTPAdapter = SSHHTTPAdapter
+
+
 def _tls_client(**kwargs: Any) -> docker.DockerClient:
     """A `docker.DockerClient` whose TLS verification is the endpoint's, whatever the environment.
 
@@ -289,15 +319,16 @@ class Engine:
         Raises EngineUnavailableError (one line, with a hint) when the daemon is down, the
         socket is missing or not ours to use, or it does not answer within `timeout` seconds.
         """
-        import docker
-        import docker.errors
-        import docker.tls
-
         if endpoint is None:
             endpoint = _endpoint()
         elif isinstance(endpoint, str):
             endpoint = _PlainEndpoint(endpoint, source="given")
         host = endpoint.host
+        _import_sdk(ssh=host.startswith("ssh://"))
+        import docker
+        import docker.errors
+        import docker.tls
+
         kwargs: dict[str, Any] = {"base_url": host, "timeout": timeout}
         tls_wanted = bool(getattr(endpoint, "tls", False) or endpoint.tls_verify)
         if tls_wanted and host.startswith(("tcp://", "https://")):

@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -424,6 +425,31 @@ def test_ssh_server_runs_the_remote_docker(ssh_server: SshServer, tls_engine: Tl
 def test_ssh_engine_from_docker_host(ssh_server: SshServer, tls_engine: TlsEngine, repo: Path,
                                      tmp_path: Path) -> None:
     _assert_reached(_status(repo, ssh_server.env(), tmp_path / "state"), tls_engine)
+
+
+_PARAMIKO_ONLY_FOR_SSH = """
+import sys
+from devsync.engine import Engine
+local = Engine.connect(sys.argv[1])
+assert local.ping()
+# the SDK imports paramiko whenever it can, though only ssh:// uses it: not on this path
+assert "paramiko" not in sys.modules, "paramiko imported for a unix socket"
+remote = Engine.connect(sys.argv[2])  # the same process, the SDK already imported
+assert remote.ping()
+print(remote.api_version)
+"""
+
+
+def test_paramiko_is_imported_only_for_ssh(ssh_server: SshServer, tls_engine: TlsEngine,
+                                           tmp_path: Path) -> None:
+    """paramiko (~0.12 s) stays off the path of every non-ssh command, and an ssh:// engine
+    still works in a process whose SDK was imported without it (the TUI, or a test run)."""
+    env = {**os.environ, **ssh_server.env()}
+    proc = subprocess.run([sys.executable, "-c", _PARAMIKO_ONLY_FOR_SSH,
+                           tls_engine.engine.url, ssh_server.host],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("1.")
 
 
 def test_sync_over_ssh_exits_cleanly(ssh_server: SshServer, tls_engine: TlsEngine, repo: Path,
