@@ -24,15 +24,14 @@ class Session:
     """
 
     def __init__(self, start: Path, *, need_engine: bool) -> None:
-        from devsync.gitinfo import open_repo
         from devsync.project import load_project
         from devsync.resolver import Resolver
         from devsync.state import problems
 
         self.project: Project = load_project(start)
         self.warnings: list[str] = list(self.project.config.warnings)
-        self.git: GitRepo = open_repo(self.project.root)
         self.warnings.extend(problems(self.project.root))
+        self._git: GitRepo | None = None
         self.engine: Engine | None = None
         self.engine_problem: str | None = None
         try:
@@ -41,17 +40,29 @@ class Session:
             self.engine = Engine.connect()
         except DevsyncError as exc:
             if need_engine:
-                self.git.close()
                 raise
             self.engine_problem = exc.message
         self.resolver: Resolver = Resolver(self.engine,
                                            list(self.project.config.insecure_registries))
 
+    @property
+    def git(self) -> GitRepo:
+        """The project's repository, opened on first use (NotARepoError if it cannot be).
+
+        Opening it imports GitPython (~0.1 s); a sync starts its pulls before that.
+        """
+        if self._git is None:
+            from devsync.gitinfo import open_repo
+
+            self._git = open_repo(self.project.root)
+        return self._git
+
     def images(self, name: str | None) -> list[ImageSpec]:
         return [self.project.image(name)] if name else list(self.project.images)
 
     def close(self) -> None:
-        self.git.close()
+        if self._git is not None:
+            self._git.close()
         if self.engine is not None:
             self.engine.close()
 

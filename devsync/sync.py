@@ -33,11 +33,11 @@ if TYPE_CHECKING:
     from devsync.engine import Engine
     from devsync.gitinfo import GitRepo
     from devsync.resolver import Resolver
+    from devsync.session import Session
 
 def oci_labels(project: Project, spec: ImageSpec, git: GitRepo | None, *,
                version: str | None = None) -> dict[str, str]:
-    # the classic builder adds one LABEL step per label, each a container commit: only
-    # the standard OCI ones (what sync a deployment came from lives in devsync's state)
+    # only the standard OCI ones (which sync a deployment came from lives in devsync's state)
     labels = {"org.opencontainers.image.created": datetime.now(UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")}
     if git is not None:
@@ -240,8 +240,8 @@ def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> lis
     return refs
 
 
-def run_sync(project: Project, specs: list[ImageSpec], *, engine: Engine, resolver: Resolver,
-             git: GitRepo | None, cancel: threading.Event | None = None,
+def run_sync(session: Session, specs: list[ImageSpec], *,
+             cancel: threading.Event | None = None,
              before: Callable[[ImagePlan], bool] | None = None,
              prefetch: bool = True) -> Iterator[Event]:
     """Sync each image and record what was done, for every view: under the repository's
@@ -250,11 +250,15 @@ def run_sync(project: Project, specs: list[ImageSpec], *, engine: Engine, resolv
     and the TUI read.
 
     With `prefetch` (the caller will not decline a pull) the base and the deployed image are
-    pulled while the plan is computed."""
+    pulled while the plan is computed; the pulls start before the session opens its git
+    repository, which costs the import of GitPython."""
     from devsync.recording import record_statuses, record_sync
     from devsync.state import operation_lock
     from devsync.status import collect_statuses
 
+    project, engine, resolver = session.project, session.engine, session.resolver
+    if engine is None:
+        raise DevsyncError(f"cannot sync without a Docker engine: {session.engine_problem}")
     # apps first: their pulls bring the base's layers along, in parallel with their own
     specs = sorted(specs, key=lambda s: s.role == ROLE_BASE)
     with operation_lock(project.root, "sync"):
@@ -262,6 +266,7 @@ def run_sync(project: Project, specs: list[ImageSpec], *, engine: Engine, resolv
             fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
                         if prefetch and spec.role != ROLE_BASE else None)
             try:
+                git = session.git
                 yield PhaseStarted(spec.name, "plan")
                 plan = plan_image(project, spec, resolver, git)
                 if before is not None and not before(plan):
@@ -285,6 +290,6 @@ def run_sync(project: Project, specs: list[ImageSpec], *, engine: Engine, resolv
         rest = [s for s in project.images if s.name not in synced]
         if rest:
             resolver.forget_local()  # the pulls and builds above changed the local images
-            statuses = [s for s in collect_statuses(project, resolver, git)
+            statuses = [s for s in collect_statuses(project, resolver, session.git)
                         if s.name not in synced]
-            record_statuses(project, statuses, git, complete=False)
+            record_statuses(project, statuses, session.git, complete=False)

@@ -204,12 +204,12 @@ class CoreServices:
     # -- operations -----------------------------------------------------------------------
 
     def sync(self, images: Sequence[str], cancel: threading.Event) -> Iterator[Event]:
+        from devsync.session import Session
         from devsync.sync import run_sync
 
-        with self._session() as (project, engine, resolver, git):
-            specs = [project.image(name) for name in images]
-            yield from run_sync(project, specs, engine=engine, resolver=resolver, git=git,
-                                cancel=cancel)
+        with Session(self.root, need_engine=True) as session:
+            specs = [session.project.image(name) for name in images]
+            yield from run_sync(session, specs, cancel=cancel)
 
     def base_build(self, cancel: threading.Event) -> Iterator[Event]:
         from devsync import basework
