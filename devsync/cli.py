@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
+    from devsync.plan import ImagePlan
     from devsync.session import Session
 
 
@@ -215,7 +216,6 @@ def _plan(start: Path, image: str | None, *, as_json: bool) -> int:
 
 def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     from devsync.output import EventPrinter, confirm
-    from devsync.plan import ImagePlan
     from devsync.sync import run_sync
 
     printer = EventPrinter(as_json=as_json)

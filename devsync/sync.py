@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from devsync.buildcontext import scan_context
 from devsync.errors import DevsyncError
 from devsync.events import (
     Done,
@@ -25,13 +24,13 @@ from devsync.events import (
     StepFinished,
     Warning_,
 )
-from devsync.plan import ImagePlan, PlanStep, plan_image
 from devsync.project import ROLE_BASE, ImageSpec, Project
 from devsync.versions import split_reference
 
 if TYPE_CHECKING:
     from devsync.engine import Engine
     from devsync.gitinfo import GitRepo
+    from devsync.plan import ImagePlan, PlanStep
     from devsync.resolver import Resolver
     from devsync.session import Session
 
@@ -63,6 +62,8 @@ def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: E
                 git: GitRepo | None, tag: str, labels: dict[str, str],
                 cancel: threading.Event | None = None) -> Iterator[Event]:
     """Build `spec` as `plan` predicted (same context flavor, same cache sources)."""
+    from devsync.buildcontext import scan_context
+
     context = scan_context(spec.context, _rel(spec))
     predicted = {i: (s.cached if s.certain else None)
                  for i, s in enumerate(_built_steps(plan))}
@@ -97,6 +98,8 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
                plan: ImagePlan | None = None) -> Iterator[Event]:
     """Pull the base and the latest deployed image, then rebuild only what changed."""
     if plan is None:
+        from devsync.plan import plan_image
+
         yield PhaseStarted(spec.name, "plan")
         plan = plan_image(project, spec, resolver, git)
     for note in plan.notes:
@@ -252,9 +255,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
     With `prefetch` (the caller will not decline a pull) the base and the deployed image are
     pulled while the plan is computed; the pulls start before the session opens its git
     repository, which costs the import of GitPython."""
-    from devsync.recording import record_statuses, record_sync
     from devsync.state import operation_lock
-    from devsync.status import collect_statuses
 
     project, engine, resolver = session.project, session.engine, session.resolver
     if engine is None:
@@ -266,6 +267,10 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
             fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
                         if prefetch and spec.role != ROLE_BASE else None)
             try:
+                # (imported once the pulls are under way: the plan's modules, then GitPython)
+                from devsync.plan import plan_image
+                from devsync.recording import record_sync
+
                 git = session.git
                 yield PhaseStarted(spec.name, "plan")
                 plan = plan_image(project, spec, resolver, git)
@@ -289,6 +294,9 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
         synced = {s.name for s in specs}
         rest = [s for s in project.images if s.name not in synced]
         if rest:
+            from devsync.recording import record_statuses
+            from devsync.status import collect_statuses
+
             resolver.forget_local()  # the pulls and builds above changed the local images
             statuses = [s for s in collect_statuses(project, resolver, session.git)
                         if s.name not in synced]

@@ -403,15 +403,24 @@ def test_tag_deleted_between_plan_and_sync(fault: FaultRecorder, shop: TeamRepo,
     before_state, before_images = state.files(), tagged_images(engine)
     deleted: list[str] = []
 
+    def planned() -> bool:
+        return any(ua.startswith("devsync/") and "/v2/delshop/blobs/" in path
+                   for _method, path, ua in flaky.requests[sync_started:])
+
     def delete_when_the_engine_asks(method: str, path: str, headers: dict[str, str]) -> None:
-        # sync planned with :1.0.1 (registry client); the engine now comes to pull it
+        # sync plans with :1.0.1 (registry client) while the engine comes to pull it: hold
+        # the engine's request until the plan has read the image, then delete the tag
         if not deleted and path == "/v2/delshop/manifests/1.0.1" \
                 and headers.get("User-Agent", "").startswith("docker/"):
+            deadline = time.monotonic() + 30
+            while not planned() and time.monotonic() < deadline:
+                time.sleep(0.02)
             req = urllib.request.Request(f"{fault_registry.url}/v2/delshop/manifests/{digest}",
                                          method="DELETE")
             with urllib.request.urlopen(req, timeout=10) as resp:
                 deleted.append(str(resp.status))
 
+    sync_started = len(flaky.requests)
     flaky.before = delete_when_the_engine_asks
     out = devsync(repo, "sync", "--yes", engine=engine, state=state.path)
     flaky.before = None
