@@ -393,6 +393,17 @@ class Engine:
             rows = self._client.api.history(data["Id"])
         return _local_image(data, rows, self._layers_at)
 
+    def has_image(self, ref: str) -> bool:
+        """Whether `ref` is a local image: one API call, where `image` makes several."""
+        import docker.errors
+
+        with self._calling(f"inspect image {ref}"):
+            try:
+                self._client.api.inspect_image(ref)
+            except docker.errors.NotFound:
+                return False
+        return True
+
     def local_images(self, repository: str | None = None, *,
                      with_history: bool = True) -> list[LocalImage]:
         """Local images, all or those of `repository` (any tag); two API calls per image."""
@@ -586,7 +597,7 @@ class Engine:
         """
         image = image_name or tag
         for source in cache_from:
-            if self.image(source) is None:
+            if not self.has_image(source):
                 yield Warning_(image, f"cache source {source} is not a local image: the "
                                       "builder ignores it (pull it first)")
         stamp = dict(labels) if labels and _label_line(labels) else None
@@ -617,13 +628,24 @@ class Engine:
         yield ImageBuilt(image, tag, image_id, steps_cached, steps_total)
 
     def _run_build(self, context_tar: IO[bytes], parser: _BuildParser, *, image: str,
-                   cancel: threading.Event | None, **options: Any) -> Iterator[Event]:
+                   cancel: threading.Event | None, credentials: bool = True,
+                   **options: Any) -> Iterator[Event]:
+        """One classic-builder request. `credentials=False` for a build that pulls nothing:
+        the SDK would otherwise ask every credential helper in Docker's config for every
+        registry's login (as `docker build` does), only to send them unused."""
         abandoned = threading.Event()
         body = _CancellableReader(context_tar, cancel, abandoned)
+        api = self._client.api
 
         def start() -> Iterator[dict[str, Any]]:
+            if not credentials:
+                response = api._post(
+                    api._url("/build"), data=body, stream=True, timeout=None,
+                    headers={"Content-Type": "application/tar"},
+                    params={"rm": True, "forcerm": True, **options})
+                return api._stream_helper(response, decode=True)
             # the engine gets no tag: see the module doc
-            return self._client.api.build(
+            return api.build(
                 fileobj=body, custom_context=True, tag=None, rm=True, forcerm=True,
                 decode=True, timeout=None,  # _open_stream bounds the wait
                 **options)
@@ -689,7 +711,7 @@ class Engine:
         cached = 0
         # the builder numbers FROM 1/2 and LABEL 2/2: only the LABEL is the caller's step
         for event in self._run_build(context, parser, image=image, cancel=cancel,
-                                     dockerfile="Dockerfile"):
+                                     credentials=False, dockerfile="Dockerfile"):
             if isinstance(event, StepStarted | StepFinished):
                 if event.index == 0:
                     continue

@@ -200,6 +200,11 @@ def deployed(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
     return {"ref": ref, "repo": repo, "marker": marker}
 
 
+def test_has_image(eng: Engine, registry: sandbox.PrivateRegistry, busybox_image: str) -> None:
+    assert eng.has_image(busybox_image)
+    assert not eng.has_image(f"{_prefix(registry, 'absent')}:1")
+
+
 def test_image_of_a_missing_ref_is_none(eng: Engine, registry: sandbox.PrivateRegistry) -> None:
     assert eng.image(f"{_prefix(registry, 'none')}:1") is None
 
@@ -423,6 +428,41 @@ def test_labels_cost_one_step_and_match_the_builders_own_labels(
     assert mine["RootFS"] == ref["RootFS"]  # no layer added
     history = [created_by for _created, created_by in _history_rows(engine, ours)]
     assert [row for row in history if "LABEL" in row] == [history[-1]]
+
+
+def test_the_label_build_asks_no_credential_helper(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build sends every login Docker's config knows (asking each credential helper), as
+    `docker build` does; the one-step label build pulls nothing and must not ask again."""
+    log = tmp_path / "helper.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-devsynctest"
+    helper.write_text(
+        "#!/bin/sh\n"
+        f'echo "$1" >> {log}\n'
+        'if [ "$1" = get ]; then read url; '
+        'printf \'{"ServerURL":"%s","Username":"u","Secret":"s"}\' "$url"; fi\n')
+    helper.chmod(0o755)
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps(
+        {"credHelpers": {"registry.devsync.invalid": "devsynctest"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    def helper_calls(labels: dict[str, str] | None) -> int:
+        log.write_text("")
+        with Engine.connect(engine.url) as fresh:
+            built = list(fresh.build(_context(f"FROM {busybox_image}\nENV N={uuid.uuid4()}\n"),
+                                     labels=labels))[-1]
+        assert isinstance(built, ImageBuilt)
+        return log.read_text().count("get")
+
+    without = helper_calls(None)
+    assert without >= 1  # the main build did ask: the helper is really in play
+    assert helper_calls(OCI) == without
 
 
 def test_label_values_that_need_quoting_arrive_verbatim(
