@@ -14,7 +14,7 @@ from devsync.errors import ConfigError, DevsyncError
 from devsync.events import Event, PhaseStarted
 from devsync.plan import plan_image
 from devsync.project import ROLE_APP, ROLE_BASE, ImageSpec, Project
-from devsync.sync import build_image, oci_labels, pull_missing
+from devsync.sync import build_image, pull_missing
 from devsync.versions import latest_base_tag, next_version, parse_version, split_reference
 
 if TYPE_CHECKING:
@@ -59,9 +59,8 @@ def base_build(project: Project, *, engine: Engine, resolver: Resolver, git: Git
         yield PhaseStarted(spec.name, "build", f"{tag}: {plan.summary}")
         if plan.deployed:
             yield from pull_missing(engine, [plan.deployed], cancel)
-        labels = oci_labels(project, spec, git, version=split_reference(tag)[1])
         yield from build_image(project, spec, plan, engine=engine, git=git, tag=tag,
-                               labels=labels, cancel=cancel)
+                               version=split_reference(tag)[1], cancel=cancel)
         if push:
             yield PhaseStarted(spec.name, "push", tag)
             yield from engine.push(tag, cancel=cancel)
@@ -178,8 +177,7 @@ def publish(project: Project, version: str, *, engine: Engine, resolver: Resolve
             if plan.deployed:
                 yield from pull_missing(engine, [plan.deployed], cancel)
             yield PhaseStarted(spec.name, "build", ref)
-            labels = oci_labels(project, spec, git, version=version)
             yield from build_image(project, spec, plan, engine=engine, git=git, tag=ref,
-                                   labels=labels, cancel=cancel)
+                                   version=version, cancel=cancel)
             yield PhaseStarted(spec.name, "push", ref)
             yield from engine.push(ref, cancel=cancel)

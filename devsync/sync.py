@@ -9,11 +9,12 @@ half-made tag behind; rerunning continues from whatever the pull had already fet
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from devsync.errors import DevsyncError
 from devsync.events import (
@@ -53,26 +54,56 @@ def oci_labels(project: Project, spec: ImageSpec, git: GitRepo | None, *,
 def pull_missing(engine: Engine, refs: list[str],
                  cancel: threading.Event | None = None) -> Iterator[Event]:
     for ref in refs:
-        if engine.image(ref) is not None:
+        if engine.has_image(ref):
             continue
         yield from engine.pull(ref, cancel=cancel)
 
 
-def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: Engine,
-                git: GitRepo | None, tag: str, labels: dict[str, str],
-                cancel: threading.Event | None = None) -> Iterator[Event]:
-    """Build `spec` as `plan` predicted (same context flavor, same cache sources)."""
-    from devsync.buildcontext import scan_context
+class BuildInput:
+    """The context tar and the labels of one build, made while the pulls still run.
 
-    context = scan_context(spec.context, _rel(spec))
+    Writing the context (every file read) and asking git for the labels takes tens of
+    milliseconds that would otherwise sit between the end of the pull and the build.
+    """
+
+    def __init__(self, project: Project, spec: ImageSpec, plan: ImagePlan,
+                 git: GitRepo | None, *, version: str | None = None) -> None:
+        from devsync.buildcontext import scan_context
+
+        self.labels = oci_labels(project, spec, git, version=version)
+        self.tar: IO[bytes] = tempfile.TemporaryFile(prefix="devsync-context-")  # noqa: SIM115 - closed by close()
+        try:
+            scan_context(spec.context, _rel(spec)).write_tar(self.tar, plan.flavor)
+            self.tar.seek(0)
+        except BaseException:
+            self.tar.close()
+            raise
+
+    def close(self) -> None:
+        self.tar.close()
+
+    def __enter__(self) -> BuildInput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: Engine,
+                git: GitRepo | None, tag: str, version: str | None = None,
+                prepared: BuildInput | None = None,
+                cancel: threading.Event | None = None) -> Iterator[Event]:
+    """Build `spec` as `plan` predicted (same context flavor, same cache sources), with the
+    OCI labels (`version` defaults to the tag's); `prepared` when made in advance."""
     predicted = {i: (s.cached if s.certain else None)
                  for i, s in enumerate(_built_steps(plan))}
-    with tempfile.TemporaryFile(prefix="devsync-context-") as tar:
-        context.write_tar(tar, plan.flavor)
-        tar.seek(0)
+    with contextlib.ExitStack() as stack:
+        if prepared is None:
+            prepared = stack.enter_context(BuildInput(project, spec, plan, git,
+                                                      version=version))
         for event in engine.build(
-            tar, dockerfile=_rel(spec), tag=tag, cache_from=plan.cache_from,
-            build_args=spec.build_args, labels=labels, target=spec.target,
+            prepared.tar, dockerfile=_rel(spec), tag=tag, cache_from=plan.cache_from,
+            build_args=spec.build_args, labels=prepared.labels, target=spec.target,
             image_name=spec.name, cancel=cancel,
         ):
             if isinstance(event, StepFinished):
@@ -95,7 +126,8 @@ def _rel(spec: ImageSpec) -> str:
 
 def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: Resolver,
                git: GitRepo | None, cancel: threading.Event | None = None,
-               plan: ImagePlan | None = None) -> Iterator[Event]:
+               plan: ImagePlan | None = None,
+               prepared: BuildInput | None = None) -> Iterator[Event]:
     """Pull the base and the latest deployed image, then rebuild only what changed."""
     if plan is None:
         from devsync.plan import plan_image
@@ -115,18 +147,17 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
         # (a deployed tag the plan could not read is no cache source: don't pull it)
         refs.append(plan.deployed)
     refs += _external_bases(project, spec, plan)  # after: the deployed pull brought its layers
-    missing = [ref for ref in refs if engine.image(ref) is None]
+    missing = [ref for ref in refs if not engine.has_image(ref)]
     if missing:
         yield PhaseStarted(spec.name, "pull")
         yield from pull_missing(engine, missing, cancel)
     yield PhaseStarted(spec.name, "build", plan.summary)
-    labels = oci_labels(project, spec, git)
     built: ImageBuilt | None = None
     mismatches: list[int] = []
     dockerfile_steps = len(_built_steps(plan))
     reused = 0
     for event in build_image(project, spec, plan, engine=engine, git=git, tag=spec.tag,
-                             labels=labels, cancel=cancel):
+                             prepared=prepared, cancel=cancel):
         if isinstance(event, StepFinished) and event.index < dockerfile_steps:
             reused += event.cached
             if event.predicted_cached is not None and event.predicted_cached != event.cached:
@@ -266,6 +297,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
         for spec in specs:
             fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
                         if prefetch and spec.role != ROLE_BASE else None)
+            prepared: BuildInput | None = None
             try:
                 # (imported once the pulls are under way: the plan's modules, then GitPython)
                 from devsync.plan import plan_image
@@ -278,18 +310,23 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     yield Warning_(spec.name, "skipped")
                     continue
                 if fetching is not None:
+                    # (while the pulls run)
+                    prepared = BuildInput(project, spec, plan, git)
                     yield PhaseStarted(spec.name, "pull")
                     yield from fetching.events(
                         {*plan.cache_from, *_external_bases(project, spec, plan)})
                 image_id: str | None = None
                 for event in sync_image(project, spec, engine=engine, resolver=resolver,
-                                        git=git, cancel=cancel, plan=plan):
+                                        git=git, cancel=cancel, plan=plan,
+                                        prepared=prepared):
                     if isinstance(event, ImageBuilt):
                         image_id = event.image_id
                     yield event
             finally:
                 if fetching is not None:
                     fetching.stop()
+                if prepared is not None:
+                    prepared.close()
             record_sync(project, spec, plan, image_id, git)
         synced = {s.name for s in specs}
         rest = [s for s in project.images if s.name not in synced]

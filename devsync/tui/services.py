@@ -365,7 +365,7 @@ def _image_checks(project: Project, engine: Engine | None) -> list[CheckItem]:
         base = spec.base_ref
         if not base or base == "scratch":
             items.append(item("base", spec.name, CHECK_OK, "built FROM scratch: nothing to pull"))
-        elif engine.image(base) is not None:
+        elif engine.has_image(base):
             items.append(item("base", spec.name, CHECK_OK, f"{base} is here"))
         else:
             fix = f"press s to sync (it pulls the base), or: docker pull {base}"
@@ -386,7 +386,7 @@ def _image_checks(project: Project, engine: Engine | None) -> list[CheckItem]:
                               "no deployed image to reuse: the first build runs every step",
                               "publish one from CI (devsync publish VERSION)"))
         elif deployed:
-            if engine.image(deployed) is not None:
+            if engine.has_image(deployed):
                 items.append(item("deployed", spec.name, CHECK_OK, f"{deployed} is here"))
             else:
                 items.append(item("deployed", spec.name, CHECK_FAIL,
