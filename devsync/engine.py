@@ -404,6 +404,13 @@ class Engine:
                 return False
         return True
 
+    def has_children(self, image_id: str) -> bool:
+        """Whether an image was built locally on top of `image_id` (intermediate images
+        included): the builder's local cache, used when a build has no `--cache-from`."""
+        with self._calling("list local images"):
+            summaries = self._client.api.images(all=True)
+        return any(s.get("ParentId") == image_id for s in summaries)
+
     def local_images(self, repository: str | None = None, *,
                      with_history: bool = True) -> list[LocalImage]:
         """Local images, all or those of `repository` (any tag); two API calls per image."""

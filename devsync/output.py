@@ -112,6 +112,8 @@ def print_plan(plan: ImagePlan, stream: TextIO = sys.stdout) -> None:
             mark = style("  skip   ", "2")
         elif step.cached:
             mark = style("  cached ", "32")
+        elif not step.certain:
+            mark = style("  maybe  ", "33")  # reused only if the engine finds a match
         else:
             mark = style("  REBUILD", "33")
         instruction = clean(step.instruction)

@@ -66,7 +66,9 @@ class PlanStep:
     files: list[str] = field(default_factory=list)
     commits: list[dict[str, str]] = field(default_factory=list)
     created_by: str | None = None
-    certain: bool = True  # False: depends on what another stage builds (see buildsim)
+    # False: reused only if the engine finds a match devsync cannot see (what another stage
+    # builds, see buildsim; or, without a cache source, earlier local builds)
+    certain: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -196,6 +198,8 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     if best.flavor.git_modes and git_modes_matter:
         notes.append(_git_modes_note(context))
     steps = _plan_steps(best, spec, context, deployed, git, project)
+    if not cache_from:
+        _local_cache_caveat(steps, best, df, resolver, notes)
     pull_bytes = 0
     if deployed is not None and resolver.local(deployed_ref or "") is None:
         pull_bytes = deployed.size or 0
@@ -208,6 +212,25 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         base=best.stage_bases.get(best.target_stage), flavor=best.flavor, notes=notes,
         pull_bytes=pull_bytes, scanned_context=context,
     )
+
+
+def _local_cache_caveat(steps: list[PlanStep], sim: SimResult, df: Any, resolver: Resolver,
+                        notes: list[str]) -> None:
+    """Without a cache source the builder falls back to its local cache: any image built
+    on this engine on the same base, with the same instruction, is reused. devsync cannot
+    read those images' build configs, so such steps are marked uncertain, not "rebuild"."""
+    stage_names = {st.name.lower() for st in df.stages if st.name}
+    bases = sorted({ref for ref in sim.stage_bases.values()
+                    if ref and ref != "scratch" and ref.lower() not in stage_names})
+    built_on = [ref for ref in bases if resolver.built_on_locally(ref)]
+    if not built_on:
+        return
+    notes.append(f"no cache source, but this engine holds images built on {', '.join(built_on)}"
+                 " (earlier local builds): the builder's local cache may reuse some steps")
+    for step in steps:
+        if not step.cached and step.kind not in ("meta", "skip", StepKind.FROM):
+            step.certain = False
+            step.reason += "; an earlier local build on the same base may be reused"
 
 
 def _rel_to(path: Any, root: Any) -> str:

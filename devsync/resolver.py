@@ -99,6 +99,14 @@ class Resolver:
             self._local[ref] = _local_info(self.engine, ref)
         return self._local[ref]
 
+    def built_on_locally(self, ref: str) -> bool:
+        """Whether the engine holds images built on the local image `ref` (see
+        Engine.has_children); False without an engine or without that image."""
+        local = self.local(ref)
+        if self.engine is None or local is None or not local.image_id:
+            return False
+        return self.engine.has_children(local.image_id)
+
     def forget_local(self) -> None:
         """Drop what was learnt about local images (after a pull or build changed them)."""
         self._local.clear()

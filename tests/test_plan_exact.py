@@ -8,6 +8,7 @@ step by step.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -17,8 +18,9 @@ import pytest
 
 from devsync import sandbox
 from devsync.buildcontext import TarFlavor
+from devsync.output import print_plan
 from devsync.plan import DEFAULT_FLAVORS, ImagePlan
-from tests.teamrepo import LEGACY_CLI, TeamRepo, git, make_team_repo
+from tests.teamrepo import LEGACY_CLI, TeamRepo, git, make_team_repo, parse_cache_hits
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +360,44 @@ def test_buildkit_built_deployed_image_is_called_out_and_predicted(
     built = [s for s in plan.steps if s.kind != "skip"]
     real = team.cli_build_with_cache(plan.cache_from, f"{team.repo}:dev-check")
     assert real == [s.cached for s in built]
+
+
+def test_without_a_cache_source_earlier_local_builds_make_steps_uncertain(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path_factory: pytest.TempPathFactory, devsync_env: None) -> None:
+    """With no `--cache-from` the classic builder reuses any image this engine built on the
+    same base. devsync cannot read those images' build configs: on an engine that holds
+    some, the steps it would call "rebuild" are uncertain, and said so; without, certain."""
+    team = make_team_repo(tmp_path_factory.mktemp("nocache"), engine, registry, busybox_image,
+                          "nocache-shop")
+    # nothing deployed that this developer can reuse, and no build of their own yet
+    (team.path / ".devsync.toml").write_text(
+        f'[images.app]\ndockerfile = "Dockerfile"\ndeployed = "{registry.host}/nocache-none"\n'
+        f'tag = "{team.repo}:mine"\n')
+    team.commit("Configure devsync")
+    team.forget_local_images()
+
+    fresh = _plan(team.path)
+    assert fresh.cache_from == []
+    built = [s for s in fresh.steps if s.kind not in ("skip", "meta", "from")]
+    assert built and all(not s.cached and s.certain for s in built), fresh.summary
+    assert not any("local cache" in n for n in fresh.notes)
+    real = parse_cache_hits(team.docker("build", "-t", f"{team.repo}:by-hand", ".").stdout)
+    steps = [s for s in fresh.steps if s.kind != "skip"]
+    assert [s.cached for s in steps] == real, (fresh.summary, real)
+
+    # the build by hand left images on the base: the builder's local cache now has them
+    again = _plan(team.path)
+    assert again.cache_from == []
+    assert any("local cache" in n for n in again.notes), again.notes
+    built = [s for s in again.steps if s.kind not in ("skip", "meta", "from")]
+    assert built and all(not s.cached and not s.certain for s in built), again.summary
+    real = parse_cache_hits(team.docker("build", "-t", f"{team.repo}:again", ".").stdout)
+    steps = [s for s in again.steps if s.kind != "skip"]
+    assert any(hit and not s.certain for s, hit in zip(steps, real, strict=True)), real
+    for step, hit in zip(steps, real, strict=True):
+        if step.certain:
+            assert step.cached == hit, (step.line, again.summary, real)
+    shown = io.StringIO()
+    print_plan(again, shown)
+    assert "  maybe " in shown.getvalue() and "REBUILD" not in shown.getvalue()

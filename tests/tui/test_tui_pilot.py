@@ -15,6 +15,7 @@ from tui_fakes import (
     first_run_snapshot,
     in_sync_snapshot,
     stale_snapshot,
+    step,
     until,
     worker_status,
 )
@@ -482,3 +483,13 @@ async def test_a_refresh_keeps_the_selected_image_and_step() -> None:
         assert app.screen.query_one(ImagesTable).selected == "base"
         assert plan.table.cursor_row == 2
         assert "line 3" in text_of(plan.query_one("#step-detail", Static))
+
+
+def test_step_marks_say_rebuild_only_when_certain() -> None:
+    from devsync.tui.widgets.plan_view import step_mark
+
+    assert step_mark(step(3, "RUN make", True, "cached from x"))[0] == "✓ cached"
+    assert step_mark(step(3, "RUN make", False, "file changed"))[0] == "↻ rebuild"
+    uncertain = dataclasses.replace(step(3, "RUN make", False, "no cache source"),
+                                    certain=False)
+    assert step_mark(uncertain)[0] == "? maybe"

@@ -124,7 +124,8 @@ class OperationScreen(Screen[bool]):
             built = [s for s in plan.steps if s.kind != "skip"]
             for i, step in enumerate(built):
                 self._add_step_row(plan.name, i, " ".join(step.instruction.split()),
-                                   predicted=step.cached, prefix=several)
+                                   predicted=step.cached if step.certain else None,
+                                   prefix=several)
         self.query_one("#transfer").display = False
         self.query_one("#layers").display = False
         self._render_title()

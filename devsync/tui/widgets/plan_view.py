@@ -28,7 +28,10 @@ def step_mark(step: PlanStep) -> tuple[str, str]:
     """(label, role) of a step's prediction."""
     if step.kind == "skip":
         return "· skip", "muted"
-    return ("✓ cached", "success") if step.cached else ("↻ rebuild", "warning")
+    if step.cached:
+        return "✓ cached", "success"
+    # reused only if the engine finds a match devsync cannot see (see PlanStep.certain)
+    return ("? maybe", "warning") if not step.certain else ("↻ rebuild", "warning")
 
 
 def commit_lines(commits: list[dict[str, str]], role_style: str) -> list[Text]:
