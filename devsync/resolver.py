@@ -100,12 +100,18 @@ class Resolver:
         return self._local[ref]
 
     def built_on_locally(self, ref: str) -> bool:
-        """Whether the engine holds images built on the local image `ref` (see
-        Engine.has_children); False without an engine or without that image."""
-        local = self.local(ref)
-        if self.engine is None or local is None or not local.image_id:
+        """Whether the engine holds images built on the image `ref` names (see
+        Engine.has_children). Also when `ref` is not local: a pull brings back the same image
+        ID, and images built on it before its tag was removed may still be there."""
+        if self.engine is None:
             return False
-        return self.engine.has_children(local.image_id)
+        try:
+            info = self.base(ref)
+        except DevsyncError:
+            return False
+        if info is None or not info.image_id:
+            return False
+        return self.engine.has_children(info.image_id)
 
     def forget_local(self) -> None:
         """Drop what was learnt about local images (after a pull or build changed them)."""

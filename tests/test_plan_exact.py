@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -364,35 +365,52 @@ def test_buildkit_built_deployed_image_is_called_out_and_predicted(
 
 def test_without_a_cache_source_earlier_local_builds_make_steps_uncertain(
         engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
-        tmp_path_factory: pytest.TempPathFactory, devsync_env: None) -> None:
+        tmp_path: Path, devsync_env: None) -> None:
     """With no `--cache-from` the classic builder reuses any image this engine built on the
     same base. devsync cannot read those images' build configs: on an engine that holds
     some, the steps it would call "rebuild" are uncertain, and said so; without, certain."""
-    team = make_team_repo(tmp_path_factory.mktemp("nocache"), engine, registry, busybox_image,
-                          "nocache-shop")
+    # a base of its own, pushed and removed: nothing has ever been built on it here
+    base = f"{registry.host}/nocache-base-{uuid.uuid4().hex[:8]}:1"
+    base_ctx = tmp_path / "base"
+    base_ctx.mkdir()
+    (base_ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo {base} > /base\n")
+    sandbox.docker_cli(engine, "build", "-q", "-t", base, str(base_ctx))
+    sandbox.docker_cli(engine, "push", base)
+    sandbox.docker_cli(engine, "rmi", base)
+    repo = tmp_path / "app"
+    repo.mkdir()
+    (repo / "Dockerfile").write_text(f"FROM {base}\nWORKDIR /app\nCOPY f.txt /app/\n"
+                                     "RUN cat /app/f.txt > /out\nENV READY=1\n")
+    (repo / "f.txt").write_text("hello\n")
     # nothing deployed that this developer can reuse, and no build of their own yet
-    (team.path / ".devsync.toml").write_text(
+    (repo / ".devsync.toml").write_text(
         f'[images.app]\ndockerfile = "Dockerfile"\ndeployed = "{registry.host}/nocache-none"\n'
-        f'tag = "{team.repo}:mine"\n')
-    team.commit("Configure devsync")
-    team.forget_local_images()
+        f'tag = "{registry.host}/nocache-app:mine"\n')
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "App")
 
-    fresh = _plan(team.path)
+    def by_hand(tag: str) -> list[bool]:
+        proc = sandbox.docker_cli(engine, "build", "-t", f"{registry.host}/nocache-app:{tag}",
+                                  ".", cwd=repo)
+        return parse_cache_hits(proc.stdout)
+
+    fresh = _plan(repo)
     assert fresh.cache_from == []
     built = [s for s in fresh.steps if s.kind not in ("skip", "meta", "from")]
     assert built and all(not s.cached and s.certain for s in built), fresh.summary
     assert not any("local cache" in n for n in fresh.notes)
-    real = parse_cache_hits(team.docker("build", "-t", f"{team.repo}:by-hand", ".").stdout)
+    real = by_hand("first")
     steps = [s for s in fresh.steps if s.kind != "skip"]
     assert [s.cached for s in steps] == real, (fresh.summary, real)
 
-    # the build by hand left images on the base: the builder's local cache now has them
-    again = _plan(team.path)
+    # that build left images on the base: the builder's local cache now has them
+    again = _plan(repo)
     assert again.cache_from == []
     assert any("local cache" in n for n in again.notes), again.notes
     built = [s for s in again.steps if s.kind not in ("skip", "meta", "from")]
     assert built and all(not s.cached and not s.certain for s in built), again.summary
-    real = parse_cache_hits(team.docker("build", "-t", f"{team.repo}:again", ".").stdout)
+    real = by_hand("second")
     steps = [s for s in again.steps if s.kind != "skip"]
     assert any(hit and not s.certain for s, hit in zip(steps, real, strict=True)), real
     for step, hit in zip(steps, real, strict=True):
@@ -401,3 +419,9 @@ def test_without_a_cache_source_earlier_local_builds_make_steps_uncertain(
     shown = io.StringIO()
     print_plan(again, shown)
     assert "  maybe " in shown.getvalue() and "REBUILD" not in shown.getvalue()
+
+    # the base's tag removed again (its image stays: it has children): the pull would bring
+    # back that very image, local cache and all
+    sandbox.docker_cli(engine, "rmi", base)
+    third = _plan(repo)
+    assert any("local cache" in n for n in third.notes), third.notes
