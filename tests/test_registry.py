@@ -3,7 +3,7 @@
 Three registries: the suite's open one (`registry` fixture), one with htpasswd Basic auth, and
 one with token (Bearer, JWT RS256) auth whose token service runs in this file. JWTs are signed
 with the `openssl` command (no `cryptography` package here); htpasswd bcrypt entries come from
-`htpasswd -B`, the `bcrypt` package or the C library's crypt(3), whichever exists first.
+the `bcrypt` package (a test dependency).
 """
 
 from __future__ import annotations
@@ -377,28 +377,13 @@ WRONG = "wrong-password-do-not-print"
 
 
 def bcrypt_hash(password: str) -> tuple[str, str]:
-    """A bcrypt hash for an htpasswd file (distribution 2.8 accepts only bcrypt), and the tool."""
-    if shutil.which("htpasswd"):
-        out = subprocess.run(["htpasswd", "-nbB", "x", password], check=True,
-                             capture_output=True, text=True).stdout.strip()
-        return out.split(":", 1)[1], "htpasswd -B"
-    try:
-        import bcrypt  # type: ignore[import-not-found,unused-ignore]
+    """A bcrypt hash for an htpasswd file (distribution 2.8 accepts only bcrypt), and the tool.
 
-        return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode(), "bcrypt"
-    except ImportError:
-        pass
-    import warnings
+    The `bcrypt` package is a test dependency: crypt(3) left the stdlib in Python 3.13, and
+    `htpasswd` needs apache2-utils."""
+    import bcrypt
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt  # stdlib until 3.13; glibc's libxcrypt knows $2b$
-
-    salt = base64.b64encode(os.urandom(16), altchars=b"./").decode()[:22]
-    hashed = crypt.crypt(password, f"$2b$05${salt}")
-    if not hashed or not hashed.startswith("$2b$"):
-        pytest.skip("no bcrypt implementation (install apache2-utils or bcrypt)")
-    return hashed, "crypt(3)"
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode(), "bcrypt"
 
 
 def write_docker_config(directory: Path, host: str, user: str, password: str) -> Path:
