@@ -72,6 +72,11 @@ class Dockerfile:
             out.extend(stage.instructions)
         return sorted(out, key=lambda i: i.line)
 
+    def names_image(self, ref: str | None) -> bool:
+        """Whether a FROM reference is an image to pull: not empty, not `scratch`, not one
+        of this file's stages."""
+        return bool(ref) and ref != "scratch" and self.stage_named(ref or "") is None
+
     def stage_named(self, name: str) -> Stage | None:
         lowered = name.lower()
         for stage in self.stages:

@@ -26,7 +26,7 @@ from devsync.buildcontext import (
     scan_context,
 )
 from devsync.buildsim import BuildSimulator, SimResult, SimStep, StepKind
-from devsync.dockerfiles import cache_busting_order
+from devsync.dockerfiles import Dockerfile, cache_busting_order
 from devsync.errors import DevsyncError
 from devsync.images import ImageInfo
 from devsync.project import ROLE_BASE, ImageSpec, Project
@@ -214,14 +214,12 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     )
 
 
-def _local_cache_caveat(steps: list[PlanStep], sim: SimResult, df: Any, resolver: Resolver,
-                        notes: list[str]) -> None:
+def _local_cache_caveat(steps: list[PlanStep], sim: SimResult, df: Dockerfile,
+                        resolver: Resolver, notes: list[str]) -> None:
     """Without a cache source the builder falls back to its local cache: any image built
     on this engine on the same base, with the same instruction, is reused. devsync cannot
     read those images' build configs, so such steps are marked uncertain, not "rebuild"."""
-    stage_names = {st.name.lower() for st in df.stages if st.name}
-    bases = sorted({ref for ref in sim.stage_bases.values()
-                    if ref and ref != "scratch" and ref.lower() not in stage_names})
+    bases = sorted({ref for ref in sim.stage_bases.values() if df.names_image(ref)})
     built_on = [ref for ref in bases if resolver.built_on_locally(ref)]
     if not built_on:
         return

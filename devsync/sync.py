@@ -177,12 +177,7 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
 
 
 def _external_bases(project: Project, spec: ImageSpec, plan: ImagePlan) -> list[str]:
-    df = project.dockerfile(spec)
-    names = {s.name for s in df.stages if s.name}
-    out = []
-    if plan.base and plan.base != "scratch" and plan.base.lower() not in names:
-        out.append(plan.base)
-    return out
+    return [plan.base] if plan.base and project.dockerfile(spec).names_image(plan.base) else []
 
 
 class _Prefetch:
@@ -267,9 +262,7 @@ def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> lis
         deployed = resolver.latest_deployed(spec.deployed)
         if deployed:
             refs.append(deployed)
-    df = project.dockerfile(spec)
-    stages = {s.name for s in df.stages if s.name}
-    if spec.base_ref and spec.base_ref != "scratch" and spec.base_ref.lower() not in stages:
+    if spec.base_ref and project.dockerfile(spec).names_image(spec.base_ref):
         refs.append(spec.base_ref)
     return refs
 

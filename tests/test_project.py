@@ -113,3 +113,14 @@ def test_broken_dockerfile_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(DockerfileError) as err:
         load_project(root)
     assert err.value.message.startswith("Dockerfile:1:")
+
+
+def test_names_image_leaves_out_scratch_and_stages() -> None:
+    from devsync.dockerfiles import parse_text
+
+    df = parse_text("FROM golang:1.22 AS Build\nRUN true\nFROM scratch AS empty\n"
+                    "FROM build\nCOPY --from=empty / /\n", Path("Dockerfile"))
+    assert df.names_image("golang:1.22")
+    assert not df.names_image("scratch")
+    assert not df.names_image("build") and not df.names_image("BUILD")
+    assert not df.names_image("") and not df.names_image(None)

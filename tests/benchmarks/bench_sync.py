@@ -209,25 +209,18 @@ def run_plain(s: Setup) -> tuple[float, dict[str, float], list[bool]]:
     return elapsed, {}, hits
 
 
-def run_by_hand(s: Setup) -> tuple[float, dict[str, float], list[bool]]:
-    t0 = time.perf_counter()
-    _docker(s, "pull", s.deployed)
-    t1 = time.perf_counter()
-    out = _docker(s, "build", "--cache-from", s.deployed, "-t", s.tag, ".")
-    t2 = time.perf_counter()
-    _built(out)
-    return t2 - t0, {"pull": t1 - t0, "build": t2 - t1}, parse_cache_hits(out)
-
-
-def run_by_hand_labelled(s: Setup) -> tuple[float, dict[str, float], list[bool]]:
-    """B with the OCI labels devsync stamps, passed the usual way (`--label`): the same
-    image devsync makes, by hand."""
-    head = git(s.team.path, "rev-parse", "HEAD").strip()
-    labels = {"org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                time.gmtime()),
-              "org.opencontainers.image.revision": head,
-              "org.opencontainers.image.version": "dev"}
-    flags = [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
+def run_by_hand(s: Setup, *, labelled: bool = False
+                ) -> tuple[float, dict[str, float], list[bool]]:
+    """B; with `labelled`, L: the OCI labels devsync stamps passed the usual way (`--label`),
+    i.e. the same image devsync makes, by hand."""
+    flags: list[str] = []
+    if labelled:
+        head = git(s.team.path, "rev-parse", "HEAD").strip()
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        labels = {"org.opencontainers.image.created": created,
+                  "org.opencontainers.image.revision": head,
+                  "org.opencontainers.image.version": "dev"}
+        flags = [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
     t0 = time.perf_counter()
     _docker(s, "pull", s.deployed)
     t1 = time.perf_counter()
@@ -559,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         runners = {
             "A": lambda _d: run_plain(s),
             "B": lambda _d: run_by_hand(s),
-            "L": lambda _d: run_by_hand_labelled(s),
+            "L": lambda _d: run_by_hand(s, labelled=True),
             "C": lambda d: run_devsync(s, d),
         }
         for round_ in range(args.runs + 1):  # round 0 warms caches up and is not counted
