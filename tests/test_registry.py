@@ -495,13 +495,22 @@ def _b64url(data: bytes) -> str:
 
 @dataclass
 class TokenServer:
-    """A Docker token service: Basic creds in, RS256 JWT out (signed by `openssl dgst`)."""
+    """A Docker token service: Basic creds in, RS256 JWT out (signed by `openssl dgst`).
+
+    Anonymous requests get a token that grants nothing, or a 401 without `anonymous`. The
+    answer's `issued_at` is far in the past unless None: clients time tokens by their own
+    clock. The fault suite's registry uses it with one-second tokens."""
 
     key: Path
     cert_der: bytes
     users: dict[str, str]
     requests: list[tuple[str, list[str]]] = field(default_factory=list)  # (user or "", scopes)
     server: ThreadingHTTPServer | None = None
+    issuer: str = TOKEN_ISSUER
+    service: str = TOKEN_SERVICE
+    lifetime: int = 600  # seconds, in `expires_in` and in the `exp` claim
+    anonymous: bool = True
+    issued_at: str | None = "2020-01-01T00:00:00Z"
 
     @property
     def realm(self) -> str:
@@ -525,8 +534,8 @@ class TokenServer:
                 name, _, actions = rest.rpartition(":")
                 access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
-        return self.sign({"iss": TOKEN_ISSUER, "sub": user, "aud": TOKEN_SERVICE,
-                          "exp": now + 600, "nbf": now - 30, "iat": now,
+        return self.sign({"iss": self.issuer, "sub": user, "aud": self.service,
+                          "exp": now + self.lifetime, "nbf": now - 30, "iat": now,
                           "jti": uuid.uuid4().hex, "access": access})
 
     def start(self) -> TokenServer:
@@ -540,6 +549,10 @@ class TokenServer:
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 user = ""
                 auth = self.headers.get("Authorization", "")
+                if not auth.startswith("Basic ") and not outer.anonymous:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
                 if auth.startswith("Basic "):
                     name, _, password = base64.b64decode(auth[6:]).decode().partition(":")
                     if outer.users.get(name) != password:
@@ -549,8 +562,11 @@ class TokenServer:
                     user = name
                 scopes = query.get("scope", [])
                 outer.requests.append((user, scopes))
-                body = json.dumps({"token": outer.token_for(user, scopes), "expires_in": 600,
-                                   "issued_at": "2020-01-01T00:00:00Z"}).encode()
+                answer: dict[str, object] = {"token": outer.token_for(user, scopes),
+                                             "expires_in": outer.lifetime}
+                if outer.issued_at is not None:
+                    answer["issued_at"] = outer.issued_at
+                body = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

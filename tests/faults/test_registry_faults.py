@@ -6,19 +6,15 @@ The registries stopped, damaged or fronted by a failing server are the fault sui
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,6 +22,7 @@ import pytest
 from devsync import sandbox
 from devsync.registry import RegistryClient, local_platform
 from tests.teamrepo import MODERN_CLI, TeamRepo
+from tests.test_registry import TokenServer
 
 from .conftest import (
     AUTH_PASSWORD,
@@ -186,82 +183,10 @@ TOKEN_SERVICE = "devsync-faults-registry"
 TOKEN_ISSUER = "devsync-faults-token-issuer"
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-@dataclass
-class ShortTokens:
-    """A Docker token service (Basic credentials in, RS256 JWT out) whose tokens live one
-    second, by their `expires_in` and by their `exp` claim."""
-
-    key: Path
-    cert_der: bytes
-    issued: list[tuple[float, str]]  # (time, scope)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def realm(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/token"
-
-    def token(self, scopes: list[str]) -> str:
-        now = int(time.time())
-        access = []
-        for scope in scopes:
-            kind, _, rest = scope.partition(":")
-            name, _, actions = rest.rpartition(":")
-            access.append({"type": kind, "name": name, "actions": actions.split(",")})
-        claims = {"iss": TOKEN_ISSUER, "sub": AUTH_USER, "aud": TOKEN_SERVICE,
-                  "exp": now + TOKEN_LIFETIME, "nbf": now - 1, "iat": now,
-                  "jti": uuid.uuid4().hex, "access": access}
-        header = {"typ": "JWT", "alg": "RS256",
-                  "x5c": [base64.b64encode(self.cert_der).decode()]}
-        signing = _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)],
-                             input=signing.encode(), capture_output=True, check=True).stdout
-        return signing + "." + _b64url(sig)
-
-    def start(self) -> ShortTokens:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                auth = self.headers.get("Authorization", "")
-                user, _, password = base64.b64decode(auth[6:] or b"").decode().partition(":")
-                if not auth.startswith("Basic ") or (user, password) != (AUTH_USER,
-                                                                         AUTH_PASSWORD):
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                scopes = query.get("scope", [])
-                outer.issued += [(time.monotonic(), s) for s in scopes]
-                body = json.dumps({"token": outer.token(scopes),
-                                   "expires_in": TOKEN_LIFETIME}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-
 @dataclass
 class TokenShop:
     path: Path
-    tokens: ShortTokens
+    tokens: TokenServer
     proxy: FlakyProxy
     config: Path  # DOCKER_CONFIG with the login for the proxy's host
 
@@ -278,7 +203,10 @@ def tokenshop(engine: sandbox.PrivateEngine, busybox_image: str,
                    check=True, capture_output=True)
     der = subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER"],
                          check=True, capture_output=True).stdout
-    tokens = ShortTokens(key, der, []).start()
+    # tokens that live one second, by their `expires_in` and by their `exp` claim
+    tokens = TokenServer(key, der, {AUTH_USER: AUTH_PASSWORD}, issuer=TOKEN_ISSUER,
+                         service=TOKEN_SERVICE, lifetime=TOKEN_LIFETIME, anonymous=False,
+                         issued_at=None).start()
     reg = sandbox.PrivateRegistry(root / "reg", port=sandbox.free_port())
     proc = None
     proxy = None
@@ -332,14 +260,14 @@ def test_token_expiry(fault: FaultRecorder, tokenshop: TokenShop, engine: sandbo
 
     # each answer comes 1.2 s late: every 1-second token expires before the next request
     tokenshop.proxy.mode, tokenshop.proxy.lag = "lag", TOKEN_LIFETIME + 0.2
-    tokenshop.tokens.issued.clear()
+    tokenshop.tokens.requests.clear()
     out = devsync(repo, "plan", "--json", engine=engine, state=state.path, env=env)
     tokenshop.proxy.mode = "ok"
     fault.saw(out)
     expect_ok(out)
     plan = json.loads(out.stdout)["images"][0]
     assert plan["cache_from"] == [f"{tokenshop.proxy.host}/team/tokenshop:1.0.0"]
-    scopes = [s for _, s in tokenshop.tokens.issued]
+    scopes = [s for _user, asked in tokenshop.tokens.requests for s in asked]
     # devsync noticed the expiry and fetched fresh tokens for the same scope, on its own
     assert scopes.count("repository:team/tokenshop:pull") >= 2, scopes
     fault.saw(out, said="(the plan, as without the fault: devsync fetched a fresh token each "
