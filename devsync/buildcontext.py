@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -693,9 +693,18 @@ class BuildContext:
 
     # -- sending
 
-    def write_tar(self, fileobj: BinaryIO, flavor: TarFlavor) -> None:
-        """Stream the context tar, headers written the way `flavor` writes them."""
+    def write_tar(self, fileobj: BinaryIO, flavor: TarFlavor, *,
+                  files: Mapping[str, bytes] | None = None) -> None:
+        """Stream the context tar, headers written the way `flavor` writes them.
+
+        `files` (slash-separated names) are sent instead of the context's entries of those
+        names, or after them: regular files, 0644, owned by root."""
+        extra = dict(files or {})
         for e in self.entries:
+            content = extra.pop(e.rel, None)
+            if content is not None and e.kind == FILE:
+                _write_file(fileobj, e.name, content, mtime=e.mtime)
+                continue
             uid, gid = e.tar_owner(flavor)
             major, minor = e.devices()
             fileobj.write(
@@ -719,7 +728,19 @@ class BuildContext:
                 pad = -e.size % _BLOCK
                 if pad:
                     fileobj.write(b"\0" * pad)
+        for name, content in extra.items():
+            _write_file(fileobj, name, content, mtime=0)
         fileobj.write(b"\0" * (2 * _BLOCK))
+
+
+def _write_file(fileobj: BinaryIO, name: str, content: bytes, *, mtime: int) -> None:
+    fileobj.write(_tar_header(name=name, mode=0o644, uid=0, gid=0, size=len(content),
+                              mtime=mtime, typeflag=_TYPEFLAG[FILE], linkname="",
+                              devmajor=0, devminor=0, xattrs={}))
+    fileobj.write(content)
+    pad = -len(content) % _BLOCK
+    if pad:
+        fileobj.write(b"\0" * pad)
 
 
 def _read_exactly(e: ContextEntry) -> Iterator[bytes]:

@@ -601,13 +601,17 @@ class Engine:
         per label (engine 20.10): four OCI labels cost four commits, ~0.3 s on every sync.
         Instead the result gets them from a second, one-step build `FROM <id>` + `LABEL`
         (see _stamp_labels); the Dockerfile's steps and their cache are untouched by either.
+        Cheaper still is a Dockerfile that ends with that line (devsync.labelstep), which
+        needs no `labels` here at all.
         """
         image = image_name or tag
         for source in cache_from:
             if not self.has_image(source):
                 yield Warning_(image, f"cache source {source} is not a local image: the "
                                       "builder ignores it (pull it first)")
-        stamp = dict(labels) if labels and _label_line(labels) else None
+        from devsync.labelstep import label_instruction
+
+        stamp = dict(labels) if labels and label_instruction(labels) else None
         parser = _BuildParser(image, extra_steps=1 if stamp else 0)
         yield from self._run_build(
             context_tar, parser, image=image, cancel=cancel, dockerfile=dockerfile,
@@ -705,8 +709,9 @@ class Engine:
         import io
         import tarfile
 
-        line = _label_line(labels)
-        dockerfile = f"FROM {image_id}\n{line}\n".encode()
+        from devsync.labelstep import label_instruction
+
+        dockerfile = f"FROM {image_id}\n{label_instruction(labels)}\n".encode()
         context = io.BytesIO()
         with tarfile.open(fileobj=context, mode="w") as tar:
             info = tarfile.TarInfo("Dockerfile")
@@ -1097,26 +1102,6 @@ class _LayerTally:
 
 
 # --------------------------------------------------------------------------- build stream
-
-# What a LABEL key or value may be written as without quotes in a Dockerfile; anything
-# else is double-quoted with \\, " and $ escaped (the builder expands variables in LABEL).
-_BARE_LABEL_WORD = re.compile(r"[A-Za-z0-9_.:/@+%,~-]+")
-_LABEL_KEY = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def _label_line(labels: Mapping[str, str]) -> str:
-    """One Dockerfile `LABEL` line that sets exactly `labels`, or "" when a value cannot be
-    written on one line (a control character) or a key is unusual: then the builder's own
-    `labels` option is used."""
-    words = []
-    for key, value in labels.items():
-        if not _LABEL_KEY.fullmatch(key) or any(ord(c) < 0x20 or c == "\x7f" for c in value):
-            return ""
-        if not _BARE_LABEL_WORD.fullmatch(value):
-            value = '"' + re.sub(r'(["$\\])', r"\\\1", value) + '"'
-        words.append(f"{key}={value}")
-    return "LABEL " + " ".join(words) if words else ""
-
 
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _IMAGE_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")

@@ -69,11 +69,18 @@ class BuildInput:
     def __init__(self, project: Project, spec: ImageSpec, plan: ImagePlan,
                  git: GitRepo | None, *, version: str | None = None) -> None:
         from devsync.buildcontext import scan_context
+        from devsync.labelstep import labelled_context_files
 
         self.labels = oci_labels(project, spec, git, version=version)
+        context = scan_context(spec.context, _rel(spec))
+        # the labels as the last step of this build when the context can carry them unseen
+        labelled = labelled_context_files(context, project.dockerfile(spec),
+                                          target=spec.target, labels=self.labels)
+        self.dockerfile, files = labelled or (context.dockerfile, {})
+        self.labels_in_dockerfile = labelled is not None
         self.tar: IO[bytes] = tempfile.TemporaryFile(prefix="devsync-context-")  # noqa: SIM115 - closed by close()
         try:
-            scan_context(spec.context, _rel(spec)).write_tar(self.tar, plan.flavor)
+            context.write_tar(self.tar, plan.flavor, files=files)
             self.tar.seek(0)
         except BaseException:
             self.tar.close()
@@ -102,8 +109,10 @@ def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: E
             prepared = stack.enter_context(BuildInput(project, spec, plan, git,
                                                       version=version))
         for event in engine.build(
-            prepared.tar, dockerfile=_rel(spec), tag=tag, cache_from=plan.cache_from,
-            build_args=spec.build_args, labels=prepared.labels, target=spec.target,
+            prepared.tar, dockerfile=prepared.dockerfile, tag=tag, cache_from=plan.cache_from,
+            build_args=spec.build_args,
+            labels=None if prepared.labels_in_dockerfile else prepared.labels,
+            target=spec.target,
             image_name=spec.name, cancel=cancel,
         ):
             if isinstance(event, StepFinished):

@@ -1,0 +1,180 @@
+"""The OCI labels as one LABEL step of the build itself (devsync.labelstep).
+
+Unit tests choose the name of the added Dockerfile for each kind of .dockerignore; the engine
+tests check, against a `docker build` of the same directory, that every Dockerfile step is
+still reused (the added file and the changed .dockerignore never reach a COPY) and that the
+image carries exactly the labels.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devsync import sandbox
+from devsync.buildcontext import TarFlavor, scan_context
+from devsync.dockerfiles import parse_text
+from devsync.engine import Engine
+from devsync.events import ImageBuilt, StepFinished, StepStarted
+from devsync.labelstep import ADDED_NAME, label_instruction, labelled_context_files
+
+OCI = {
+    "org.opencontainers.image.created": "2026-11-29T13:00:00Z",
+    "org.opencontainers.image.revision": "4279746d0c6f8b5c2a1e9f7d3b6a8c0e2f4a6b8d",
+    "org.opencontainers.image.version": "dev",
+}
+
+
+def _project(root: Path, dockerfile: str, dockerignore: str | None,
+             files: dict[str, str] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Dockerfile").write_text(dockerfile)
+    if dockerignore is not None:
+        (root / ".dockerignore").write_text(dockerignore)
+    for name, text in {"app.txt": "hello\n", "notes.log": "noise\n", **(files or {})}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def _labelled(root: Path, target: str | None = None) -> tuple[str, dict[str, bytes]] | None:
+    context = scan_context(root, "Dockerfile")
+    parsed = parse_text((root / "Dockerfile").read_text(), root / "Dockerfile")
+    return labelled_context_files(context, parsed, target=target, labels=OCI)
+
+
+SIMPLE = "FROM scratch\nCOPY . /ctx\n"
+
+
+# --------------------------------------------------------------------------- the name
+
+
+def test_no_dockerignore_sends_one_that_removes_itself_and_the_added_file(
+        tmp_path: Path) -> None:
+    got = _labelled(_project(tmp_path, SIMPLE, None))
+    assert got is not None
+    name, files = got
+    assert name == ADDED_NAME
+    assert files[".dockerignore"] == f".dockerignore\n{ADDED_NAME}\n".encode()
+    assert files[name].decode() == SIMPLE + label_instruction(OCI) + "\n"
+
+
+def test_a_dockerignore_that_lists_itself_gets_the_added_name_appended(tmp_path: Path) -> None:
+    name, files = _labelled(_project(tmp_path, SIMPLE, "*.log\n.dockerignore")) or ("", {})
+    assert name == ADDED_NAME
+    assert files[".dockerignore"] == f"*.log\n.dockerignore\n{ADDED_NAME}\n".encode()
+
+
+def test_a_dockerignore_copied_by_copy_stays_and_a_pattern_names_the_added_file(
+        tmp_path: Path) -> None:
+    name, files = _labelled(_project(tmp_path, SIMPLE, ".git\n*.log\n")) or ("", {})
+    assert name == "devsync-labels.log"
+    assert set(files) == {name}  # .dockerignore untouched
+
+
+def test_an_ignored_dockerfile_carries_the_label_itself(tmp_path: Path) -> None:
+    name, files = _labelled(_project(tmp_path, SIMPLE, "Dockerfile\n")) or ("", {})
+    assert name == "Dockerfile" and set(files) == {"Dockerfile"}
+
+
+@pytest.mark.parametrize("dockerignore", [
+    "",  # empty: nothing is removed by the daemon
+    "build/cache\n",  # no top-level pattern
+    "*.log\n!devsync-labels.log\n",  # the candidate is re-included
+    "[a-z]*.log\n",  # character classes are not guessed at
+])
+def test_no_name_the_daemon_would_remove_means_no_fold(tmp_path: Path,
+                                                       dockerignore: str) -> None:
+    assert _labelled(_project(tmp_path, SIMPLE, dockerignore)) is None
+
+
+def test_a_name_already_in_the_context_is_not_taken(tmp_path: Path) -> None:
+    root = _project(tmp_path, SIMPLE, None, {ADDED_NAME: "mine\n"})
+    name, _files = _labelled(root) or ("", {})
+    assert name == f"{ADDED_NAME}.2"
+
+
+def test_the_label_goes_at_the_end_of_the_target_stage(tmp_path: Path) -> None:
+    dockerfile = ("FROM scratch AS build\nCOPY app.txt /a\n\n# the runtime\n"
+                  "FROM scratch AS run\nCOPY --from=build /a /a\n")
+    name, files = _labelled(_project(tmp_path, dockerfile, None), target="build") or ("", {})
+    text = files[name].decode()
+    assert text == ("FROM scratch AS build\nCOPY app.txt /a\n" + label_instruction(OCI)
+                    + "\n\n# the runtime\nFROM scratch AS run\nCOPY --from=build /a /a\n")
+    name, files = _labelled(_project(tmp_path, dockerfile, None)) or ("", {})
+    assert files[name].decode().endswith("COPY --from=build /a /a\n" + label_instruction(OCI)
+                                         + "\n")
+
+
+@pytest.mark.parametrize("dockerfile", [
+    "# escape=`\nFROM scratch\nCOPY . /ctx\n",  # the LABEL's quoting escapes with \
+    "FROM scratch\nCOPY . /ctx \\",  # a continuation into the end of the file
+])
+def test_a_dockerfile_that_cannot_take_the_line_means_no_fold(tmp_path: Path,
+                                                              dockerfile: str) -> None:
+    assert _labelled(_project(tmp_path, dockerfile, None)) is None
+
+
+def test_no_final_newline(tmp_path: Path) -> None:
+    name, files = _labelled(_project(tmp_path, "FROM scratch\nCOPY . /ctx", None)) or ("", {})
+    assert files[name].decode() == "FROM scratch\nCOPY . /ctx\n" + label_instruction(OCI) + "\n"
+
+
+def test_labels_that_cannot_be_one_line_mean_no_fold(tmp_path: Path) -> None:
+    root = _project(tmp_path, SIMPLE, None)
+    context = scan_context(root, "Dockerfile")
+    parsed = parse_text(SIMPLE, root / "Dockerfile")
+    assert labelled_context_files(context, parsed, target=None,
+                                  labels={"a": "two\nlines"}) is None
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+@pytest.fixture(scope="module")
+def eng(engine: sandbox.PrivateEngine) -> Iterator[Engine]:
+    with Engine.connect(engine.url) as connected:
+        yield connected
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("dockerignore", [
+    None,
+    ".dockerignore\n*.tmp\n",
+    ".git\n*.log\n",
+    "Dockerfile\n*.log\n",
+])
+def test_every_dockerfile_step_stays_cached_and_the_labels_arrive(
+        eng: Engine, engine: sandbox.PrivateEngine, busybox_image: str, tmp_path: Path,
+        dockerignore: str | None) -> None:
+    dockerfile = (f"FROM {busybox_image}\nCOPY . /ctx\n"
+                  "RUN find /ctx | sort > /files.txt\n")
+    root = _project(tmp_path / "ctx", dockerfile, dockerignore, {"sub/b.txt": "b\n"})
+    # what CI built with the plain docker CLI: the cache to hit
+    deployed = f"labelstep-{tmp_path.name.lower()}:ci"
+    sandbox.docker_cli(engine, "build", "-q", "-t", deployed, str(root))
+
+    context = scan_context(root, "Dockerfile")
+    labelled = _labelled(root)
+    assert labelled is not None
+    name, files = labelled
+    with tempfile.TemporaryFile() as tar:
+        context.write_tar(tar, TarFlavor.CLI_MODERN, files=files)
+        tar.seek(0)
+        events = list(eng.build(tar, dockerfile=name, cache_from=[deployed],
+                                tag=f"labelstep-{tmp_path.name.lower()}:dev"))
+    starts = [e.instruction.split()[0] for e in events if isinstance(e, StepStarted)]
+    assert starts == ["FROM", "COPY", "RUN", "LABEL"]
+    finished = [e.cached for e in events if isinstance(e, StepFinished)]
+    assert finished == [True, True, True, False]  # COPY saw exactly CI's context
+    built = events[-1]
+    assert isinstance(built, ImageBuilt)
+    info = json.loads(sandbox.docker_cli(engine, "image", "inspect", built.image_id).stdout)[0]
+    assert info["Config"]["Labels"] == OCI
+    ci = json.loads(sandbox.docker_cli(engine, "image", "inspect", deployed).stdout)[0]
+    assert info["RootFS"] == ci["RootFS"]  # the same layers, none added
+    sandbox.docker_cli(engine, "rmi", built.tag, deployed)
