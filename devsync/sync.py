@@ -22,7 +22,9 @@ from devsync.events import (
     Event,
     ImageBuilt,
     PhaseStarted,
+    PullStarted,
     StepFinished,
+    StepStarted,
     Warning_,
 )
 from devsync.project import ROLE_BASE, ImageSpec, Project
@@ -190,10 +192,14 @@ def _external_bases(project: Project, spec: ImageSpec, plan: ImagePlan) -> list[
 
 
 class _Prefetch:
-    """Pulls in a background thread while the plan is being computed.
+    """Pulls in background threads while the plan is being computed.
 
     The plan needs only registry metadata and the pull only the deployed tag, so the two can
     overlap: the pull's events queue up and are handed over, in order, once the plan is done.
+    The refs after the first (the base) are pulled alongside it once it is under way: the
+    engine shares the transfer of a layer among the pulls that want it, so the base's tag is
+    ready as soon as its layers are, instead of costing one more round after the first pull.
+    Their events follow the first pull's.
     """
 
     _END = object()
@@ -214,16 +220,28 @@ class _Prefetch:
 
     def _run(self, engine: Engine, refs: list[str]) -> None:
         cancel = _AnyEvent(self._stop, self._user_cancel)
+        alongside: list[_PullAlongside] = []
+
+        def start_alongside() -> None:
+            if not alongside:
+                alongside.extend(_PullAlongside(engine, ref, cancel) for ref in refs[1:])
+
         try:
-            for ref in refs:
+            for ref in refs[:1]:
                 try:
                     for event in pull_missing(engine, [ref], cancel):  # type: ignore[arg-type]
                         self._queue.put(event)
+                        if not isinstance(event, PullStarted):
+                            start_alongside()  # (the engine is fetching the first's layers)
                 except DevsyncError as exc:
                     # whether this matters is known only once the plan is: see events()
                     self._queue.put((ref, exc))
                     if self._cancelled():
                         return
+            start_alongside()
+            for pull in alongside:
+                for item in pull.results():
+                    self._queue.put(item)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self._queue.put(exc)
         finally:
@@ -248,6 +266,62 @@ class _Prefetch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+class _PlanAhead:
+    """Plans images still to sync in a thread while the engine builds another.
+
+    Nothing else uses git meanwhile: the build's input was made before it started, and the
+    caller waits for this thread before it records the build.
+    """
+
+    def __init__(self, session: Session, specs: list[ImageSpec]) -> None:
+        self._plans: dict[str, ImagePlan | BaseException] = {}
+        self._thread = threading.Thread(target=self._run, args=(session, specs), daemon=True,
+                                        name="devsync-plan-ahead")
+        self._thread.start()
+
+    def _run(self, session: Session, specs: list[ImageSpec]) -> None:
+        from devsync.plan import plan_image
+
+        for spec in specs:
+            try:
+                self._plans[spec.name] = plan_image(session.project, spec, session.resolver,
+                                                    session.git)
+            except BaseException as exc:  # raised where the plan would have been made
+                self._plans[spec.name] = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def take(self, spec: ImageSpec) -> ImagePlan | None:
+        self.wait()
+        plan = self._plans.pop(spec.name, None)
+        if isinstance(plan, BaseException):
+            raise plan
+        return plan
+
+
+class _PullAlongside:
+    """One more pull in a thread of its own, its events kept until asked for."""
+
+    def __init__(self, engine: Engine, ref: str, cancel: _AnyEvent) -> None:
+        self._items: list[object] = []
+        self._thread = threading.Thread(target=self._run, args=(engine, ref, cancel),
+                                        daemon=True, name="devsync-prefetch-more")
+        self._thread.start()
+
+    def _run(self, engine: Engine, ref: str, cancel: _AnyEvent) -> None:
+        try:
+            self._items.extend(pull_missing(engine, [ref], cancel))  # type: ignore[arg-type]
+        except DevsyncError as exc:
+            self._items.append((ref, exc))
+        except BaseException as exc:
+            self._items.append(exc)
+
+    def results(self) -> list[object]:
+        self._thread.join()
+        return self._items
 
 
 class _AnyEvent:
@@ -296,7 +370,8 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
     # apps first: their pulls bring the base's layers along, in parallel with their own
     specs = sorted(specs, key=lambda s: s.role == ROLE_BASE)
     with operation_lock(project.root, "sync"):
-        for spec in specs:
+        ahead: _PlanAhead | None = None
+        for position, spec in enumerate(specs):
             fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
                         if prefetch and spec.role != ROLE_BASE else None)
             prepared: BuildInput | None = None
@@ -307,7 +382,8 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
 
                 git = session.git
                 yield PhaseStarted(spec.name, "plan")
-                plan = plan_image(project, spec, resolver, git)
+                planned = ahead.take(spec) if ahead is not None else None
+                plan = planned or plan_image(project, spec, resolver, git)
                 if before is not None and not before(plan):
                     yield Warning_(spec.name, "skipped")
                     continue
@@ -323,12 +399,19 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                                         prepared=prepared):
                     if isinstance(event, ImageBuilt):
                         image_id = event.image_id
+                    elif isinstance(event, StepStarted) and ahead is None:
+                        # the engine builds, this thread only waits: plan the bases still
+                        # to sync (their plans cannot depend on this build, an app's could)
+                        ahead = _PlanAhead(session, [s for s in specs[position + 1:]
+                                                     if s.role == ROLE_BASE])
                     yield event
             finally:
                 if fetching is not None:
                     fetching.stop()
                 if prepared is not None:
                     prepared.close()
+                if ahead is not None:
+                    ahead.wait()  # (git is not shared across threads)
             record_sync(project, spec, plan, image_id, git)
         synced = {s.name for s in specs}
         rest = [s for s in project.images if s.name not in synced]

@@ -101,8 +101,10 @@ def test_two_syncs_at_once_one_says_so(team: TeamRepo, tmp_path: Path) -> None:
     assert "another devsync" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_ctrl_c_mid_build_leaves_no_tag_and_a_rerun_finishes(team: TeamRepo,
-                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("images", [["app"], []], ids=["app", "all-images"])
+def test_ctrl_c_mid_build_leaves_no_tag_and_a_rerun_finishes(team: TeamRepo, tmp_path: Path,
+                                                            images: list[str]) -> None:
+    # (all images: the base's plan is being made in a thread while the app builds)
     import signal
     import subprocess
     import sys
@@ -114,7 +116,7 @@ def test_ctrl_c_mid_build_leaves_no_tag_and_a_rerun_finishes(team: TeamRepo,
     original = df.read_text()
     df.write_text(original + "RUN sleep 60\n")
     env = dict(team.engine.env(), DEVSYNC_STATE_DIR=str(state), DEVSYNC_NO_REFRESH="1")
-    proc = subprocess.Popen([sys.executable, "-m", "devsync", "sync", "app", "--yes", "--json"],
+    proc = subprocess.Popen([sys.executable, "-m", "devsync", "sync", *images, "--yes", "--json"],
                             cwd=team.path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -127,7 +129,7 @@ def test_ctrl_c_mid_build_leaves_no_tag_and_a_rerun_finishes(team: TeamRepo,
     assert "interrupted" in err and "Traceback" not in err
     assert team.docker("image", "inspect", tag, check=False).returncode != 0  # no tag
     df.write_text(original)
-    out = devsync(team.path, "sync", "app", "--yes", engine=team.engine, state=state)
+    out = devsync(team.path, "sync", *images, "--yes", engine=team.engine, state=state)
     assert out.returncode == 0, out.stderr
     assert team.docker("image", "inspect", tag, check=False).returncode == 0
 

@@ -1,0 +1,92 @@
+"""What `run_sync` overlaps, with fakes: the base's pull runs alongside the deployed image's
+(its events still come after), and the base's plan is made while the engine builds.
+
+The real engine runs both in tests/test_sync.py; here a fake engine makes the overlap itself
+the thing tested: a sequential version would wait forever.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from devsync import sync
+from devsync.errors import DevsyncError, RegistryError
+from devsync.events import Event, LayerProgress, PullFinished, PullStarted
+
+APP, BASE = "reg/app:1.0.0", "reg/app:base-1.0.0"
+
+
+class FakeEngine:
+    """The app's pull cannot finish before the base's has started (as the engine shares the
+    base's layers between the two)."""
+
+    def __init__(self, *, base_fails: bool = False) -> None:
+        self.base_started = threading.Event()
+        self.base_fails = base_fails
+
+    def has_image(self, ref: str) -> bool:
+        return False
+
+    def pull(self, ref: str, *, cancel: Any = None) -> Iterator[Event]:
+        yield PullStarted(ref)
+        if ref == APP:
+            yield LayerProgress(ref, "aaa", "Pulling fs layer")
+            if not self.base_started.wait(10):
+                raise AssertionError("the base's pull waited for the app's to end")
+        else:
+            self.base_started.set()
+            if self.base_fails:
+                raise RegistryError(f"{ref}: manifest unknown")
+            yield LayerProgress(ref, "aaa", "Already exists")
+        yield PullFinished(ref, digest="sha256:" + "0" * 64)
+
+
+def _refs(events: list[Event]) -> list[str]:
+    return [e.reference for e in events if isinstance(e, PullStarted | PullFinished)]
+
+
+def test_the_base_pulls_alongside_and_its_events_follow_the_apps() -> None:
+    fetch = sync._Prefetch(FakeEngine(), [APP, BASE], cancel=None)  # type: ignore[arg-type]
+    try:
+        events = list(fetch.events({APP, BASE}))
+    finally:
+        fetch.stop()
+    assert _refs(events) == [APP, APP, BASE, BASE]
+
+
+def test_a_failed_base_pull_is_raised_only_when_the_plan_needs_the_base() -> None:
+    fetch = sync._Prefetch(FakeEngine(base_fails=True), [APP, BASE], cancel=None)  # type: ignore[arg-type]
+    try:
+        assert _refs(list(fetch.events({APP}))) == [APP, APP, BASE]
+    finally:
+        fetch.stop()
+    fetch = sync._Prefetch(FakeEngine(base_fails=True), [APP, BASE], cancel=None)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(RegistryError, match="manifest unknown"):
+            list(fetch.events({APP, BASE}))
+    finally:
+        fetch.stop()
+
+
+def test_plans_made_ahead_come_back_and_so_do_their_errors(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import devsync.plan
+
+    def plan_image(project: object, spec: Any, resolver: object, git: object) -> str:
+        if spec.name == "broken":
+            raise DevsyncError("Dockerfile.base: does not parse")
+        return f"plan of {spec.name}"
+
+    monkeypatch.setattr(devsync.plan, "plan_image", plan_image)
+    session = SimpleNamespace(project=None, resolver=None, git=None)
+    specs = [SimpleNamespace(name="base"), SimpleNamespace(name="broken")]
+    ahead = sync._PlanAhead(session, specs)  # type: ignore[arg-type]
+    assert ahead.take(specs[0]) == "plan of base"  # type: ignore[arg-type, comparison-overlap]
+    with pytest.raises(DevsyncError, match="does not parse"):
+        ahead.take(specs[1])  # type: ignore[arg-type]
+    assert ahead.take(SimpleNamespace(name="other")) is None  # type: ignore[arg-type]
