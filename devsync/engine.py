@@ -346,9 +346,8 @@ class Engine:
             kwargs["use_ssh_client"] = True
             _tolerate_exited_ssh()
         try:
-            # fetches the API version: first contact
+            # fetches the API version (docker>=7.1): the first contact, a ping would be a second
             client = _tls_client(**kwargs) if "tls" in kwargs else docker.DockerClient(**kwargs)
-            client.ping()
         except docker.errors.DockerException as exc:
             raise _connect_failure(exc, endpoint, timeout) from None
         except Exception as exc:  # requests/urllib3/ssl errors that the SDK lets through
