@@ -69,12 +69,16 @@ class BuildInput:
     """
 
     def __init__(self, project: Project, spec: ImageSpec, plan: ImagePlan,
-                 git: GitRepo | None, *, version: str | None = None) -> None:
+                 git: GitRepo | None, *, version: str | None = None,
+                 scanned: bool = False) -> None:
+        """`scanned`: the context the plan listed is current (made just after the plan),
+        rather than scanned again."""
         from devsync.buildcontext import scan_context
         from devsync.labelstep import labelled_context_files
 
         self.labels = oci_labels(project, spec, git, version=version)
-        context = scan_context(spec.context, _rel(spec))
+        context = (plan.scanned_context if scanned else None) or scan_context(spec.context,
+                                                                                _rel(spec))
         # the labels as the last step of this build when the context can carry them unseen
         labelled = labelled_context_files(context, project.dockerfile(spec),
                                           target=spec.target, labels=self.labels)
@@ -389,7 +393,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     continue
                 if fetching is not None:
                     # (while the pulls run)
-                    prepared = BuildInput(project, spec, plan, git)
+                    prepared = BuildInput(project, spec, plan, git, scanned=True)
                     yield PhaseStarted(spec.name, "pull")
                     yield from fetching.events(
                         {*plan.cache_from, *_external_bases(project, spec, plan)})
