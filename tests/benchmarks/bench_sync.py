@@ -14,11 +14,12 @@ times one of:
   B. the hand-done minimum: `docker pull REPO:1.0.0` + `docker build --cache-from REPO:1.0.0`;
   L. B with the OCI labels devsync stamps (`--label`): the same image devsync makes, by hand;
   C. `devsync sync --yes`, a subprocess as a user types it (fresh DEVSYNC_STATE_DIR).
-Runs are interleaved A,B,L,C,A,B,L,C... after one untimed warm-up round, so that machine
-noise hits all alike; the medians and their ratios are printed, and the median of each
-round's own (C-B)/B. Every run is checked: the build succeeded, and B, L and C reused exactly
-the steps before `COPY .` (C's per-step report must match B's `Using cache` lines, and the
-vendor layer must be the deployed image's own).
+Runs are interleaved, A first in each round and B, L, C in an order that rotates from round to
+round, after one untimed warm-up round, so that machine noise hits all alike; every run starts
+with the previous one's deletions written to disk. The medians and their ratios are printed,
+and the median of each round's own (C-B)/B. Every run is checked: the build succeeded, and B,
+L and C reused exactly the steps before `COPY .` (C's per-step report must match B's `Using
+cache` lines, and the vendor layer must be the deployed image's own).
 
 Then, unless --no-profile, one `python -X importtime` and one cProfile run of the same sync
 show where devsync's own time goes. Bytecode caching is forced on (PYTHONPYCACHEPREFIX in the
@@ -556,8 +557,12 @@ def main(argv: list[str] | None = None) -> int:
             "C": lambda d: run_devsync(s, d),
         }
         for round_ in range(args.runs + 1):  # round 0 warms caches up and is not counted
-            for kind in ("A", "B", "L", "C"):
+            # A first (it is long), then B, L and C in an order that rotates each round, so
+            # that no one of them always follows the same run
+            rotated = ["B", "L", "C"][round_ % 3:] + ["B", "L", "C"][:round_ % 3]
+            for kind in ["A", *rotated]:
                 fresh_machine(s)
+                os.sync()  # the previous run's deletions written out before the clock starts
                 run_dir = work / f"{kind}{round_}"
                 run_dir.mkdir()
                 elapsed, phases, hits = runners[kind](run_dir)
