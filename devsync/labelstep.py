@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from devsync.buildcontext import HARDLINK, BuildContext
+from devsync.buildcontext import FILE, HARDLINK, BuildContext
 from devsync.dockerfiles import Dockerfile, parse_text
 from devsync.dockerignore import DOCKERIGNORE, clean_path, matches_single_parent
 from devsync.errors import DevsyncError
@@ -120,10 +120,10 @@ def _removable_name(context: BuildContext) -> tuple[str, bytes | None] | None:
         return bool(excludes) and matches_single_parent(name, excludes, legacy=True)
 
     if ignore_sent and ignored(context.dockerfile):
-        if _hard_linked(context, context.dockerfile):
+        if _not_replaceable(context, context.dockerfile):
             return None
         return context.dockerfile, None
-    if ignore_sent and ignored(DOCKERIGNORE) and _hard_linked(context, DOCKERIGNORE):
+    if ignore_sent and ignored(DOCKERIGNORE) and _not_replaceable(context, DOCKERIGNORE):
         return None
     if not ignore_sent or ignored(DOCKERIGNORE):
         name = _free_name(context, ADDED_NAME)
@@ -166,9 +166,12 @@ def _taken(context: BuildContext, name: str) -> bool:
                                                   for e in context.entries)
 
 
-def _hard_linked(context: BuildContext, name: str) -> bool:
-    """Whether another entry is a hard link to `name`: it would get the new content."""
-    return any(e.kind == HARDLINK and clean_path(e.linkname) == name for e in context.entries)
+def _not_replaceable(context: BuildContext, name: str) -> bool:
+    """Whether the sent entry `name` cannot simply get new content: it is no regular file
+    (a symlink's target would be read instead), or another entry is a hard link to it."""
+    entry = context.entry(name)
+    return entry is None or entry.kind != FILE or any(
+        e.kind == HARDLINK and clean_path(e.linkname) == name for e in context.entries)
 
 
 def _free_name(context: BuildContext, name: str) -> str:

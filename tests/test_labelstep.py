@@ -178,3 +178,9 @@ def test_every_dockerfile_step_stays_cached_and_the_labels_arrive(
     ci = json.loads(sandbox.docker_cli(engine, "image", "inspect", deployed).stdout)[0]
     assert info["RootFS"] == ci["RootFS"]  # the same layers, none added
     sandbox.docker_cli(engine, "rmi", built.tag, deployed)
+
+
+def test_a_symlinked_dockerignore_is_not_rewritten(tmp_path: Path) -> None:
+    root = _project(tmp_path, SIMPLE, None, {"ignore-rules": ".dockerignore\n*.log\n"})
+    (root / ".dockerignore").symlink_to("ignore-rules")
+    assert _labelled(root) is None  # the daemon would read the link's target, unchanged
