@@ -36,7 +36,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -595,70 +595,28 @@ class Engine:
         `cache_from` image that is not local (the classic builder silently ignores those),
         then ImageBuilt.
 
-        `labels` come as one `LABEL` step after the Dockerfile's, reported as the last step
-        and counted in `total`. The builder's own `labels` option would commit one container
-        per label (engine 20.10): four OCI labels cost four commits, ~0.3 s on every sync.
-        Instead the result gets them from a second, one-step build `FROM <id>` + `LABEL`
-        (see _stamp_labels); the Dockerfile's steps and their cache are untouched by either.
-        Cheaper still is a Dockerfile that ends with that line (devsync.labelstep), which
-        needs no `labels` here at all.
+        `labels` go to the builder's own option, which (engine 20.10) appends one `LABEL` step
+        per label, a container commit each, reported after the Dockerfile's steps and counted
+        in `total`. One `LABEL` line at the end of the Dockerfile itself costs one commit:
+        devsync.labelstep makes such a context, and then no `labels` are needed here.
         """
         image = image_name or tag
         for source in cache_from:
             if not self.has_image(source):
                 yield Warning_(image, f"cache source {source} is not a local image: the "
                                       "builder ignores it (pull it first)")
-        from devsync.labelstep import label_instruction
-
-        stamp = dict(labels) if labels and label_instruction(labels) else None
-        parser = _BuildParser(image, extra_steps=1 if stamp else 0)
-        yield from self._run_build(
-            context_tar, parser, image=image, cancel=cancel, dockerfile=dockerfile,
-            cache_from=list(cache_from) or None, buildargs=dict(build_args or {}),
-            labels=None if stamp else (dict(labels) if labels else None), target=target)
-        image_id = self._built_id(parser, image)
-        steps_cached, steps_total = parser.steps_cached, parser.steps_total
-        if stamp:
-            onbuild = self._onbuild_triggers(image_id)
-            if not onbuild:
-                image_id, label_cached = yield from self._stamp_labels(
-                    image_id, stamp, image=image, index=steps_total - 1, cancel=cancel)
-                steps_cached += label_cached
-            else:
-                # FROM would run the triggers: let the builder add the labels itself. The
-                # Dockerfile's steps all hit the cache just made; only the LABELs are reported
-                image_id, label_cached, label_steps = yield from self._relabel_by_rebuild(
-                    context_tar, image=image, index=steps_total - 1, cancel=cancel,
-                    dockerfile=dockerfile, buildargs=dict(build_args or {}),
-                    labels=stamp, target=target)
-                steps_total += label_steps - 1
-                steps_cached += label_cached
-        if tag:
-            self.tag(image_id, tag)
-        yield ImageBuilt(image, tag, image_id, steps_cached, steps_total)
-
-    def _run_build(self, context_tar: IO[bytes], parser: _BuildParser, *, image: str,
-                   cancel: threading.Event | None, credentials: bool = True,
-                   **options: Any) -> Iterator[Event]:
-        """One classic-builder request. `credentials=False` for a build that pulls nothing:
-        the SDK would otherwise ask every credential helper in Docker's config for every
-        registry's login (as `docker build` does), only to send them unused."""
+        parser = _BuildParser(image)
         abandoned = threading.Event()
         body = _CancellableReader(context_tar, cancel, abandoned)
-        api = self._client.api
 
         def start() -> Iterator[dict[str, Any]]:
-            if not credentials:
-                response = api._post(
-                    api._url("/build"), data=body, stream=True, timeout=None,
-                    headers={"Content-Type": "application/tar"},
-                    params={"rm": True, "forcerm": True, **options})
-                return api._stream_helper(response, decode=True)
             # the engine gets no tag: see the module doc
-            return api.build(
-                fileobj=body, custom_context=True, tag=None, rm=True, forcerm=True,
-                decode=True, timeout=None,  # _open_stream bounds the wait
-                **options)
+            return self._client.api.build(
+                fileobj=body, custom_context=True, dockerfile=dockerfile, tag=None,
+                cache_from=list(cache_from) or None, buildargs=dict(build_args or {}),
+                labels=dict(labels) if labels else None, target=target, rm=True,
+                forcerm=True, decode=True, timeout=None,  # _open_stream bounds the wait
+            )
 
         stream = self._open_stream(start, what=f"build {image or 'image'}", cancel=cancel,
                                    classify=_build_request_failure, ref=image,
@@ -671,6 +629,10 @@ class Engine:
             yield from parser.close()
         if cancel is not None and cancel.is_set():
             raise InterruptedError_(f"build of {image or 'image'} cancelled; nothing was tagged")
+        image_id = self._built_id(parser, image)
+        if tag:
+            self.tag(image_id, tag)
+        yield ImageBuilt(image, tag, image_id, parser.steps_cached, parser.steps_total)
 
     def _built_id(self, parser: _BuildParser, image: str) -> str:
         import docker.errors
@@ -685,89 +647,6 @@ class Engine:
                 except docker.errors.NotFound:
                     raise EngineError(f"built image {image_id} vanished") from None
         return image_id
-
-    def _onbuild_triggers(self, image_id: str) -> list[str]:
-        import docker.errors
-
-        with self._calling("inspect the built image"):
-            try:
-                config = self._client.api.inspect_image(image_id).get("Config") or {}
-            except docker.errors.NotFound:
-                raise EngineError(f"built image {image_id} vanished") from None
-        return list(config.get("OnBuild") or [])
-
-    def _stamp_labels(self, image_id: str, labels: Mapping[str, str], *, image: str,
-                      index: int, cancel: threading.Event | None,
-                      ) -> Generator[Event, None, tuple[str, int]]:
-        """Build `FROM image_id` + one `LABEL` line; report that LABEL as step `index`.
-
-        The result is what the Dockerfile with that line appended would give: the same
-        config (FROM inherits it all; ONBUILD triggers are ruled out by the caller), one
-        more history entry, no layer. Returns (new image ID, 1 if the LABEL step was cached).
-        """
-        import io
-        import tarfile
-
-        from devsync.labelstep import label_instruction
-
-        dockerfile = f"FROM {image_id}\n{label_instruction(labels)}\n".encode()
-        context = io.BytesIO()
-        with tarfile.open(fileobj=context, mode="w") as tar:
-            info = tarfile.TarInfo("Dockerfile")
-            info.size = len(dockerfile)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(dockerfile))
-        context.seek(0)
-        parser = _BuildParser(image)
-        cached = 0
-        # the builder numbers FROM 1/2 and LABEL 2/2: only the LABEL is the caller's step
-        for event in self._run_build(context, parser, image=image, cancel=cancel,
-                                     credentials=False, dockerfile="Dockerfile"):
-            if isinstance(event, StepStarted | StepFinished):
-                if event.index == 0:
-                    continue
-                if isinstance(event, StepStarted):
-                    event = StepStarted(image, index, index + 1, event.instruction, event.line)
-                else:
-                    cached = int(event.cached)
-                    event = StepFinished(image, index, event.cached, event.predicted_cached)
-            yield event
-        return self._built_id(parser, image), cached
-
-    def _relabel_by_rebuild(self, context_tar: IO[bytes], *, image: str, index: int,
-                            cancel: threading.Event | None, **options: Any,
-                            ) -> Generator[Event, None, tuple[str, int, int]]:
-        """The same build again with the builder's `labels` option: for an image with
-        ONBUILD triggers, which `FROM` would run. Every Dockerfile step hits the cache the
-        first build just made; the builder's LABEL steps (one per label) are reported from
-        step `index` on. Returns (image ID, LABEL steps cached, LABEL steps)."""
-        if not context_tar.seekable():
-            raise EngineError(f"cannot label {image or 'the image'}: its Dockerfile declares "
-                              "ONBUILD triggers and the build context cannot be sent twice")
-        context_tar.seek(0)
-        parser = _BuildParser(image)
-        first_label = -1
-        cached = steps = 0
-        for event in self._run_build(context_tar, parser, image=image, cancel=cancel,
-                                     **options):
-            if isinstance(event, StepStarted) and first_label < 0 and \
-                    event.total - event.index <= len(options.get("labels") or {}):
-                first_label = event.index
-            if isinstance(event, StepStarted | StepFinished):
-                if first_label < 0 or event.index < first_label:
-                    continue  # the Dockerfile's steps, already reported by the first build
-                at = index + event.index - first_label
-                if isinstance(event, StepStarted):
-                    steps += 1
-                    event = StepStarted(image, at, index + event.total - first_label,
-                                        event.instruction, event.line)
-                else:
-                    cached += int(event.cached)
-                    event = StepFinished(image, at, event.cached, event.predicted_cached)
-            elif isinstance(event, LogLine | Warning_) and first_label < 0:
-                continue  # the first build said these already
-            yield event
-        return self._built_id(parser, image), cached, steps
 
     # ---- plumbing
 
@@ -1133,9 +1012,8 @@ class _BuildParser:
     the last one is the result.
     """
 
-    def __init__(self, image: str, *, extra_steps: int = 0) -> None:
+    def __init__(self, image: str) -> None:
         self.image = image
-        self.extra_steps = extra_steps  # steps that come after this build's own
         self.image_id = ""
         self.steps_total = 0
         self.steps_cached = 0
@@ -1188,7 +1066,7 @@ class _BuildParser:
         m = _STEP_RE.match(line)
         if m:
             yield from self._finish_step()
-            self._step = _OpenStep(int(m.group(1)) - 1, int(m.group(2)) + self.extra_steps,
+            self._step = _OpenStep(int(m.group(1)) - 1, int(m.group(2)),
                                    m.group(3).strip())
             self.steps_total = max(self.steps_total, self._step.total)
             yield StepStarted(self.image, self._step.index, self._step.total,

@@ -396,95 +396,6 @@ def _image_json(engine: sandbox.PrivateEngine, ref: str) -> dict:
     return dict(json.loads(out.stdout)[0])
 
 
-def test_labels_cost_one_step_and_match_the_builders_own_labels(
-        eng: Engine, engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
-        busybox_image: str, tmp_path: Path) -> None:
-    """Four OCI labels: one LABEL step (the builder's `labels` option commits one container
-    per label), and an image whose config is what that option gives."""
-    dockerfile = (f"FROM {busybox_image}\nENV X=1\nWORKDIR /srv\nEXPOSE 8080\n"
-                  "USER 1000\nCMD [\"sh\", \"-c\", \"echo hi\"]\n")
-    ours = f"{_prefix(registry, 'onelabel')}:1"
-    events = list(eng.build(_context(dockerfile), tag=ours, labels=OCI))
-    starts = [e for e in events if isinstance(e, StepStarted)]
-    assert [s.instruction.split()[0] for s in starts] == [
-        "FROM", "ENV", "WORKDIR", "EXPOSE", "USER", "CMD", "LABEL"]
-    assert [s.index for s in starts] == list(range(7)) and {s.total for s in starts} == {7}
-    finished = [e for e in events if isinstance(e, StepFinished)]
-    assert [e.index for e in finished] == list(range(7)) and not finished[-1].cached
-    built = events[-1]
-    assert isinstance(built, ImageBuilt) and built.steps_total == 7 and built.tag == ours
-
-    # the reference: the builder's own option (a bare request; Engine.build no longer uses it)
-    theirs = f"{_prefix(registry, 'builderlabels')}:1"
-    (tmp_path / "Dockerfile").write_text(dockerfile)
-    sandbox.docker_cli(engine, "build", "-q", "-t", theirs,
-                       *[a for k, v in OCI.items() for a in ("--label", f"{k}={v}")],
-                       str(tmp_path))
-    mine, ref = _image_json(engine, ours), _image_json(engine, theirs)
-    assert mine["Config"]["Labels"] == ref["Config"]["Labels"] == OCI
-    for key in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes",
-                "OnBuild", "Shell", "StopSignal", "Healthcheck"):
-        assert mine["Config"].get(key) == ref["Config"].get(key), key
-    assert mine["RootFS"] == ref["RootFS"]  # no layer added
-    history = [created_by for _created, created_by in _history_rows(engine, ours)]
-    assert [row for row in history if "LABEL" in row] == [history[-1]]
-
-
-def test_the_label_build_asks_no_credential_helper(
-        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A build sends every login Docker's config knows (asking each credential helper), as
-    `docker build` does; the one-step label build pulls nothing and must not ask again."""
-    log = tmp_path / "helper.log"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    helper = bin_dir / "docker-credential-devsynctest"
-    helper.write_text(
-        "#!/bin/sh\n"
-        f'echo "$1" >> {log}\n'
-        'if [ "$1" = get ]; then read url; '
-        'printf \'{"ServerURL":"%s","Username":"u","Secret":"s"}\' "$url"; fi\n')
-    helper.chmod(0o755)
-    config = tmp_path / "docker-config"
-    config.mkdir()
-    (config / "config.json").write_text(json.dumps(
-        {"credHelpers": {"registry.devsync.invalid": "devsynctest"}}))
-    monkeypatch.setenv("DOCKER_CONFIG", str(config))
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-
-    def helper_calls(labels: dict[str, str] | None) -> int:
-        log.write_text("")
-        with Engine.connect(engine.url) as fresh:
-            built = list(fresh.build(_context(f"FROM {busybox_image}\nENV N={uuid.uuid4()}\n"),
-                                     labels=labels))[-1]
-        assert isinstance(built, ImageBuilt)
-        return log.read_text().count("get")
-
-    without = helper_calls(None)
-    assert without >= 1  # the main build did ask: the helper is really in play
-    assert helper_calls(OCI) == without
-
-
-def test_label_values_that_need_quoting_arrive_verbatim(
-        eng: Engine, registry: sandbox.PrivateRegistry, busybox_image: str) -> None:
-    labels = {
-        "org.example.quotes": 'he said "hi" and \'bye\'',
-        "org.example.dollar": "$HOME ${PATH} $$ \\$X",
-        "org.example.backslash": "C:\\path\\ end\\",
-        "org.example.spaces": "  two  spaces = and equals  ",
-        "org.example.unicode": "Zoë — 東京",
-        "org.example.empty": "",
-        "org.example.hash": "# not a comment",
-    }
-    tag = f"{_prefix(registry, 'quoting')}:1"
-    events = list(eng.build(_context(f"FROM {busybox_image}\nENV HOME=/root\n"), tag=tag,
-                            labels=labels))
-    assert sum(isinstance(e, StepStarted) and e.instruction.startswith("LABEL ")
-               for e in events) == 1
-    img = eng.image(tag)
-    assert img is not None and img.labels == labels
-
-
 def test_label_value_with_a_newline_uses_the_builders_option(
         eng: Engine, registry: sandbox.PrivateRegistry, busybox_image: str) -> None:
     labels = {"org.example.multi": "line one\nline two", "org.example.plain": "x"}
@@ -500,8 +411,8 @@ def test_label_value_with_a_newline_uses_the_builders_option(
 def test_labels_on_an_image_with_onbuild_triggers_do_not_run_them(
         eng: Engine, engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
         busybox_image: str) -> None:
-    """`FROM` the built image would run its ONBUILD triggers: the labels then come from the
-    builder's own option, in a second pass whose Dockerfile steps are all cached."""
+    """The builder's own option appends its LABEL steps to the same build: the image's
+    ONBUILD triggers are kept and never run."""
     dockerfile = (f"FROM {busybox_image}\nRUN echo base > /base\n"
                   "ONBUILD RUN touch /triggered\n")
     tag = f"{_prefix(registry, 'onbuild')}:1"

@@ -9,7 +9,9 @@ image carries exactly the labels.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +21,13 @@ from devsync import sandbox
 from devsync.buildcontext import TarFlavor, scan_context
 from devsync.dockerfiles import parse_text
 from devsync.engine import Engine
-from devsync.events import ImageBuilt, StepFinished, StepStarted
+from devsync.events import Event, ImageBuilt, StepFinished, StepStarted
 from devsync.labelstep import ADDED_NAME, label_instruction, labelled_context_files
 
 OCI = {
     "org.opencontainers.image.created": "2026-11-29T13:00:00Z",
     "org.opencontainers.image.revision": "4279746d0c6f8b5c2a1e9f7d3b6a8c0e2f4a6b8d",
+    "org.opencontainers.image.source": "https://git.example.com/team/shop.git",
     "org.opencontainers.image.version": "dev",
 }
 
@@ -184,3 +187,126 @@ def test_a_symlinked_dockerignore_is_not_rewritten(tmp_path: Path) -> None:
     root = _project(tmp_path, SIMPLE, None, {"ignore-rules": ".dockerignore\n*.log\n"})
     (root / ".dockerignore").symlink_to("ignore-rules")
     assert _labelled(root) is None  # the daemon would read the link's target, unchanged
+
+
+def _fold_build(eng: Engine, root: Path, dockerfile: str, labels: dict[str, str], *,
+                tag: str = "") -> list[Event]:
+    """Build `dockerfile` in `root` with `labels` in one LABEL step, as a sync sends it."""
+    _project(root, dockerfile, None)
+    context = scan_context(root, "Dockerfile")
+    labelled = labelled_context_files(context, parse_text(dockerfile, root / "Dockerfile"),
+                                      target=None, labels=labels)
+    assert labelled is not None
+    name, files = labelled
+    with tempfile.TemporaryFile() as tar:
+        context.write_tar(tar, TarFlavor.CLI_MODERN, files=files)
+        tar.seek(0)
+        return list(eng.build(tar, dockerfile=name, tag=tag))
+
+
+def _image_json(engine: sandbox.PrivateEngine, ref: str) -> dict:  # type: ignore[type-arg]
+    out = sandbox.docker_cli(engine, "image", "inspect", ref)
+    return dict(json.loads(out.stdout)[0])
+
+
+@pytest.mark.engine
+def test_labels_cost_one_step_and_match_the_builders_own_labels(
+        eng: Engine, engine: sandbox.PrivateEngine, busybox_image: str, tmp_path: Path) -> None:
+    """Four OCI labels: one LABEL step (the builder's `labels` option commits one container
+    per label), and an image whose config is what that option gives."""
+    dockerfile = (f"FROM {busybox_image}\nENV X=1\nWORKDIR /srv\nEXPOSE 8080\n"
+                  "USER 1000\nCMD [\"sh\", \"-c\", \"echo hi\"]\n")
+    ours = f"labelstep-one-{uuid.uuid4().hex[:6]}:1"
+    events = _fold_build(eng, tmp_path / "ours", dockerfile, OCI, tag=ours)
+    starts = [e for e in events if isinstance(e, StepStarted)]
+    assert [s.instruction.split()[0] for s in starts] == [
+        "FROM", "ENV", "WORKDIR", "EXPOSE", "USER", "CMD", "LABEL"]
+    assert [s.index for s in starts] == list(range(7)) and {s.total for s in starts} == {7}
+    finished = [e for e in events if isinstance(e, StepFinished)]
+    assert [e.index for e in finished] == list(range(7)) and not finished[-1].cached
+    built = events[-1]
+    assert isinstance(built, ImageBuilt) and built.steps_total == 7 and built.tag == ours
+
+    # the reference: the builder's own option
+    theirs = f"labelstep-builder-{uuid.uuid4().hex[:6]}:1"
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "Dockerfile").write_text(dockerfile)
+    sandbox.docker_cli(engine, "build", "-q", "-t", theirs,
+                       *[a for k, v in OCI.items() for a in ("--label", f"{k}={v}")],
+                       str(tmp_path / "theirs"))
+    mine, ref = _image_json(engine, ours), _image_json(engine, theirs)
+    assert mine["Config"]["Labels"] == ref["Config"]["Labels"] == OCI
+    for key in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes",
+                "OnBuild", "Shell", "StopSignal", "Healthcheck"):
+        assert mine["Config"].get(key) == ref["Config"].get(key), key
+    assert mine["RootFS"] == ref["RootFS"]  # no layer added
+    history = sandbox.docker_cli(engine, "history", "--no-trunc", "--format",
+                                 "{{.CreatedBy}}", ours).stdout.splitlines()
+    assert [row for row in history if "LABEL" in row] == [history[0]]  # newest first
+    sandbox.docker_cli(engine, "rmi", ours, theirs)
+
+
+@pytest.mark.engine
+def test_the_label_step_asks_no_credential_helper(
+        engine: sandbox.PrivateEngine, busybox_image: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build sends every login Docker's config knows (asking each credential helper), as
+    `docker build` does; the labels must not cost another round of that."""
+    log = tmp_path / "helper.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-devsynctest"
+    helper.write_text(
+        "#!/bin/sh\n"
+        f'echo "$1" >> {log}\n'
+        'if [ "$1" = get ]; then read url; '
+        'printf \'{"ServerURL":"%s","Username":"u","Secret":"s"}\' "$url"; fi\n')
+    helper.chmod(0o755)
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps(
+        {"credHelpers": {"registry.devsync.invalid": "devsynctest"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    def helper_calls(labels: dict[str, str] | None) -> int:
+        log.write_text("")
+        dockerfile = f"FROM {busybox_image}\nENV N={uuid.uuid4()}\n"
+        root = tmp_path / uuid.uuid4().hex
+        with Engine.connect(engine.url) as fresh:
+            if labels:
+                built = _fold_build(fresh, root, dockerfile, labels)[-1]
+            else:
+                _project(root, dockerfile, None)
+                with tempfile.TemporaryFile() as tar:
+                    scan_context(root, "Dockerfile").write_tar(tar, TarFlavor.CLI_MODERN)
+                    tar.seek(0)
+                    built = list(fresh.build(tar))[-1]
+        assert isinstance(built, ImageBuilt)
+        return log.read_text().count("get")
+
+    without = helper_calls(None)
+    assert without >= 1  # the build did ask: the helper is really in play
+    assert helper_calls(OCI) == without
+
+
+@pytest.mark.engine
+def test_label_values_that_need_quoting_arrive_verbatim(
+        eng: Engine, busybox_image: str, tmp_path: Path) -> None:
+    labels = {
+        "org.example.quotes": 'he said "hi" and \'bye\'',
+        "org.example.dollar": "$HOME ${PATH} $$ \\$X",
+        "org.example.backslash": "C:\\path\\ end\\",
+        "org.example.spaces": "  two  spaces = and equals  ",
+        "org.example.unicode": "Zoë — 東京",
+        "org.example.empty": "",
+        "org.example.hash": "# not a comment",
+    }
+    tag = f"labelstep-quoting-{uuid.uuid4().hex[:6]}:1"
+    events = _fold_build(eng, tmp_path / "ctx", f"FROM {busybox_image}\nENV HOME=/root\n",
+                         labels, tag=tag)
+    assert sum(isinstance(e, StepStarted) and e.instruction.startswith("LABEL ")
+               for e in events) == 1
+    img = eng.image(tag)
+    assert img is not None and img.labels == labels
+    eng.client.api.remove_image(tag)
