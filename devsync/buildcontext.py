@@ -351,6 +351,13 @@ class _ResolveError(Exception):
     """The daemon's FollowSymlinkInScope failed (escape, too many links, not a directory)."""
 
 
+def daemon_removes(name: str, excludes: Sequence[str]) -> bool:
+    """Whether the daemon deletes `name` (`.dockerignore`, or the Dockerfile it builds from)
+    from the context after reading the Dockerfile: `removeDockerfile` (engine 20.10) does when
+    the sent `.dockerignore` has patterns that match it."""
+    return bool(excludes) and matches_single_parent(name, excludes, legacy=True)
+
+
 @dataclass
 class _Info:
     """One resolved COPY source: a file's tarsum key, or the keys of a directory's walk."""
@@ -384,11 +391,9 @@ class _ExtractedTree:
                 parent.children[parts[-1]] = _Node(SYMLINK, linkname=e.linkname)
             else:
                 parent.children[parts[-1]] = _Node(FILE if e.kind == HARDLINK else e.kind)
-        sent = {e.rel for e in entries}
-        if DOCKERIGNORE in sent and excludes:
-            # the daemon (20.10) deletes them after reading the Dockerfile
+        if any(e.rel == DOCKERIGNORE for e in entries):
             for name in (DOCKERIGNORE, dockerfile):
-                if matches_single_parent(name, excludes, legacy=True):
+                if daemon_removes(name, excludes):
                     self._remove(name)
 
     def _remove(self, path: str) -> None:

@@ -26,9 +26,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from devsync.buildcontext import FILE, HARDLINK, BuildContext
+from devsync.buildcontext import FILE, HARDLINK, BuildContext, daemon_removes
 from devsync.dockerfiles import Dockerfile, parse_text
-from devsync.dockerignore import DOCKERIGNORE, clean_path, matches_single_parent
+from devsync.dockerignore import DOCKERIGNORE, clean_path
 from devsync.errors import DevsyncError
 
 # What a LABEL key or value may be written as without quotes in a Dockerfile; anything
@@ -118,7 +118,7 @@ def _removable_name(context: BuildContext) -> tuple[str, bytes | None] | None:
     ignore_sent = context.entry(DOCKERIGNORE) is not None
 
     def ignored(name: str) -> bool:
-        return bool(excludes) and matches_single_parent(name, excludes, legacy=True)
+        return daemon_removes(name, excludes)
 
     if ignore_sent and ignored(context.dockerfile):
         if _not_replaceable(context, context.dockerfile):
