@@ -30,6 +30,7 @@ from devsync.project import ROLE_BASE, ImageSpec, Project
 from devsync.versions import split_reference
 
 if TYPE_CHECKING:
+    from devsync.buildcontext import BuildContext
     from devsync.engine import Engine
     from devsync.gitinfo import GitRepo
     from devsync.plan import ImagePlan, PlanStep
@@ -69,15 +70,14 @@ class BuildInput:
 
     def __init__(self, project: Project, spec: ImageSpec, plan: ImagePlan,
                  git: GitRepo | None, *, version: str | None = None,
-                 scanned: bool = False) -> None:
-        """`scanned`: the context the plan listed is current (made just after the plan),
-        rather than scanned again."""
+                 context: BuildContext | None = None) -> None:
+        """`context`: the one the plan just listed, when it is still current; else the
+        directory is scanned now."""
         from devsync.buildcontext import scan_context
         from devsync.labelstep import labelled_context_files
 
         self.labels = oci_labels(project, spec, git, version=version)
-        context = (plan.scanned_context if scanned else None) or scan_context(spec.context,
-                                                                                _rel(spec))
+        context = context or scan_context(spec.context, _rel(spec))
         # the labels as the last step of this build when the context can carry them unseen
         labelled = labelled_context_files(context, project.dockerfile(spec),
                                           target=spec.target, labels=self.labels)
@@ -356,7 +356,8 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     continue
                 if fetching is not None:
                     # (while the pulls run)
-                    prepared = BuildInput(project, spec, plan, git, scanned=True)
+                    prepared = BuildInput(project, spec, plan, git,
+                                          context=plan.scanned_context)
                     yield PhaseStarted(spec.name, "pull")
                     yield from fetching.events(
                         {*plan.cache_from, *_external_bases(project, spec, plan)})
