@@ -516,7 +516,7 @@ class BuildContext:
     entries: list[ContextEntry]
     excludes: list[str]  # the .dockerignore patterns as read
     _by_rel: dict[str, ContextEntry] = field(init=False, repr=False)
-    _tarsums: dict[tuple[str, TarFlavor], str] = field(init=False, repr=False)
+    _tarsums: dict[tuple[object, ...], str] = field(init=False, repr=False)
     _tree: _ExtractedTree | None = field(init=False, repr=False, default=None)
     _resolved: dict[tuple[tuple[str, ...], str], tuple[list[_Info], bool]] = field(
         init=False, repr=False
@@ -551,23 +551,24 @@ class BuildContext:
     def tarsum(self, rel: str, flavor: TarFlavor) -> str:
         """The daemon's tarsum v1 of one entry (hex sha256), as sent by `flavor`."""
         key = clean_path(rel)
-        cached = self._tarsums.get((key, flavor))
-        if cached is not None:
-            return cached
         e = self._by_rel.get(key)
         if e is None:
             raise KeyError(f"{rel} is not in the build context")
-        if flavor.git_modes and e.tar_mode(flavor) == e.tar_mode(flavor.base):
-            # the headers are identical: share the base flavor's sum rather than reread the file
-            digest = self.tarsum(key, flavor.base)
-            self._tarsums[(key, flavor)] = digest
-            return digest
-        h = hashlib.sha256()
         uid, gid = e.tar_owner(flavor)
+        xattrs = sorted(e.tar_xattrs(flavor).items())
+        mode = e.tar_mode(flavor)
+        # Flavors differ only in these header fields, and often not for a given entry (the
+        # SDK writes the CLI's headers for a root-owned checkout, git's modes are often the
+        # disk's): such flavors share one sum rather than each reading and hashing the file.
+        cache_key = (key, mode, uid, gid, *xattrs)
+        cached = self._tarsums.get(cache_key)
+        if cached is not None:
+            return cached
+        h = hashlib.sha256()
         major, minor = e.devices()
         for k, v in (
             ("name", e.name),
-            ("mode", str(e.tar_mode(flavor))),
+            ("mode", str(mode)),
             ("uid", str(uid)),
             ("gid", str(gid)),
             ("size", str(e.size)),
@@ -579,13 +580,13 @@ class BuildContext:
             ("devminor", str(minor)),
         ):
             h.update(k.encode() + v.encode("utf-8", "surrogateescape"))
-        for xk, xv in sorted(e.tar_xattrs(flavor).items()):
+        for xk, xv in xattrs:
             h.update(xk.encode() + xv)
         if e.kind == FILE and e.size:
             for chunk in _read_exactly(e):
                 h.update(chunk)
         digest = h.hexdigest()
-        self._tarsums[(key, flavor)] = digest
+        self._tarsums[cache_key] = digest
         return digest
 
     # -- COPY / ADD sources
@@ -611,6 +612,10 @@ class BuildContext:
         if len(hashes) == 1:
             return hashes[0]
         return "multi:" + _sha256_join(hashes)
+
+    def check_sources(self, sources: Sequence[str], *, instruction: str = "COPY") -> None:
+        """Raise where `source_hash` would (the build itself would fail), without hashing."""
+        self._resolve(sources, instruction)
 
     def git_modes_differ(self) -> bool:
         """Whether any entry's mode is not what git would check out (see `git_mode`)."""

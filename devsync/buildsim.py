@@ -197,7 +197,12 @@ class BuildSimulator:
     def __init__(self, dockerfile: Dockerfile, *, context: BuildContext | None,
                  images: ImageLookup, sources: Sequence[ImageInfo],
                  build_args: Mapping[str, str] | None = None, target: str | None = None,
-                 flavor: TarFlavor = TarFlavor.CLI_MODERN) -> None:
+                 flavor: TarFlavor = TarFlavor.CLI_MODERN,
+                 hash_after_miss: bool = True) -> None:
+        """With `hash_after_miss=False`, a COPY/ADD after its stage's first miss gets no
+        `created_by` (None): the builder rebuilds it whatever its files hash to, so only its
+        sources are checked (a missing one fails the build). A plan that tries several
+        flavors saves hashing the whole context for every flavor that lost early."""
         self.df = dockerfile
         self.context = context
         self.images = images
@@ -205,6 +210,7 @@ class BuildSimulator:
         self.options = dict(build_args or {})
         self.target = target
         self.flavor = flavor
+        self.hash_after_miss = hash_after_miss
         self.lexer = Lexer(dockerfile.escape)
         self.display = dockerfile.path.name
 
@@ -500,6 +506,9 @@ class BuildSimulator:
         if self.context is None:
             return StepKind.COPY, None, tuple(srcs), None
         try:
+            if state.busted and not self.hash_after_miss:
+                self.context.check_sources(list(srcs))
+                return StepKind.COPY, None, tuple(srcs), None
             src_hash = self.context.source_hash(list(srcs), self.flavor)
         except DockerfileError as exc:
             # the context's own words ("COPY failed: file not found ..."): say where

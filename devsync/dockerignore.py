@@ -42,6 +42,9 @@ class BadPatternError(ValueError):
 
 def clean_path(path: str) -> str:
     """Go's `path.Clean` / `filepath.Clean` on Linux (lexical, keeps leading `..`)."""
+    if (path and "//" not in path and "/." not in path and path[0] != "."
+            and path[-1] != "/"):
+        return path  # no empty, "." or ".." element: already clean (the common case)
     if path == "":
         return "."
     rooted = path.startswith("/")

@@ -190,7 +190,7 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
             sim = BuildSimulator(df, context=context, images=lookup,
                                  sources=[info for info, _ref in order],
                                  build_args=spec.build_args, target=spec.target,
-                                 flavor=flavor).run()
+                                 flavor=flavor, hash_after_miss=False).run()
             if best is None or sim.cached_count > best.cached_count:
                 best, best_order = sim, order
     assert best is not None
@@ -395,9 +395,24 @@ def _local_modes(context: BuildContext, rels: Sequence[str] | None = None) -> st
 def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildContext,
                    deployed: ImageInfo | None, git: GitRepo | None, spec: ImageSpec,
                    project: Project, their_hash: str) -> None:
+    try:
+        files = context.files_under(list(step.sources))
+    except DevsyncError:
+        files = []
+    prefix = spec.rel_context(project.root)
+    repo_files = [f if prefix in ("", ".") else f"{prefix}/{f}" for f in files]
+    changed: list[str] = []
+    commits: list[dict[str, str]] = []
+    uncommitted: list[str] = []
+    revision = deployed.labels.get(REVISION_LABEL) if deployed else None
+    if git is not None and repo_files:
+        changed, commits, uncommitted = _changed_files(git, repo_files, revision)
     # same files, other metadata? (the context flavor that would have matched; the plain
-    # flavors first, so git's modes are only blamed when nothing else explains the miss)
-    for flavor in DEFAULT_FLAVORS:
+    # flavors first, so git's modes are only blamed when nothing else explains the miss).
+    # Not when a file differs from the deployed revision's, edits aside: then no flavor
+    # can match, and hashing the context once per flavor is the plan's largest cost.
+    differs_from_revision = any(path not in uncommitted for path in changed)
+    for flavor in () if differs_from_revision else DEFAULT_FLAVORS:
         if flavor is sim.flavor:
             continue
         try:
@@ -407,13 +422,9 @@ def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildC
         if alt != their_hash:
             continue
         if flavor.git_modes and not sim.flavor.git_modes:
-            try:
-                rels = context.files_under(list(step.sources))
-            except DevsyncError:
-                rels = []
             client = ("" if flavor.base is sim.flavor.base
                       else f", written by the {FLAVOR_TEXT[flavor.base]}")
-            out.reason = (f"same files, different modes: {_local_modes(context, rels)} here, "
+            out.reason = (f"same files, different modes: {_local_modes(context, files)} here, "
                           f"the deployed image's context had git's 0644/0755 (CI's checkout"
                           f"{client}); devsync sync sends git's modes and reuses the deployed "
                           "layers")
@@ -421,19 +432,6 @@ def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildC
             out.reason = (f"same files, different file metadata: the deployed image's context "
                           f"was written by the {FLAVOR_TEXT[flavor]}")
         return
-    try:
-        files = context.files_under(list(step.sources))
-    except DevsyncError:
-        files = []
-    prefix = spec.rel_context(project.root)
-    repo_files = [f if prefix in ("", ".") else f"{prefix}/{f}" for f in files]
-    changed: list[str] = []
-    commits: list[dict[str, str]] = []
-    revision = deployed.labels.get(REVISION_LABEL) if deployed else None
-    if git is not None and repo_files:
-        changed, commits, uncommitted = _changed_files(git, repo_files, revision)
-    else:
-        uncommitted = []
     out.files = changed[:50]
     out.commits = commits[:20]
     what = " ".join(step.sources)

@@ -603,3 +603,31 @@ def test_sdk_default_flavor_matches_docker_py_default_context(
     # and with the owner's uid the CLI's cache would be missed
     assert ctx.source_hash(["owned.txt"], TarFlavor.SDK_DEFAULT) != ctx.source_hash(
         ["owned.txt"], TarFlavor.CLI_MODERN)
+
+
+def test_flavors_writing_the_same_header_share_one_sum(tmp_path: Path) -> None:
+    # git's modes are a 0644 file's own: both flavors send the same header, so the file is
+    # read once (a rewrite in between, same size, goes unseen by the second flavor)
+    _write(tmp_path / "Dockerfile", b"FROM scratch\n")
+    _write(tmp_path / "f.txt", b"hello\n", 0o644)
+    ctx = scan_context(tmp_path)
+    first = ctx.tarsum("f.txt", TarFlavor.CLI_MODERN)
+    (tmp_path / "f.txt").write_bytes(b"HELLO\n")
+    assert ctx.tarsum("./f.txt", TarFlavor.CLI_MODERN_GIT_MODES) == first
+    # another header (the legacy CLI's mode has the file-type bits) is a sum of its own
+    assert ctx.tarsum("f.txt", TarFlavor.CLI_LEGACY) != first
+    with pytest.raises(KeyError):
+        ctx.tarsum("nothing.txt", TarFlavor.CLI_MODERN)
+
+
+def test_check_sources_refuses_what_source_hash_refuses(tmp_path: Path) -> None:
+    _write(tmp_path / "Dockerfile", b"FROM scratch\n")
+    _write(tmp_path / "f.txt", b"hello\n")
+    ctx = scan_context(tmp_path)
+    ctx.check_sources(["f.txt", "*.txt"])
+    for sources in (["missing.txt"], ["../f.txt/../../x"], []):
+        with pytest.raises(BuildContextError) as hashed:
+            ctx.source_hash(sources, TarFlavor.CLI_MODERN)
+        with pytest.raises(BuildContextError) as checked:
+            ctx.check_sources(sources)
+        assert checked.value.message == hashed.value.message
