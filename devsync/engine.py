@@ -353,6 +353,10 @@ class Engine:
         except Exception as exc:  # requests/urllib3/ssl errors that the SDK lets through
             raise _connect_failure(exc, endpoint, timeout) from None
         client.api.timeout = api_timeout
+        if not host.startswith(("tcp://", "http://", "https://")):
+            # a local socket or ssh: no proxy or .netrc entry applies, and requests would
+            # otherwise read the environment (and ~/.netrc) again on every API call
+            client.api.trust_env = False
         return cls(client, host=host, source=endpoint.source,
                    stream_idle_timeout=stream_idle_timeout)
 

@@ -125,6 +125,24 @@ def test_connect_without_endpoint_follows_docker_host(engine: sandbox.PrivateEng
         assert connected.ping()
 
 
+def test_calls_over_a_local_socket_take_no_proxy_or_netrc(engine: sandbox.PrivateEngine,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    # requests would send a .netrc entry for "localhost" to the daemon as Basic auth, and
+    # route "http+docker" URLs through ALL_PROXY; neither applies to a unix socket
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine localhost login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    with Engine.connect(engine.url) as connected:
+        api = connected.client.api
+        response = api._get(api._url("/_ping"))
+        assert response.status_code == 200
+        assert "Authorization" not in response.request.headers
+        assert connected.ping()
+
+
 def _assert_one_clear_line(exc: EngineUnavailableError) -> None:
     assert "\n" not in exc.message
     assert "Traceback" not in exc.message and "Error(" not in exc.message
