@@ -209,6 +209,9 @@ class GitRepo:
         self.root = root
         self.git_dir = Path(repo.git_dir)
         self.common_dir = Path(os.path.normpath(repo.common_dir))
+        # full object names known to be commits: an object, once there, keeps its name and
+        # kind, so asking git again (one process per question) would learn nothing
+        self._commits: set[str] = set()
 
     def __repr__(self) -> str:
         return f"GitRepo({str(self.root)!r})"
@@ -381,10 +384,16 @@ class GitRepo:
 
     def resolve(self, rev: str) -> str | None:
         """Full sha of the commit `rev` names (branch, tag, sha, `HEAD~2`...), or None."""
+        if rev in self._commits:
+            return rev
         if not _plausible_rev(rev):
             return None
         status, out, _ = self._try("rev-parse", "-q", "--verify", f"{rev}^{{commit}}")
-        return out if status == 0 and out else None
+        if status != 0 or not out:
+            return None
+        if out == rev:
+            self._commits.add(rev)
+        return out
 
     def is_ancestor(self, a: str, b: str) -> bool:
         """Whether commit `a` is reachable from `b` (a commit is its own ancestor). False

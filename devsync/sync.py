@@ -43,8 +43,9 @@ def oci_labels(project: Project, spec: ImageSpec, git: GitRepo | None, *,
     labels = {"org.opencontainers.image.created": datetime.now(UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")}
     if git is not None:
-        if git.head:
-            labels["org.opencontainers.image.revision"] = git.head
+        head = git.head
+        if head:
+            labels["org.opencontainers.image.revision"] = head
         url = git.remote_url()
         if url:
             labels["org.opencontainers.image.source"] = url

@@ -536,6 +536,31 @@ def test_resolve_and_is_ancestor(repo_dir: Path, history: dict[str, str]) -> Non
         assert not r.is_ancestor("nope", "HEAD")
 
 
+def test_a_full_commit_name_is_asked_of_git_once(repo_dir: Path, history: dict[str, str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    h = history
+    with open_repo(repo_dir) as r:
+        asked: list[tuple[str, ...]] = []
+        original = GitRepo._try_bytes
+
+        def counting(self: GitRepo, cmd: str, *args: str) -> tuple[int, bytes, bytes]:
+            asked.append((cmd, *args))
+            return original(self, cmd, *args)
+
+        monkeypatch.setattr(GitRepo, "_try_bytes", counting)
+        assert r.resolve(h["c1"]) == h["c1"]
+        assert r.resolve(h["c1"]) == h["c1"]
+        assert len(asked) == 1
+        # names that can move (refs, HEAD, abbreviations) are asked every time
+        for name in ("HEAD", "HEAD", h["c1"][:10], h["c1"][:10], "main", "main"):
+            r.resolve(name)
+        assert len(asked) == 7
+        # and an object that is not there is asked again (a fetch may bring it)
+        missing = "0" * 40
+        assert r.resolve(missing) is None and r.resolve(missing) is None
+        assert len(asked) == 9
+
+
 def test_remote_url_never_shows_credentials(gr: GitRepo, repo_dir: Path) -> None:
     assert gr.remote_url() is None
     git(repo_dir, "remote", "add", "origin",
