@@ -22,6 +22,7 @@ from devsync.events import (
     Event,
     ImageBuilt,
     PhaseStarted,
+    PullStarted,
     StepFinished,
     StepStarted,
     Warning_,
@@ -195,6 +196,10 @@ def _external_bases(project: Project, spec: ImageSpec, plan: ImagePlan) -> list[
     return [plan.base] if plan.base and project.dockerfile(spec).names_image(plan.base) else []
 
 
+# the longest the plan waits for the engine to take up the first pull (see wait_answered)
+_PULL_HEAD_START = 0.5
+
+
 class _Prefetch:
     """Pulls in a background thread while the plan is being computed.
 
@@ -213,9 +218,17 @@ class _Prefetch:
         self._queue: queue.Queue[object] = queue.Queue()
         self._stop = threading.Event()
         self._user_cancel = cancel
+        self._answered = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(engine, refs), daemon=True,
                                         name="devsync-prefetch")
         self._thread.start()
+
+    def wait_answered(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) until the engine has answered the first pull request
+        (or there was nothing to pull). The caller's CPU-bound work (imports, the plan) would
+        otherwise hold the GIL while this thread builds and sends that request, delaying the
+        pull by more than the wait costs: that work runs during the pull all the same."""
+        self._answered.wait(timeout)
 
     def _cancelled(self) -> bool:
         return self._stop.is_set() or bool(self._user_cancel and self._user_cancel.is_set())
@@ -227,6 +240,8 @@ class _Prefetch:
                 try:
                     for event in pull_missing(engine, [ref], cancel):  # type: ignore[arg-type]
                         self._queue.put(event)
+                        if not isinstance(event, PullStarted):
+                            self._answered.set()
                 except DevsyncError as exc:
                     # whether this matters is known only once the plan is: see events()
                     self._queue.put((ref, exc))
@@ -236,6 +251,7 @@ class _Prefetch:
             self._queue.put(exc)
         finally:
             self._queue.put(self._END)
+            self._answered.set()
 
     def events(self, needed: set[str]) -> Iterator[Event]:
         """The pull's events; a failed pull of a ref in `needed` is raised, of any other
@@ -342,6 +358,8 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
         for position, spec in enumerate(specs):
             fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
                         if prefetch and spec.role != ROLE_BASE else None)
+            if fetching is not None:
+                fetching.wait_answered(_PULL_HEAD_START)
             prepared: BuildInput | None = None
             try:
                 # (imported once the pulls are under way: the plan's modules, then GitPython)

@@ -77,3 +77,47 @@ def test_plans_made_ahead_come_back_and_so_do_their_errors(
     with pytest.raises(DevsyncError, match="does not parse"):
         ahead.take(specs[1])  # type: ignore[arg-type]
     assert ahead.take(SimpleNamespace(name="other")) is None  # type: ignore[arg-type]
+
+
+class SlowToAnswer(FakeEngine):
+    """An engine that takes its time to answer the pull request (resolving the manifest)."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def pull(self, ref: str, *, cancel: Any = None) -> Iterator[Event]:
+        yield PullStarted(ref)
+        self.answer.wait(10)
+        yield from list(super().pull(ref))[1:]
+
+
+def test_the_plan_waits_until_the_engine_took_up_the_pull() -> None:
+    import threading
+
+    answer = threading.Event()
+    fetch = sync._Prefetch(SlowToAnswer(answer), [APP], cancel=None)  # type: ignore[arg-type]
+    try:
+        # not answered: the wait gives up after its timeout
+        fetch.wait_answered(0.05)
+        assert not fetch._answered.is_set()
+        answer.set()
+        fetch.wait_answered(10)
+        assert fetch._answered.is_set()
+        assert _refs(list(fetch.events({APP}))) == [APP, APP]
+    finally:
+        fetch.stop()
+
+
+def test_nothing_to_pull_or_a_failed_pull_does_not_hold_the_plan() -> None:
+    class Present(FakeEngine):
+        def has_image(self, ref: str) -> bool:
+            return True
+
+    for engine in (Present(), FakeEngine(base_fails=True)):
+        fetch = sync._Prefetch(engine, [BASE], cancel=None)  # type: ignore[arg-type]
+        try:
+            fetch.wait_answered(10)
+            assert fetch._answered.is_set()
+        finally:
+            fetch.stop()
