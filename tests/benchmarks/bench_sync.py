@@ -588,10 +588,12 @@ def main(argv: list[str] | None = None) -> int:
         overhead = (c - b) / b
         paired = statistics.median((ci - bi) / bi for bi, ci in
                                    zip(timings["B"].total, timings["C"].total, strict=True))
+        paired_s = statistics.median(ci - bi for bi, ci in
+                                     zip(timings["B"].total, timings["C"].total, strict=True))
         verdict = "meets" if overhead <= TARGET_OVERHEAD else "misses"
         print(f"devsync overhead vs hand-done pull+build: (C-B)/B = {overhead * 100:+.1f}% "
               f"({verdict} the target <= {TARGET_OVERHEAD * 100:.0f}%); median of the "
-              f"rounds' own (C-B)/B: {paired * 100:+.1f}%")
+              f"rounds' own (C-B)/B: {paired * 100:+.1f}%, C-B: {paired_s:+.2f} s")
         print(f"vs the same image by hand (labels included): (C-L)/L = "
               f"{(c - lab) / lab * 100:+.1f}%")
         print("steps reused by B, L and C: every step before `COPY .`, as expected")
