@@ -358,10 +358,10 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
         for position, spec in enumerate(specs):
             fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
                         if prefetch and spec.role != ROLE_BASE else None)
-            if fetching is not None:
-                fetching.wait_answered(_PULL_HEAD_START)
             prepared: BuildInput | None = None
             try:
+                if fetching is not None:
+                    fetching.wait_answered(_PULL_HEAD_START)
                 # (imported once the pulls are under way: the plan's modules, then GitPython)
                 from devsync.plan import plan_image
                 from devsync.recording import record_sync
