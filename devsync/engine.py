@@ -355,7 +355,8 @@ class Engine:
         client.api.timeout = api_timeout
         if not host.startswith(("tcp://", "http://", "https://")):
             # a local socket or ssh: no proxy or .netrc entry applies, and requests would
-            # otherwise read the environment (and ~/.netrc) again on every API call
+            # otherwise read the environment (and ~/.netrc) on every call after the SDK's
+            # version request
             client.api.trust_env = False
         return cls(client, host=host, source=endpoint.source,
                    stream_idle_timeout=stream_idle_timeout)

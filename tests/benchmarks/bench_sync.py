@@ -586,10 +586,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{_fmt_phases(timings['C'])}")
         print(f"sync vs plain build: C/A = {c / a:.2f} ({a / c:.1f}x faster)")
         overhead = (c - b) / b
-        paired = statistics.median((ci - bi) / bi for bi, ci in
-                                   zip(timings["B"].total, timings["C"].total, strict=True))
-        paired_s = statistics.median(ci - bi for bi, ci in
-                                     zip(timings["B"].total, timings["C"].total, strict=True))
+        rounds = list(zip(timings["B"].total, timings["C"].total, strict=True))
+        paired = statistics.median((ci - bi) / bi for bi, ci in rounds)
+        paired_s = statistics.median(ci - bi for bi, ci in rounds)
         verdict = "meets" if overhead <= TARGET_OVERHEAD else "misses"
         print(f"devsync overhead vs hand-done pull+build: (C-B)/B = {overhead * 100:+.1f}% "
               f"({verdict} the target <= {TARGET_OVERHEAD * 100:.0f}%); median of the "
