@@ -1,4 +1,8 @@
-"""The one wrapper around the Docker SDK that every devsync operation goes through.
+"""The one wrapper around the Docker engine that every devsync operation goes through.
+
+Calls go through the Docker SDK, except, over a local unix socket, the few a sync makes first
+(ping, "is this image local?", pull): those go through devsync.enginesocket so that the pull
+starts while the SDK is still being imported (see `Engine`).
 
 All calls block; the TUI runs them in worker threads. Long operations (pull, build, push) are
 generators of `devsync.events` events. Every failure a user can meet becomes a `DevsyncError`
@@ -29,17 +33,20 @@ no `diff_id` is assigned. For a pulled image the registry's config blob is exact
 from __future__ import annotations
 
 import contextlib
+import http.client
 import itertools
 import os
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from devsync import enginesocket
 from devsync.errors import (
     DevsyncError,
     DockerfileError,
@@ -157,6 +164,47 @@ def _import_sdk(*, ssh: bool) -> None:
         docker.api.client.SSHHTTPAdapter = SSHHTTPAdapter
 
 
+def _sdk_client(endpoint: EndpointLike, *, timeout: float,
+                api_timeout: float) -> docker.DockerClient:
+    """The SDK's client for `endpoint`, which answered its version request within `timeout`."""
+    host = endpoint.host
+    _import_sdk(ssh=host.startswith("ssh://"))
+    import docker
+    import docker.errors
+    import docker.tls
+
+    kwargs: dict[str, Any] = {"base_url": host, "timeout": timeout}
+    tls_wanted = bool(getattr(endpoint, "tls", False) or endpoint.tls_verify)
+    if tls_wanted and host.startswith(("tcp://", "https://")):
+        cert = None
+        if endpoint.client_cert and endpoint.client_key:
+            cert = (os.fspath(endpoint.client_cert), os.fspath(endpoint.client_key))
+        kwargs["tls"] = docker.tls.TLSConfig(
+            client_cert=cert,
+            ca_cert=os.fspath(endpoint.ca_cert) if endpoint.ca_cert else None,
+            verify=bool(endpoint.tls_verify),
+        )
+    if host.startswith("ssh://"):
+        # shell out to the ssh CLI (its config, agent and known_hosts); the SDK still
+        # imports paramiko for the ssh transport module, see _connect_failure
+        kwargs["use_ssh_client"] = True
+        _tolerate_exited_ssh()
+    try:
+        # fetches the API version (docker>=7.1): the first contact, a ping would be a second
+        client = _tls_client(**kwargs) if "tls" in kwargs else docker.DockerClient(**kwargs)
+    except docker.errors.DockerException as exc:
+        raise _connect_failure(exc, endpoint, timeout) from None
+    except Exception as exc:  # requests/urllib3/ssl errors that the SDK lets through
+        raise _connect_failure(exc, endpoint, timeout) from None
+    client.api.timeout = api_timeout
+    if not host.startswith(("tcp://", "http://", "https://")):
+        # a local socket or ssh: no proxy or .netrc entry applies, and requests would
+        # otherwise read the environment (and ~/.netrc) on every call after the SDK's
+        # version request
+        client.api.trust_env = False
+    return client
+
+
 def _tls_client(**kwargs: Any) -> docker.DockerClient:
     """A `docker.DockerClient` whose TLS verification is the endpoint's, whatever the environment.
 
@@ -214,11 +262,10 @@ def _auth_config(reference: str) -> dict[str, str] | None:
         from devsync.dockerconfig import get_credentials
     except ImportError:
         return None
-    import docker.auth
-    import docker.utils
+    from devsync.versions import registry_of
 
-    repo, _ = docker.utils.parse_repository_tag(reference)
-    registry, _ = docker.auth.resolve_repository_name(repo)
+    # the registry as the SDK names it (docker.auth.resolve_repository_name)
+    registry = registry_of(_parse_repository_tag(reference)[0])
     creds = get_credentials(registry)
     if creds is None:
         return None
@@ -297,16 +344,47 @@ class LocalImage:
 
 
 class Engine:
-    """A connected Docker Engine. Build one with `Engine.connect()`."""
+    """A connected Docker Engine. Build one with `Engine.connect()`.
 
-    def __init__(self, client: docker.DockerClient, *, host: str, source: str = "",
-                 stream_idle_timeout: float | None = STREAM_IDLE_TIMEOUT) -> None:
-        self._client = client
+    Over a local unix socket the SDK client is made on first use: a sync's first calls (is
+    the image local? pull it) go out through devsync.enginesocket while the SDK is imported.
+    """
+
+    def __init__(self, client: docker.DockerClient | None, *, host: str, source: str = "",
+                 stream_idle_timeout: float | None = STREAM_IDLE_TIMEOUT,
+                 make_client: Callable[[], docker.DockerClient] | None = None,
+                 socket_path: str | None = None, api_timeout: float = API_TIMEOUT) -> None:
+        """`client`, or `make_client` to make it on first use (with `socket_path`, the unix
+        socket that the calls before then go through)."""
+        if client is None and make_client is None:
+            raise ValueError("an Engine needs an SDK client or a way to make one")
         self.host = host
         self.source = source
         self.stream_idle_timeout = stream_idle_timeout
+        self._api_timeout = api_timeout
+        self._socket = socket_path
         self._tap = _ResponseTap()
+        self._make_client = make_client
+        self._client_lock = threading.Lock()
+        self._sdk_client: docker.DockerClient | None = None
+        if client is not None:
+            self._adopt(client)
+
+    def _adopt(self, client: docker.DockerClient) -> None:
         client.api.hooks["response"].append(self._tap)
+        self._sdk_client = client
+
+    @property
+    def _client(self) -> docker.DockerClient:
+        client = self._sdk_client
+        if client is None:
+            with self._client_lock:
+                if self._sdk_client is None:
+                    assert self._make_client is not None
+                    self._adopt(self._make_client())
+                client = self._sdk_client
+                assert client is not None
+        return client
 
     # ---- connection
 
@@ -323,46 +401,25 @@ class Engine:
             endpoint = _endpoint()
         elif isinstance(endpoint, str):
             endpoint = _PlainEndpoint(endpoint, source="given")
-        host = endpoint.host
-        _import_sdk(ssh=host.startswith("ssh://"))
-        import docker
-        import docker.errors
-        import docker.tls
-
-        kwargs: dict[str, Any] = {"base_url": host, "timeout": timeout}
-        tls_wanted = bool(getattr(endpoint, "tls", False) or endpoint.tls_verify)
-        if tls_wanted and host.startswith(("tcp://", "https://")):
-            cert = None
-            if endpoint.client_cert and endpoint.client_key:
-                cert = (os.fspath(endpoint.client_cert), os.fspath(endpoint.client_key))
-            kwargs["tls"] = docker.tls.TLSConfig(
-                client_cert=cert,
-                ca_cert=os.fspath(endpoint.ca_cert) if endpoint.ca_cert else None,
-                verify=bool(endpoint.tls_verify),
-            )
-        if host.startswith("ssh://"):
-            # shell out to the ssh CLI (its config, agent and known_hosts); the SDK still
-            # imports paramiko for the ssh transport module, see _connect_failure
-            kwargs["use_ssh_client"] = True
-            _tolerate_exited_ssh()
+        resolved = endpoint
+        path = enginesocket.socket_path(endpoint.host)
+        if path is None:
+            return cls(_sdk_client(endpoint, timeout=timeout, api_timeout=api_timeout),
+                       host=endpoint.host, source=endpoint.source,
+                       stream_idle_timeout=stream_idle_timeout, api_timeout=api_timeout)
         try:
-            # fetches the API version (docker>=7.1): the first contact, a ping would be a second
-            client = _tls_client(**kwargs) if "tls" in kwargs else docker.DockerClient(**kwargs)
-        except docker.errors.DockerException as exc:
+            enginesocket.ping(path, timeout=timeout)
+        except Exception as exc:
             raise _connect_failure(exc, endpoint, timeout) from None
-        except Exception as exc:  # requests/urllib3/ssl errors that the SDK lets through
-            raise _connect_failure(exc, endpoint, timeout) from None
-        client.api.timeout = api_timeout
-        if not host.startswith(("tcp://", "http://", "https://")):
-            # a local socket or ssh: no proxy or .netrc entry applies, and requests would
-            # otherwise read the environment (and ~/.netrc) on every call after the SDK's
-            # version request
-            client.api.trust_env = False
-        return cls(client, host=host, source=endpoint.source,
-                   stream_idle_timeout=stream_idle_timeout)
+        return cls(None, host=endpoint.host, source=endpoint.source,
+                   stream_idle_timeout=stream_idle_timeout, socket_path=path,
+                   api_timeout=api_timeout,
+                   make_client=lambda: _sdk_client(resolved, timeout=timeout,
+                                                   api_timeout=api_timeout))
 
     def close(self) -> None:
-        self._client.close()
+        if self._sdk_client is not None:
+            self._sdk_client.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -399,9 +456,11 @@ class Engine:
 
     def has_image(self, ref: str) -> bool:
         """Whether `ref` is a local image: one API call, where `image` makes several."""
-        import docker.errors
-
         with self._calling(f"inspect image {ref}"):
+            if self._socket is not None:
+                return enginesocket.image_exists(self._socket, ref, timeout=self._api_timeout)
+            import docker.errors
+
             try:
                 self._client.api.inspect_image(ref)
             except docker.errors.NotFound:
@@ -506,10 +565,8 @@ class Engine:
         last_emit = 0.0
         last_done = -1
         stream = self._open_stream(
-            lambda: self._client.api.pull(ref, stream=True, decode=True,
-                                          auth_config=_auth_config(ref), platform=platform),
-            what=f"pull {ref}", cancel=cancel, classify=_registry_failure, ref=ref,
-            idle=TRANSFER_IDLE_TIMEOUT,
+            self._pull_request(ref, platform), what=f"pull {ref}", cancel=cancel,
+            classify=_registry_failure, ref=ref, idle=TRANSFER_IDLE_TIMEOUT,
         )
         with stream:
             for obj in stream:
@@ -537,6 +594,18 @@ class Engine:
                 digest = img.digest_for(_split_tag(ref.split("@", 1)[0])[0]) or ""
         yield PullProgress(ref, *tally.snapshot())
         yield PullFinished(ref, digest=digest, already_present=already)
+
+    def _pull_request(self, ref: str,
+                      platform: str | None) -> Callable[[], Iterable[dict[str, Any]]]:
+        socket_path = self._socket
+        if socket_path is None:
+            return lambda: self._client.api.pull(ref, stream=True, decode=True,
+                                                 auth_config=_auth_config(ref),
+                                                 platform=platform)
+        repository, tag = _parse_repository_tag(ref)
+        return lambda: enginesocket.pull(socket_path, repository, tag or "latest",
+                                         timeout=self._api_timeout,
+                                         auth=_auth_config(ref), platform=platform)
 
     # ---- push
 
@@ -658,18 +727,16 @@ class Engine:
     @contextlib.contextmanager
     def _calling(self, doing: str) -> Iterator[None]:
         """Map SDK/transport failures of a plain API call to DevsyncErrors."""
-        import docker.errors
-
         try:
             yield
         except DevsyncError:
             raise
-        except docker.errors.APIError as exc:
-            explanation = _explanation(exc)
-            if _disk_full(explanation.lower()):
-                raise _out_of_disk(f"cannot {doing}", explanation) from None
-            raise EngineError(f"cannot {doing}: {explanation}") from None
         except Exception as exc:
+            if _is_api_error(exc):
+                explanation = _explanation(exc)
+                if _disk_full(explanation.lower()):
+                    raise _out_of_disk(f"cannot {doing}", explanation) from None
+                raise EngineError(f"cannot {doing}: {explanation}") from None
             if _is_transport_error(exc):
                 raise _lost_engine(self.host, doing, exc) from None
             raise
@@ -685,8 +752,6 @@ class Engine:
         keeps that phase cancellable and bounded by the idle timeout; an abandoned request is
         closed by the helper as soon as it returns, which makes the daemon cancel it.
         """
-        import docker.errors
-
         pending = _PendingStart(start, self._tap, abandoned or threading.Event())
         if idle is None or (self.stream_idle_timeout and self.stream_idle_timeout < idle):
             idle = self.stream_idle_timeout
@@ -708,7 +773,7 @@ class Engine:
         if exc is not None:
             if isinstance(exc, DevsyncError):
                 raise exc
-            if isinstance(exc, docker.errors.APIError):
+            if _is_api_error(exc):
                 raise classify(_explanation(exc), ref=ref, doing=what.split()[0]) from None
             if _is_transport_error(exc):
                 raise _lost_engine(self.host, what, exc) from None
@@ -747,6 +812,8 @@ class _PendingStart:
         except BaseException as exc:
             error = exc
         response = self._tap.take()
+        if response is None and isinstance(objs, enginesocket.JSONStream):
+            response = objs  # (the socket path: no SDK response to tap)
         with self._lock:
             self.objs, self.response, self.error = objs, response, error
             self.ready.set()
@@ -774,6 +841,8 @@ def _close_response(response: Any) -> None:
 
 
 def _response_socket(response: Any) -> Any:
+    if isinstance(response, enginesocket.JSONStream):
+        return response.sock
     raw = getattr(response, "raw", None)
     conn = getattr(raw, "_connection", None)  # urllib3 2: None once back in the pool
     sock = getattr(conn, "sock", None)
@@ -1243,6 +1312,15 @@ def _layer_kind(created_by: str) -> str:
 # --------------------------------------------------------------------------- errors
 
 
+def _parse_repository_tag(ref: str) -> tuple[str, str | None]:
+    """(repository, tag or digest) as the SDK splits a reference for a pull
+    (docker.utils.parse_repository_tag): "name:tag@digest" keeps its tag in the name."""
+    name, at, digest = ref.rpartition("@")
+    if at:
+        return name, digest
+    return _split_tag(ref)
+
+
 def _split_tag(ref: str) -> tuple[str, str | None]:
     """("host:5000/name", "tag") from "host:5000/name:tag"; a digest stays in the name."""
     if "@" in ref:
@@ -1347,30 +1425,44 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
-def _is_api_error(exc: BaseException) -> bool:
-    import docker.errors
+# The SDK's exception types are looked at only once the SDK is loaded: before, nothing can
+# have raised them, and importing it to ask would cost what the socket path saves.
 
-    return isinstance(exc, docker.errors.APIError)
+
+def _is_api_error(exc: BaseException) -> bool:
+    if isinstance(exc, enginesocket.EngineAPIError):
+        return True
+    errors = sys.modules.get("docker.errors")
+    return errors is not None and isinstance(exc, errors.APIError)
 
 
 def _is_transport_error(exc: BaseException) -> bool:
-    import requests
-    import urllib3.exceptions
-
-    return isinstance(exc, requests.RequestException | urllib3.exceptions.HTTPError | OSError)
+    if isinstance(exc, OSError | http.client.HTTPException):
+        return True
+    requests, urllib3_exceptions = sys.modules.get("requests"), sys.modules.get(
+        "urllib3.exceptions")
+    return (requests is not None and isinstance(exc, requests.RequestException)) or (
+        urllib3_exceptions is not None and isinstance(exc, urllib3_exceptions.HTTPError))
 
 
 def _is_timeout(chain: Sequence[BaseException]) -> bool:
-    import requests
-    import urllib3.exceptions
+    if "requests" not in sys.modules:
+        timed_out = any(isinstance(e, TimeoutError) for e in chain)
+    else:
+        import requests
+        import urllib3.exceptions
 
-    # urllib3's NewConnectionError subclasses its ConnectTimeoutError: a refusal is no timeout
-    return any(
-        isinstance(e, TimeoutError | requests.Timeout | urllib3.exceptions.TimeoutError)
-        and not isinstance(e, urllib3.exceptions.NewConnectionError)
-        and not (isinstance(e, requests.ConnectionError) and not isinstance(e, requests.Timeout))
-        for e in chain
-    ) and not any(isinstance(e, ConnectionRefusedError | FileNotFoundError) for e in chain)
+        # urllib3's NewConnectionError subclasses its ConnectTimeoutError: a refusal is no
+        # timeout
+        timed_out = any(
+            isinstance(e, TimeoutError | requests.Timeout | urllib3.exceptions.TimeoutError)
+            and not isinstance(e, urllib3.exceptions.NewConnectionError)
+            and not (isinstance(e, requests.ConnectionError)
+                     and not isinstance(e, requests.Timeout))
+            for e in chain
+        )
+    return timed_out and not any(isinstance(e, ConnectionRefusedError | FileNotFoundError)
+                                 for e in chain)
 
 
 def _connect_failure(exc: BaseException, endpoint: EndpointLike,
@@ -1402,8 +1494,7 @@ def _connect_failure(exc: BaseException, endpoint: EndpointLike,
             f"{where}: no answer within {timeout:g}s — is the daemon hung or still starting?",
             hint="restart Docker, or point DOCKER_HOST / `docker context use` at a live engine",
         )
-    status = next((getattr(getattr(e, "response", None), "status_code", None) for e in chain
-                   if getattr(getattr(e, "response", None), "status_code", None)), None)
+    status = next((_status_code(e) for e in chain if _status_code(e)), None)
     if status is not None:
         return EngineUnavailableError(
             f"{where}: the server there answered HTTP {status}, not as a Docker engine",
@@ -1433,6 +1524,12 @@ def _connect_failure(exc: BaseException, endpoint: EndpointLike,
     reason = reason or text.removeprefix("Error while fetching server API version: ")
     return EngineUnavailableError(f"{where}: {_shorten(' '.join(reason.split()), 160)}",
                                   hint=f"is Docker running{via}?")
+
+
+def _status_code(exc: BaseException) -> int | None:
+    if isinstance(exc, enginesocket.EngineAPIError):
+        return exc.status_code
+    return getattr(getattr(exc, "response", None), "status_code", None)
 
 
 def _tls_reason(exc: ssl.SSLError, endpoint: EndpointLike) -> str:

@@ -27,7 +27,6 @@ import hashlib
 import http.client
 import ipaddress
 import json
-import platform as _platform
 import re
 import socket
 import ssl
@@ -151,7 +150,9 @@ def local_platform() -> str:
 
     Always linux: Docker Desktop runs Linux containers in a VM on macOS and Windows.
     """
-    machine = _platform.machine().lower()
+    import platform  # (a few ms to import; the tag lookup before a sync's pull needs none)
+
+    machine = platform.machine().lower()
     arch = {
         "x86_64": "amd64", "amd64": "amd64", "i386": "386", "i686": "386",
         "aarch64": "arm64", "arm64": "arm64", "armv8l": "arm64",

@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -253,6 +254,41 @@ def test_pull_reports_layers_bytes_and_digest(eng: Engine, engine: sandbox.Priva
     again = list(eng.pull(ref))
     assert isinstance(again[-1], PullFinished)
     assert again[-1].already_present and again[-1].digest == registry_digest
+
+
+_SDK_LOADED_ON_FIRST_OTHER_CALL = """
+import sys
+from devsync.engine import Engine
+from devsync.events import PullFinished
+eng = Engine.connect(sys.argv[1])
+ref = sys.argv[2]
+assert not eng.has_image(ref)
+events = list(eng.pull(ref))
+assert isinstance(events[-1], PullFinished) and events[-1].digest, events[-1]
+assert eng.has_image(ref)
+loaded = sorted(m for m in ("docker", "requests", "urllib3") if m in sys.modules)
+assert not loaded, f"imported before any call that needs the SDK: {loaded}"
+image = eng.image(ref)  # made on first use
+assert image is not None and "docker" in sys.modules
+print(events[-1].digest)
+"""
+
+
+def test_a_syncs_first_calls_go_out_before_the_sdk_is_imported(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+        busybox_image: str, tmp_path: Path) -> None:
+    """Ping, "is it local?" and the pull stream go over the unix socket directly: a sync's
+    pull starts without waiting ~0.07 s for the SDK (and requests) to be imported."""
+    ref = f"{_prefix(registry, 'sdkless')}:1"
+    sandbox.docker_cli(engine, "tag", busybox_image, ref)
+    sandbox.docker_cli(engine, "push", ref)
+    sandbox.docker_cli(engine, "rmi", ref)
+    proc = subprocess.run([sys.executable, "-c", _SDK_LOADED_ON_FIRST_OTHER_CALL, engine.url,
+                           ref], env={**os.environ, "DOCKER_CONFIG": str(tmp_path)},
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    registry_digest, _ = _registry_config(registry, ref)
+    assert proc.stdout.strip() == registry_digest
 
 
 def test_local_image_history_matches_the_registry_config(
