@@ -386,6 +386,11 @@ class Engine:
                 assert client is not None
         return client
 
+    def _load_sdk(self) -> None:
+        """Make the client now, before any `import docker...`: making it imports the SDK as
+        _import_sdk does (a bare `import docker.errors` first would bring paramiko along)."""
+        _ = self._client
+
     # ---- connection
 
     @classmethod
@@ -444,6 +449,7 @@ class Engine:
 
     def image(self, ref: str) -> LocalImage | None:
         """The local image `ref` (name:tag, name@digest or ID), or None if there is none."""
+        self._load_sdk()
         import docker.errors
 
         with self._calling(f"inspect image {ref}"):
@@ -459,6 +465,7 @@ class Engine:
         with self._calling(f"inspect image {ref}"):
             if self._socket is not None:
                 return enginesocket.image_exists(self._socket, ref, timeout=self._api_timeout)
+            self._load_sdk()
             import docker.errors
 
             try:
@@ -477,6 +484,7 @@ class Engine:
     def local_images(self, repository: str | None = None, *,
                      with_history: bool = True) -> list[LocalImage]:
         """Local images, all or those of `repository` (any tag); two API calls per image."""
+        self._load_sdk()
         import docker.errors
 
         out: list[LocalImage] = []
@@ -493,6 +501,7 @@ class Engine:
 
     def _layers_at(self, image_id: str) -> int | None:
         """How many layers the (intermediate) image `image_id` has; None if it is gone."""
+        self._load_sdk()
         import docker.errors
 
         with self._calling(f"inspect image {image_id[:19]}"):
@@ -515,6 +524,7 @@ class Engine:
         None when the engine cannot tell (not found, auth, an insecure or unreachable
         registry): the caller then asks the registry itself (devsync.registry).
         """
+        self._load_sdk()
         import docker.errors
 
         with self._calling(f"ask the registry about {ref}"):
@@ -533,6 +543,7 @@ class Engine:
 
     def remove_image(self, ref: str, *, force: bool = False) -> bool:
         """Remove a local image or tag; False if it did not exist."""
+        self._load_sdk()
         import docker.errors
 
         with self._calling(f"remove image {ref}"):
@@ -709,6 +720,7 @@ class Engine:
         yield ImageBuilt(image, tag, image_id, parser.steps_cached, parser.steps_total)
 
     def _built_id(self, parser: _BuildParser, image: str) -> str:
+        self._load_sdk()
         import docker.errors
 
         image_id = parser.image_id

@@ -270,6 +270,8 @@ loaded = sorted(m for m in ("docker", "requests", "urllib3") if m in sys.modules
 assert not loaded, f"imported before any call that needs the SDK: {loaded}"
 image = eng.image(ref)  # made on first use
 assert image is not None and "docker" in sys.modules
+# (whichever call loads the SDK, it leaves out the ssh transport a unix socket never uses)
+assert "paramiko" not in sys.modules
 print(events[-1].digest)
 """
 
