@@ -186,6 +186,30 @@ def test_connect_to_something_that_is_not_docker(registry: sandbox.PrivateRegist
     assert "not as a Docker engine" in info.value.message
 
 
+def test_unix_socket_of_something_that_is_not_docker(tmp_path: Path) -> None:
+    """A local socket whose server answers HTTP, but not as an engine (the ping over the
+    socket, before any SDK)."""
+    path = tmp_path / "web.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
+                             b"Content-Length: 9\r\nConnection: close\r\n\r\nnot here\n")
+
+        answering = threading.Thread(target=answer, daemon=True)
+        answering.start()
+        with pytest.raises(EngineUnavailableError) as info:
+            Engine.connect(f"unix://{path}", timeout=5)
+        answering.join(timeout=5)
+    assert "answered HTTP 404, not as a Docker engine" in info.value.message
+    _assert_one_clear_line(info.value)
+
+
 # --------------------------------------------------------------------------- images
 
 
