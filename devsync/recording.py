@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from devsync import state as state_mod
@@ -63,10 +64,29 @@ def record_statuses(project: Project, statuses: list[ImageStatus], git: GitRepo 
     _safe_update(project, mutate)
 
 
-def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, image_id: str | None,
-                git: GitRepo | None) -> None:
+@dataclass(frozen=True)
+class BuiltFrom:
+    """What a build is made from, taken before its context is read: HEAD and the digests of
+    the watched inputs.
+
+    The state records these, not what is on disk once the engine is done: an edit or commit
+    made while it builds then leaves the image stale for `--check`, never falsely in sync (an
+    edit made before the context was read shows as stale too, which a rerun settles).
+    """
+
+    revision: str | None
+    watched: dict[str, str]
+
+
+def built_from(project: Project, spec: ImageSpec, git: GitRepo | None) -> BuiltFrom:
     from devsync.status import watched_inputs
 
+    return BuiltFrom(revision=git.head if git is not None else None,
+                     watched=_digest_files(project, watched_inputs(project, spec)))
+
+
+def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, image_id: str | None,
+                built: BuiltFrom) -> None:
     def mutate(st: state_mod.RepoState) -> None:
         rec = st.images.get(spec.name) or state_mod.ImageRecord(name=spec.name)
         rec.tag = spec.tag
@@ -74,13 +94,13 @@ def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, image_id: st
         rec.deployed_ref = plan.deployed
         rec.deployed_digest = plan.deployed_digest
         rec.local_image_id = image_id
-        rec.synced_revision = git.head if git is not None else None
+        rec.synced_revision = built.revision
         rec.synced_at = time.time()
         rec.synced_deployed = plan.deployed
         rec.status = state_mod.STATUS_IN_SYNC
         rec.reason = "synced"
         rec.line = ""
-        rec.watched = _digest_files(project, watched_inputs(project, spec))
+        rec.watched = dict(built.watched)
         st.images[spec.name] = rec
 
     _safe_update(project, mutate)

@@ -364,7 +364,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     fetching.wait_answered(_PULL_HEAD_START)
                 # (imported once the pulls are under way: the plan's modules, then GitPython)
                 from devsync.plan import plan_image
-                from devsync.recording import record_sync
+                from devsync.recording import built_from, record_sync
 
                 git = session.git
                 yield PhaseStarted(spec.name, "plan")
@@ -373,6 +373,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                 if before is not None and not before(plan):
                     yield Warning_(spec.name, "skipped")
                     continue
+                built = built_from(project, spec, git)  # (before the context is read)
                 if fetching is not None:
                     # (while the pulls run)
                     prepared = BuildInput(project, spec, plan, git,
@@ -399,7 +400,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     prepared.close()
                 if ahead is not None:
                     ahead.wait()  # (git is not shared across threads)
-            record_sync(project, spec, plan, image_id, git)
+            record_sync(project, spec, plan, image_id, built)
         synced = {s.name for s in specs}
         rest = [s for s in project.images if s.name not in synced]
         if rest:

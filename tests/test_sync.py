@@ -183,3 +183,41 @@ def test_resync_after_a_local_edit_reuses_your_own_build_first(team: TeamRepo,
                 if e["event"] == "step_finished" and e["predicted_cached"] is not None]
     assert finished and all(e["cached"] and e["predicted_cached"] for e in finished), finished
     git(team.path, "checkout", "--", "src/lib.php")
+
+
+def test_an_edit_made_while_the_engine_builds_leaves_the_image_stale(team: TeamRepo,
+                                                                     tmp_path: Path) -> None:
+    """The state keeps what the build was made from, not what is on disk once it is done:
+    composer.lock edited while a step runs makes the next prompt say the image is stale."""
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    df, lock = team.path / "Dockerfile", team.path / "composer.lock"
+    original, lock_original = df.read_text(), lock.read_text()
+    df.write_text(original + "RUN sleep 2\n")
+    env = dict(team.engine.env(), DEVSYNC_STATE_DIR=str(state), DEVSYNC_NO_REFRESH="1")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "devsync", "sync", "app", "--yes",
+                                 "--json"], cwd=team.path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if '"step_started"' in line and "sleep 2" in line:
+                lock.write_text('{"packages": ["edited/while-building"]}\n')
+                break
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        out = devsync(team.path, "--check", engine=team.engine, state=state)
+        assert out.returncode == 0, out.stderr
+        # (silent before: the state claimed the edit had been built)
+        assert out.stdout.strip() == (
+            "devsync: composer.lock changed (uncommitted) - run devsync sync")
+
+        # once the edit is undone, what was built is what is on disk again
+        lock.write_text(lock_original)
+        out = devsync(team.path, "--check", engine=team.engine, state=state)
+        assert out.returncode == 0 and out.stdout.strip() == "", out.stdout
+    finally:
+        df.write_text(original)
+        lock.write_text(lock_original)
