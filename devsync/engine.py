@@ -71,6 +71,7 @@ from devsync.events import (
     StepStarted,
     Warning_,
 )
+from devsync.versions import registry_of, split_reference
 
 if TYPE_CHECKING:
     import docker
@@ -262,10 +263,7 @@ def _auth_config(reference: str) -> dict[str, str] | None:
         from devsync.dockerconfig import get_credentials
     except ImportError:
         return None
-    from devsync.versions import registry_of
-
-    # the registry as the SDK names it (docker.auth.resolve_repository_name)
-    registry = registry_of(_parse_repository_tag(reference)[0])
+    registry = registry_of(reference)  # (a tag or digest never holds a "/")
     creds = get_credentials(registry)
     if creds is None:
         return None
@@ -613,8 +611,9 @@ class Engine:
             return lambda: self._client.api.pull(ref, stream=True, decode=True,
                                                  auth_config=_auth_config(ref),
                                                  platform=platform)
-        repository, tag = _parse_repository_tag(ref)
-        return lambda: enginesocket.pull(socket_path, repository, tag or "latest",
+        # a digest wins over a tag, as for `docker pull name:tag@digest`
+        repository, tag, digest = split_reference(ref)
+        return lambda: enginesocket.pull(socket_path, repository, digest or tag or "latest",
                                          timeout=self._api_timeout,
                                          auth=_auth_config(ref), platform=platform)
 
@@ -1322,15 +1321,6 @@ def _layer_kind(created_by: str) -> str:
 
 
 # --------------------------------------------------------------------------- errors
-
-
-def _parse_repository_tag(ref: str) -> tuple[str, str | None]:
-    """(repository, tag or digest) as the SDK splits a reference for a pull
-    (docker.utils.parse_repository_tag): "name:tag@digest" keeps its tag in the name."""
-    name, at, digest = ref.rpartition("@")
-    if at:
-        return name, digest
-    return _split_tag(ref)
 
 
 def _split_tag(ref: str) -> tuple[str, str | None]:

@@ -280,6 +280,15 @@ def test_pull_reports_layers_bytes_and_digest(eng: Engine, engine: sandbox.Priva
     assert again[-1].already_present and again[-1].digest == registry_digest
 
 
+def test_pull_by_digest_the_digest_wins_over_a_tag(eng: Engine,
+                                                   registry: sandbox.PrivateRegistry,
+                                                   deployed: dict[str, str]) -> None:
+    digest, _ = _registry_config(registry, deployed["ref"])
+    events = list(eng.pull(f"{deployed['repo']}:no-such-tag@{digest}"))
+    assert isinstance(events[-1], PullFinished) and events[-1].digest == digest
+    assert eng.has_image(f"{deployed['repo']}@{digest}")
+
+
 _SDK_LOADED_ON_FIRST_OTHER_CALL = """
 import sys
 from devsync.engine import Engine

@@ -81,11 +81,6 @@ REFS = ["localhost:5000/team/app:1.0.7", "localhost:5000/app", "app:latest", "te
 
 
 @pytest.mark.parametrize("ref", REFS)
-def test_references_are_split_as_the_sdk_splits_them(ref: str) -> None:
-    assert engine_mod._parse_repository_tag(ref) == docker.utils.parse_repository_tag(ref)
-
-
-@pytest.mark.parametrize("ref", REFS)
 def test_credentials_are_asked_for_the_registry_the_sdk_names(
         ref: str, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[str] = []
