@@ -39,12 +39,13 @@ if TYPE_CHECKING:
     from devsync.session import Session
 
 def oci_labels(project: Project, spec: ImageSpec, git: GitRepo | None, *,
-               version: str | None = None) -> dict[str, str]:
+               version: str | None = None, revision: str | None = None) -> dict[str, str]:
+    """`revision`: HEAD as this build already read it (else git is asked)."""
     # only the standard OCI ones (which sync a deployment came from lives in devsync's state)
     labels = {"org.opencontainers.image.created": datetime.now(UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")}
     if git is not None:
-        head = git.head
+        head = revision or git.head
         if head:
             labels["org.opencontainers.image.revision"] = head
         url = git.remote_url()
@@ -72,13 +73,13 @@ class BuildInput:
 
     def __init__(self, project: Project, spec: ImageSpec, plan: ImagePlan,
                  git: GitRepo | None, *, version: str | None = None,
-                 context: BuildContext | None = None) -> None:
+                 context: BuildContext | None = None, revision: str | None = None) -> None:
         """`context`: the one the plan just listed, when it is still current; else the
-        directory is scanned now."""
+        directory is scanned now. `revision`: HEAD as already read for this build."""
         from devsync.buildcontext import scan_context
         from devsync.labelstep import labelled_context_files
 
-        self.labels = oci_labels(project, spec, git, version=version)
+        self.labels = oci_labels(project, spec, git, version=version, revision=revision)
         context = context or scan_context(spec.context, _rel(spec))
         # the labels as the last step of this build when the context can carry them unseen
         labelled = labelled_context_files(context, project.dockerfile(spec),
@@ -374,10 +375,12 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     yield Warning_(spec.name, "skipped")
                     continue
                 built = built_from(project, spec, git)  # (before the context is read)
+                if spec.role != ROLE_BASE:
+                    # (while the pulls run; without them, the plan's listing may be old by now)
+                    prepared = BuildInput(
+                        project, spec, plan, git, revision=built.revision,
+                        context=plan.scanned_context if fetching is not None else None)
                 if fetching is not None:
-                    # (while the pulls run)
-                    prepared = BuildInput(project, spec, plan, git,
-                                          context=plan.scanned_context)
                     yield PhaseStarted(spec.name, "pull")
                     yield from fetching.events(
                         {*plan.cache_from, *_external_bases(project, spec, plan)})

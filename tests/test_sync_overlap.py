@@ -121,3 +121,24 @@ def test_nothing_to_pull_or_a_failed_pull_does_not_hold_the_plan() -> None:
             assert fetch._answered.is_set()
         finally:
             fetch.stop()
+
+
+def test_the_labels_take_the_revision_the_sync_already_read() -> None:
+    """HEAD is read once per build: for the state's record and the revision label alike."""
+    asked: list[str] = []
+
+    class Git:
+        @property
+        def head(self) -> str:
+            asked.append("head")
+            return "b" * 40
+
+        def remote_url(self) -> str | None:
+            return None
+
+    spec = SimpleNamespace(tag="reg/app:dev")
+    labels = sync.oci_labels(None, spec, Git(), revision="a" * 40)  # type: ignore[arg-type]
+    assert labels["org.opencontainers.image.revision"] == "a" * 40
+    assert asked == []
+    assert sync.oci_labels(None, spec, Git())[  # type: ignore[arg-type]
+        "org.opencontainers.image.revision"] == "b" * 40
