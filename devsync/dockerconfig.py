@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
@@ -169,7 +170,57 @@ def _from_auths(auths: object, key: str, *, source: str) -> Credentials | None:
     return None
 
 
-def _from_helper(helper: str, key: str) -> Credentials | None:
+def all_credentials() -> dict[str, Credentials]:
+    """What the docker CLI sends with every build (its GetAllCredentials): the credentials of
+    each registry that `auths`, `credHelpers` or DOCKER_AUTH_CONFIG name or the `credsStore`
+    helper lists, keyed as Docker's config keys them, each looked up as `get_credentials`
+    would. The builder then pulls a `FROM` image that is not local with the right login."""
+    names: set[str] = set()
+    env_config = os.environ.get("DOCKER_AUTH_CONFIG", "")
+    if env_config:
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(env_config)
+            if isinstance(parsed, dict) and isinstance(parsed.get("auths"), dict):
+                names.update(parsed["auths"])
+    config = _load_config_for_credentials()
+    for section in ("auths", "credHelpers"):
+        if isinstance(config.get(section), dict):
+            names.update(config[section])
+    store = config.get("credsStore")
+    if isinstance(store, str) and store:
+        names.update(_helper_list(store))
+    found: dict[str, Credentials] = {}
+    for key in sorted({config_key_for(str(name)) for name in names}):
+        creds = get_credentials(key)
+        if creds is not None:
+            found[key] = creds
+    return found
+
+
+def build_proxy_args(engine_host: str) -> dict[str, str]:
+    """The proxy build args the docker CLI adds to every build: config.json's `proxies` for
+    `engine_host`, else its "default" entry (an unreadable config adds none)."""
+    try:
+        proxies = _read_config().get("proxies")
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(proxies, dict):
+        return {}
+    entry = proxies.get(engine_host) or proxies.get("default")
+    if not isinstance(entry, dict):
+        return {}
+    args: dict[str, str] = {}
+    for key, name in (("httpProxy", "HTTP_PROXY"), ("httpsProxy", "HTTPS_PROXY"),
+                      ("noProxy", "NO_PROXY"), ("ftpProxy", "FTP_PROXY"),
+                      ("allProxy", "ALL_PROXY")):
+        value = entry.get(key)
+        if isinstance(value, str) and value:
+            args[name] = args[name.lower()] = value
+    return args
+
+
+def _run_helper(helper: str, action: str, stdin: str,
+                what: str) -> subprocess.CompletedProcess[bytes]:
     program = f"docker-credential-{helper}"
     exe = shutil.which(program)
     if exe is None:
@@ -178,9 +229,9 @@ def _from_helper(helper: str, key: str) -> Credentials | None:
             hint="install it, or remove credsStore/credHelpers from Docker's config.json",
         )
     try:
-        proc = subprocess.run(
-            [exe, "get"],
-            input=key.encode(),  # the helper protocol: server URL on stdin, no newline
+        return subprocess.run(
+            [exe, action],
+            input=stdin.encode(),  # the helper protocol: server URL on stdin, no newline
             capture_output=True,
             timeout=CREDENTIAL_HELPER_TIMEOUT,
             check=False,
@@ -188,11 +239,35 @@ def _from_helper(helper: str, key: str) -> Credentials | None:
     except subprocess.TimeoutExpired:
         raise RegistryAuthError(
             f"credential helper {program} did not answer within "
-            f"{CREDENTIAL_HELPER_TIMEOUT:.0f}s for {key}",
+            f"{CREDENTIAL_HELPER_TIMEOUT:.0f}s for {what}",
             hint="unlock your keychain or check the helper, then try again",
         ) from None
     except OSError as exc:
         raise RegistryAuthError(f"cannot run credential helper {program}: {exc.strerror}") from None
+
+
+def _helper_list(helper: str) -> list[str]:
+    """The servers the credential helper holds logins for (`docker-credential-NAME list`)."""
+    program = f"docker-credential-{helper}"
+    proc = _run_helper(helper, "list", "", "its list of logins")
+    out = proc.stdout.decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        err = (out or proc.stderr.decode("utf-8", "replace")).strip()
+        first = err.splitlines()[0][:200] if err else f"exit status {proc.returncode}"
+        raise RegistryAuthError(f"credential helper {program} failed to list its logins: {first}")
+    try:
+        listed = json.loads(out or "{}")
+    except ValueError:
+        listed = None
+    if not isinstance(listed, dict):
+        raise RegistryAuthError(f"credential helper {program} listed its logins in a form "
+                                "that is not a JSON object")
+    return [str(server) for server in listed]
+
+
+def _from_helper(helper: str, key: str) -> Credentials | None:
+    program = f"docker-credential-{helper}"
+    proc = _run_helper(helper, "get", key, key)
     out = proc.stdout.decode("utf-8", "replace").strip()
     if proc.returncode != 0:
         err = (out or proc.stderr.decode("utf-8", "replace")).strip()

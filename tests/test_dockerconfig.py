@@ -24,6 +24,8 @@ from devsync.dockerconfig import (
     DOCKER_HUB_CONFIG_KEY,
     Credentials,
     EngineEndpoint,
+    all_credentials,
+    build_proxy_args,
     docker_config_dir,
     get_credentials,
     resolve_engine,
@@ -149,6 +151,9 @@ def test_docker_auth_config_env_wins(cfg: Path, monkeypatch: pytest.MonkeyPatch)
 
 FAKE_HELPER = """#!/bin/sh
 # a docker-credential helper: reads the server URL on stdin, answers JSON
+if [ "$1" = list ]; then
+  echo '{{"localhost:5000":"helperuser","https://unknown.example":"gone"}}'; exit 0
+fi
 [ "$1" = get ] || exit 2
 url=$(cat)
 printf '%s' "$url" >> "{log}"
@@ -239,6 +244,61 @@ def test_missing_helper_program(cfg: Path) -> None:
     _write_config(cfg, {"credsStore": "does-not-exist-anywhere"})
     with pytest.raises(RegistryAuthError, match="docker-credential-does-not-exist-anywhere"):
         get_credentials("localhost:5000")
+
+
+def test_all_credentials_as_the_cli_sends_them_with_a_build(
+    cfg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker/cli GetAllCredentials: what the store lists, every credHelpers entry, each
+    looked up with the usual precedence; a listed login the helper no longer has is left out."""
+    install_fake_helper(tmp_path, monkeypatch)
+    _write_config(cfg, {"credsStore": "fake", "credHelpers": {"tokens.example": "fake"},
+                        "auths": {"https://file.example/v1/": {"auth": _b64("f:pw")}}})
+    monkeypatch.setenv("DOCKER_AUTH_CONFIG",
+                       json.dumps({"auths": {"env.example": {"auth": _b64("env:pw")}}}))
+    found = all_credentials()
+    assert sorted(found) == ["env.example", "localhost:5000", "tokens.example"]
+    assert (found["localhost:5000"].username, found["localhost:5000"].secret) == (
+        "helperuser", "helper-secret-1")
+    assert found["tokens.example"].is_identity_token
+    assert found["env.example"].username == "env"
+    # (the store is the helper for file.example too, and it has no login for it)
+    assert "file.example\n" in (tmp_path / "fake-helper.log").read_text()
+
+
+def test_all_credentials_without_a_helper(cfg: Path) -> None:
+    _write_config(cfg, {"auths": {"https://file.example:5000": {"auth": _b64("f:pw")},
+                                  "index.docker.io": {"auth": _b64("hub:pw")}}})
+    found = all_credentials()
+    assert sorted(found) == sorted([DOCKER_HUB_CONFIG_KEY, "file.example:5000"])
+    assert found[DOCKER_HUB_CONFIG_KEY].username == "hub"
+    assert not any("pw" in repr(c) for c in found.values())
+
+
+def test_all_credentials_from_a_store_that_cannot_list(cfg: Path) -> None:
+    _write_config(cfg, {"credsStore": "does-not-exist-anywhere"})
+    with pytest.raises(RegistryAuthError, match="docker-credential-does-not-exist-anywhere"):
+        all_credentials()
+
+
+def test_build_proxy_args_from_the_config(cfg: Path) -> None:
+    _write_config(cfg, {"proxies": {
+        "default": {"httpProxy": "http://proxy.example:3128", "noProxy": "localhost,.lan"},
+        "unix:///run/other.sock": {"httpsProxy": "http://secure.example:1"},
+    }})
+    assert build_proxy_args("unix:///var/run/docker.sock") == {
+        "HTTP_PROXY": "http://proxy.example:3128", "http_proxy": "http://proxy.example:3128",
+        "NO_PROXY": "localhost,.lan", "no_proxy": "localhost,.lan"}
+    # an entry for the engine's own host replaces the default one, as in the CLI
+    assert build_proxy_args("unix:///run/other.sock") == {
+        "HTTPS_PROXY": "http://secure.example:1", "https_proxy": "http://secure.example:1"}
+
+
+@pytest.mark.parametrize("text", ["", "{not json", '{"proxies": ["x"]}',
+                                  '{"proxies": {"default": "x"}}'])
+def test_no_proxy_args_without_a_usable_proxies_entry(cfg: Path, text: str) -> None:
+    (cfg / "config.json").write_text(text)
+    assert build_proxy_args("unix:///var/run/docker.sock") == {}
 
 
 # --------------------------------------------------------------------------- engine
