@@ -1,8 +1,9 @@
 """The one wrapper around the Docker engine that every devsync operation goes through.
 
-Calls go through the Docker SDK, except, over a local unix socket, the few a sync makes first
-(ping, "is this image local?", pull): those go through devsync.enginesocket so that the pull
-starts while the SDK is still being imported (see `Engine`).
+Calls go through the Docker SDK, except, over a local unix socket, the ones a sync makes (ping,
+inspect, history and the image list, the pull and build streams, tag): those go through
+devsync.enginesocket, so that a sync never spends the SDK's import on a machine its pull keeps
+busy (see `Engine`).
 
 All calls block; the TUI runs them in worker threads. Long operations (pull, build, push) are
 generators of `devsync.events` events. Every failure a user can meet becomes a `DevsyncError`
@@ -35,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import itertools
+import json
 import os
 import re
 import socket
@@ -76,6 +78,7 @@ from devsync.versions import registry_of, split_reference
 if TYPE_CHECKING:
     import docker
 
+    from devsync.dockerconfig import Credentials
     from devsync.images import ImageInfo
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -139,9 +142,9 @@ def _import_sdk(*, ssh: bool) -> None:
     """Import the Docker SDK; its ssh transport (and paramiko, ~0.12 s) only for ssh:// hosts.
 
     The SDK imports paramiko whenever it is installed, though only ssh:// engines use it, and
-    every sync waits for that import before its pull can start. Hiding paramiko while the SDK
-    is first imported makes the SDK leave its ssh transport out; an ssh:// engine later in the
-    same process imports the transport then and hands it to the SDK.
+    every command that talks to an engine over the SDK would pay for it. Hiding paramiko while
+    the SDK is first imported makes the SDK leave its ssh transport out; an ssh:// engine later
+    in the same process imports the transport then and hands it to the SDK.
     """
     import sys
 
@@ -265,8 +268,11 @@ def _auth_config(reference: str) -> dict[str, str] | None:
         return None
     registry = registry_of(reference)  # (a tag or digest never holds a "/")
     creds = get_credentials(registry)
-    if creds is None:
-        return None
+    return None if creds is None else _login(registry, creds)
+
+
+def _login(registry: str, creds: Credentials) -> dict[str, str]:
+    """The Engine API's AuthConfig for `creds` (never log it)."""
     if creds.is_identity_token:
         return {"identitytoken": creds.secret, "serveraddress": registry}
     return {"username": creds.username, "password": creds.secret, "serveraddress": registry}
@@ -344,8 +350,10 @@ class LocalImage:
 class Engine:
     """A connected Docker Engine. Build one with `Engine.connect()`.
 
-    Over a local unix socket the SDK client is made on first use: a sync's first calls (is
-    the image local? pull it) go out through devsync.enginesocket while the SDK is imported.
+    Over a local unix socket the SDK client is made on first use, by the calls a sync does not
+    make (push, image lists, removal...): a sync's own go through devsync.enginesocket, whose
+    requests are the SDK's (the same query parameters, the proxy build args and registry
+    logins of Docker's config), and whose failures map to the same DevsyncErrors.
     """
 
     def __init__(self, client: docker.DockerClient | None, *, host: str, source: str = "",
@@ -447,36 +455,43 @@ class Engine:
 
     def image(self, ref: str) -> LocalImage | None:
         """The local image `ref` (name:tag, name@digest or ID), or None if there is none."""
-        self._load_sdk()
-        import docker.errors
-
         with self._calling(f"inspect image {ref}"):
-            try:
-                data = self._client.api.inspect_image(ref)
-            except docker.errors.NotFound:
+            data = self._inspect(ref)
+            if data is None:
                 return None
-            rows = self._client.api.history(data["Id"])
+            if self._socket is not None:
+                rows = enginesocket.image_history(self._socket, data["Id"],
+                                                  timeout=self._api_timeout)
+            else:
+                rows = self._client.api.history(data["Id"])
         return _local_image(data, rows, self._layers_at)
 
     def has_image(self, ref: str) -> bool:
         """Whether `ref` is a local image: one API call, where `image` makes several."""
         with self._calling(f"inspect image {ref}"):
-            if self._socket is not None:
-                return enginesocket.image_exists(self._socket, ref, timeout=self._api_timeout)
-            self._load_sdk()
-            import docker.errors
+            return self._inspect(ref) is not None
 
-            try:
-                self._client.api.inspect_image(ref)
-            except docker.errors.NotFound:
-                return False
-        return True
+    def _inspect(self, ref: str) -> dict[str, Any] | None:
+        """The engine's `inspect` of image `ref`, None when there is none (inside _calling)."""
+        if self._socket is not None:
+            return enginesocket.inspect_image(self._socket, ref, timeout=self._api_timeout)
+        self._load_sdk()
+        import docker.errors
+
+        try:
+            return dict(self._client.api.inspect_image(ref))
+        except docker.errors.NotFound:
+            return None
 
     def has_children(self, image_id: str) -> bool:
         """Whether an image was built locally on top of `image_id` (intermediate images
         included): the builder's local cache, used when a build has no `--cache-from`."""
         with self._calling("list local images"):
-            summaries = self._client.api.images(all=True)
+            if self._socket is not None:
+                summaries = enginesocket.list_images(self._socket, all_layers=True,
+                                                     timeout=self._api_timeout)
+            else:
+                summaries = self._client.api.images(all=True)
         return any(s.get("ParentId") == image_id for s in summaries)
 
     def local_images(self, repository: str | None = None, *,
@@ -499,14 +514,10 @@ class Engine:
 
     def _layers_at(self, image_id: str) -> int | None:
         """How many layers the (intermediate) image `image_id` has; None if it is gone."""
-        self._load_sdk()
-        import docker.errors
-
         with self._calling(f"inspect image {image_id[:19]}"):
-            try:
-                data = self._client.api.inspect_image(image_id)
-            except docker.errors.NotFound:
-                return None
+            data = self._inspect(image_id)
+        if data is None:
+            return None
         return len((data.get("RootFS") or {}).get("Layers") or [])
 
     def history(self, ref: str) -> list[HistoryEntry]:
@@ -537,7 +548,11 @@ class Engine:
         """Point tag `ref` (name[:tag], default latest) at `image_id`."""
         repo, tag = _split_tag(ref)
         with self._calling(f"tag {image_id[:19]} as {ref}"):
-            self._client.api.tag(image_id, repo, tag or "latest", force=True)
+            if self._socket is not None:
+                enginesocket.tag_image(self._socket, image_id, repo, tag or "latest",
+                                       timeout=self._api_timeout)
+            else:
+                self._client.api.tag(image_id, repo, tag or "latest", force=True)
 
     def remove_image(self, ref: str, *, force: bool = False) -> bool:
         """Remove a local image or tag; False if it did not exist."""
@@ -693,8 +708,11 @@ class Engine:
         abandoned = threading.Event()
         body = _CancellableReader(context_tar, cancel, abandoned)
 
-        def start() -> Iterator[dict[str, Any]]:
+        def start() -> Iterable[dict[str, Any]]:
             # the engine gets no tag: see the module doc
+            if self._socket is not None:
+                return self._socket_build(body, dockerfile=dockerfile, cache_from=cache_from,
+                                          build_args=build_args, labels=labels, target=target)
             return self._client.api.build(
                 fileobj=body, custom_context=True, dockerfile=dockerfile, tag=None,
                 cache_from=list(cache_from) or None, buildargs=dict(build_args or {}),
@@ -718,19 +736,40 @@ class Engine:
             self.tag(image_id, tag)
         yield ImageBuilt(image, tag, image_id, parser.steps_cached, parser.steps_total)
 
-    def _built_id(self, parser: _BuildParser, image: str) -> str:
-        self._load_sdk()
-        import docker.errors
+    def _socket_build(self, body: _CancellableReader, *, dockerfile: str,
+                      cache_from: Sequence[str], build_args: Mapping[str, str] | None,
+                      labels: Mapping[str, str] | None,
+                      target: str | None) -> enginesocket.JSONStream:
+        """The build request as the SDK (and the CLI) make it: the proxy build args of
+        Docker's config under the given ones, every registry login for the builder's pulls."""
+        from devsync.dockerconfig import all_credentials, build_proxy_args
 
+        assert self._socket is not None
+        args = {**build_proxy_args(self.host), **(build_args or {})}
+        query = {"dockerfile": dockerfile, "rm": "1", "forcerm": "1"}
+        if args:
+            query["buildargs"] = json.dumps(args)
+        if labels:
+            query["labels"] = json.dumps(dict(labels))
+        if cache_from:
+            query["cachefrom"] = json.dumps(list(cache_from))
+        if target:
+            query["target"] = target
+        logins = {key: _login(key, creds) for key, creds in all_credentials().items()}
+        return enginesocket.build(
+            self._socket, body, body.remaining(), query,
+            registry_config=enginesocket.registry_auth_header(logins) if logins else None)
+
+    def _built_id(self, parser: _BuildParser, image: str) -> str:
         image_id = parser.image_id
         if not image_id:
             raise EngineError(f"build of {image or 'image'} ended without an image ID")
         if not image_id.startswith("sha256:"):
             with self._calling("inspect the built image"):
-                try:
-                    image_id = str(self._client.api.inspect_image(image_id)["Id"])
-                except docker.errors.NotFound:
-                    raise EngineError(f"built image {image_id} vanished") from None
+                data = self._inspect(image_id)
+            if data is None:
+                raise EngineError(f"built image {image_id} vanished")
+            image_id = str(data["Id"])
         return image_id
 
     # ---- plumbing
@@ -1018,6 +1057,16 @@ class _CancellableReader:
 
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._f.seek(offset, whence)
+
+    def remaining(self) -> int | None:
+        """How many bytes are still to be read; None for a stream that cannot tell."""
+        try:
+            here = self._f.tell()
+            end = self._f.seek(0, os.SEEK_END)
+            self._f.seek(here)
+        except (OSError, ValueError):
+            return None
+        return end - here
 
 
 # --------------------------------------------------------------------------- progress

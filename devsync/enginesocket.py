@@ -1,11 +1,12 @@
-"""The few Engine API calls a sync makes before the Docker SDK is loaded, over a local unix
-socket with the standard library alone.
+"""The Engine API calls of a sync, over a local unix socket with the standard library alone.
 
-Importing the SDK (requests, urllib3 and their kin) takes ~0.07 s of a 2-core machine, and a
-sync's first request, the pull of the deployed image, waited for it. The engine can be pulling
-by then: these calls (ping, "is this image local?", the pull stream) go out over the socket
-directly, and the SDK is imported while the pull runs. devsync.engine decides which calls take
-this path (only unix:// hosts) and maps every failure to a DevsyncError as it does the SDK's.
+Importing the SDK (requests, urllib3 and their kin) costs ~0.1 s of CPU, and a sync's pull
+keeps a small machine's cores busy (download, checksums, unpacking): CPU spent during the pull
+lengthens it. Over a unix socket a sync's calls (ping, inspect, history and the image list, the
+pull and build streams, tag) go through here and the SDK is never imported; every other call
+(push, removal...), and every engine reached over TCP, TLS or ssh, goes through the SDK.
+devsync.engine decides which path a call takes and maps every failure to a DevsyncError as it
+does the SDK's.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import re
 import socket
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 _SPACE = re.compile(r"\s*")
+
+
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
 
 
 class EngineAPIError(Exception):
@@ -38,8 +43,9 @@ class EngineAPIError(Exception):
 class _UnixConnection(http.client.HTTPConnection):
     stream_socket: socket.socket | None = None
 
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)  # the Host header the CLI sends too
+    def __init__(self, path: str, timeout: float | None) -> None:
+        # (the Host header the CLI sends too; a build context goes up in 64 KiB blocks)
+        super().__init__("localhost", timeout=timeout, blocksize=64 * 1024)
         self._path = path
 
     def connect(self) -> None:
@@ -61,12 +67,12 @@ def socket_path(host: str) -> str | None:
     return path if path.startswith("/") else None
 
 
-def _request(path: str, method: str, url: str, *, timeout: float,
-             headers: Mapping[str, str] | None = None) -> tuple[_UnixConnection,
-                                                                 http.client.HTTPResponse]:
+def _request(path: str, method: str, url: str, *, timeout: float | None,
+             headers: Mapping[str, str] | None = None,
+             body: Readable | None = None) -> tuple[_UnixConnection, http.client.HTTPResponse]:
     conn = _UnixConnection(path, timeout)
     try:
-        conn.request(method, url, headers=dict(headers or {}))
+        conn.request(method, url, body=body, headers=dict(headers or {}))
         sock = conn.sock  # (getresponse drops it when the answer ends the connection)
         response = conn.getresponse()
     except BaseException:
@@ -74,6 +80,28 @@ def _request(path: str, method: str, url: str, *, timeout: float,
         raise
     conn.stream_socket = sock
     return conn, response
+
+
+def _quote(ref: str) -> str:
+    # as the SDK puts a reference into a URL path
+    return urllib.parse.quote_plus(ref, safe="/:")
+
+
+def _call(path: str, method: str, url: str, *, timeout: float,
+          missing_ok: bool = False) -> Any:
+    """The decoded JSON answer (None when `missing_ok` and the engine says 404, or for an
+    empty body); any other error status raises EngineAPIError."""
+    conn, response = _request(path, method, url, timeout=timeout)
+    try:
+        if response.status == 404 and missing_ok:
+            response.read()
+            return None
+        if response.status >= 400:
+            raise _api_error(response)
+        body = response.read()
+    finally:
+        conn.close()
+    return json.loads(body) if body.strip() else None
 
 
 def _api_error(response: http.client.HTTPResponse) -> EngineAPIError:
@@ -96,24 +124,33 @@ def ping(path: str, *, timeout: float) -> None:
         conn.close()
 
 
-def image_exists(path: str, ref: str, *, timeout: float) -> bool:
-    """Whether the engine has the image `ref` (name:tag, name@digest or ID)."""
-    conn, response = _request(path, "GET", f"/images/{urllib.parse.quote(ref, safe='/:')}/json",
-                              timeout=timeout)
-    try:
-        if response.status == 404:
-            response.read()
-            return False
-        if response.status != 200:
-            raise _api_error(response)
-        response.read()
-        return True
-    finally:
-        conn.close()
+def inspect_image(path: str, ref: str, *, timeout: float) -> dict[str, Any] | None:
+    """`GET /images/{ref}/json`: the image `ref` (name:tag, name@digest or ID), else None."""
+    data = _call(path, "GET", f"/images/{_quote(ref)}/json", timeout=timeout, missing_ok=True)
+    return data if isinstance(data, dict) else None
 
 
-def registry_auth_header(auth: Mapping[str, str]) -> str:
-    """The X-Registry-Auth value for `auth`, encoded as the SDK and the CLI encode it."""
+def image_history(path: str, image: str, *, timeout: float) -> list[dict[str, Any]]:
+    """`GET /images/{image}/history`: the config's history entries, newest first."""
+    data = _call(path, "GET", f"/images/{_quote(image)}/history", timeout=timeout)
+    return [row for row in data or [] if isinstance(row, dict)]
+
+
+def list_images(path: str, *, timeout: float, all_layers: bool = False) -> list[dict[str, Any]]:
+    """`GET /images/json`: the image summaries (intermediate images too with `all_layers`)."""
+    data = _call(path, "GET", "/images/json" + ("?all=1" if all_layers else ""), timeout=timeout)
+    return [row for row in data or [] if isinstance(row, dict)]
+
+
+def tag_image(path: str, image: str, repository: str, tag: str, *, timeout: float) -> None:
+    """`POST /images/{image}/tag`: point `repository:tag` at `image`."""
+    query = urllib.parse.urlencode({"repo": repository, "tag": tag, "force": "1"})
+    _call(path, "POST", f"/images/{_quote(image)}/tag?{query}", timeout=timeout)
+
+
+def registry_auth_header(auth: Mapping[str, Any]) -> str:
+    """The X-Registry-Auth value for `auth` (X-Registry-Config for a map of them), encoded
+    as the SDK and the CLI encode it."""
     return base64.urlsafe_b64encode(json.dumps(dict(auth)).encode("ascii")).decode("ascii")
 
 
@@ -167,6 +204,29 @@ def pull(path: str, repository: str, tag: str, *, timeout: float,
     headers = {"X-Registry-Auth": registry_auth_header(auth)} if auth else {}
     conn, response = _request(path, "POST", "/images/create?" + urllib.parse.urlencode(query),
                               timeout=timeout, headers=headers)
+    if response.status != 200:
+        try:
+            raise _api_error(response)
+        finally:
+            conn.close()
+    return JSONStream(conn, response)
+
+
+def build(path: str, context: Readable, size: int | None, query: Mapping[str, str], *,
+          registry_config: str | None = None) -> JSONStream:
+    """`POST /build` with `size` bytes of tar from `context` (chunked when the size is not
+    known): returns once the engine took the whole context and answered; the build's output
+    objects follow in the stream.
+
+    No timeout: the caller bounds the wait (and stops the upload through `context.read`).
+    """
+    headers = {"Content-Type": "application/tar"}  # (as the SDK sends it)
+    if size is not None:
+        headers["Content-Length"] = str(size)
+    if registry_config:
+        headers["X-Registry-Config"] = registry_config
+    conn, response = _request(path, "POST", "/build?" + urllib.parse.urlencode(query),
+                              timeout=None, headers=headers, body=context)
     if response.status != 200:
         try:
             raise _api_error(response)

@@ -25,6 +25,7 @@ import pytest
 from devsync import sandbox
 from devsync.engine import Engine, LocalImage
 from devsync.errors import (
+    DevsyncError,
     DockerfileError,
     EngineError,
     EngineUnavailableError,
@@ -289,41 +290,59 @@ def test_pull_by_digest_the_digest_wins_over_a_tag(eng: Engine,
     assert eng.has_image(f"{deployed['repo']}@{digest}")
 
 
-_SDK_LOADED_ON_FIRST_OTHER_CALL = """
-import sys
+_A_SYNCS_CALLS_WITHOUT_THE_SDK = """
+import io, sys, tarfile
 from devsync.engine import Engine
-from devsync.events import PullFinished
+from devsync.events import ImageBuilt, PullFinished
 eng = Engine.connect(sys.argv[1])
-ref = sys.argv[2]
+ref, tag = sys.argv[2], sys.argv[3]
 assert not eng.has_image(ref)
 events = list(eng.pull(ref))
 assert isinstance(events[-1], PullFinished) and events[-1].digest, events[-1]
-assert eng.has_image(ref)
+pulled = eng.image(ref)
+assert pulled is not None and pulled.history and pulled.diff_ids
+context = io.BytesIO()
+with tarfile.open(fileobj=context, mode="w") as tar:
+    text = f"FROM {ref}\\nRUN echo built > /built\\n".encode()
+    info = tarfile.TarInfo("Dockerfile")
+    info.size = len(text)
+    tar.addfile(info, io.BytesIO(text))
+context.seek(0)
+built = list(eng.build(context, tag=tag, cache_from=[ref], labels={"a": "b"}))[-1]
+assert isinstance(built, ImageBuilt) and built.image_id.startswith("sha256:"), built
+image = eng.image(tag)
+assert image is not None and image.id == built.image_id and image.labels == {"a": "b"}
+assert eng.has_children(pulled.id) and not eng.has_children(built.image_id)
 loaded = sorted(m for m in ("docker", "requests", "urllib3") if m in sys.modules)
-assert not loaded, f"imported before any call that needs the SDK: {loaded}"
-image = eng.image(ref)  # made on first use
-assert image is not None and "docker" in sys.modules
+assert not loaded, f"a sync's calls imported {loaded}"
+eng.local_images(ref.rsplit(":", 1)[0])  # not a sync's call: made with the SDK, on first use
+assert "docker" in sys.modules
 # (whichever call loads the SDK, it leaves out the ssh transport a unix socket never uses)
 assert "paramiko" not in sys.modules
-print(events[-1].digest)
+print(events[-1].digest, built.image_id)
 """
 
 
-def test_a_syncs_first_calls_go_out_before_the_sdk_is_imported(
+def test_a_syncs_calls_never_import_the_sdk(
         engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
         busybox_image: str, tmp_path: Path) -> None:
-    """Ping, "is it local?" and the pull stream go over the unix socket directly: a sync's
-    pull starts without waiting ~0.07 s for the SDK (and requests) to be imported."""
+    """Ping, inspect, history, the pull and build streams and the tag go over the unix
+    socket directly: a sync never spends ~0.1 s of CPU importing the SDK (and requests) while
+    its pull needs both cores."""
     ref = f"{_prefix(registry, 'sdkless')}:1"
+    tag = f"{_prefix(registry, 'sdkless')}:dev"
     sandbox.docker_cli(engine, "tag", busybox_image, ref)
     sandbox.docker_cli(engine, "push", ref)
     sandbox.docker_cli(engine, "rmi", ref)
-    proc = subprocess.run([sys.executable, "-c", _SDK_LOADED_ON_FIRST_OTHER_CALL, engine.url,
-                           ref], env={**os.environ, "DOCKER_CONFIG": str(tmp_path)},
+    proc = subprocess.run([sys.executable, "-c", _A_SYNCS_CALLS_WITHOUT_THE_SDK, engine.url,
+                           ref, tag], env={**os.environ, "DOCKER_CONFIG": str(tmp_path)},
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     registry_digest, _ = _registry_config(registry, ref)
-    assert proc.stdout.strip() == registry_digest
+    digest, image_id = proc.stdout.split()
+    assert digest == registry_digest
+    assert sandbox.docker_cli(engine, "image", "inspect", "--format", "{{.Id}}",
+                              tag).stdout.strip() == image_id
 
 
 def test_local_image_history_matches_the_registry_config(
@@ -683,6 +702,71 @@ def test_registry_with_auth(eng: Engine, auth_registry: sandbox.PrivateRegistry,
         list(eng.pull(ref))
     assert "wrong" not in info.value.message and "s3cret" not in info.value.message
     assert eng.remote_digest(ref) is None
+
+
+def test_build_from_a_context_that_cannot_tell_its_size(eng: Engine, busybox_image: str) -> None:
+    """A context read from a pipe goes up chunked."""
+    data = _context(f"FROM {busybox_image}\nRUN echo piped > /piped\n").getvalue()
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with open(write_end, "wb") as sink:
+            sink.write(data)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    with open(read_end, "rb") as pipe:
+        events = list(eng.build(pipe))
+    writer.join()
+    assert isinstance(events[-1], ImageBuilt) and eng.has_image(events[-1].image_id)
+
+
+def test_build_pulls_a_private_base_with_dockers_logins(
+        eng: Engine, auth_registry: sandbox.PrivateRegistry, busybox_image: str,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The builder pulls a FROM image that is not local itself, with the logins the build
+    request carries (all of Docker's, as the CLI sends them); a wrong one is refused."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    good = base64.b64encode(b"dev:s3cret").decode()
+    monkeypatch.setenv("DOCKER_AUTH_CONFIG",
+                       json.dumps({"auths": {auth_registry.host: {"auth": good}}}))
+    base = f"{auth_registry.host}/engtest-buildbase:1"
+    bb = eng.image(busybox_image)
+    assert bb is not None
+    eng.tag(bb.id, base)
+    assert isinstance(list(eng.push(base))[-1], Pushed)
+    assert eng.remove_image(base)
+    dockerfile = f"FROM {base}\nRUN echo built > /built\n"
+
+    wrong = base64.b64encode(b"dev:wrong").decode()
+    monkeypatch.setenv("DOCKER_AUTH_CONFIG",
+                       json.dumps({"auths": {auth_registry.host: {"auth": wrong}}}))
+    with pytest.raises(DevsyncError) as info:
+        list(eng.build(_context(dockerfile)))
+    assert "wrong" not in info.value.message and not eng.has_image(base)
+
+    monkeypatch.setenv("DOCKER_AUTH_CONFIG",
+                       json.dumps({"auths": {auth_registry.host: {"auth": good}}}))
+    built = list(eng.build(_context(dockerfile)))[-1]
+    assert isinstance(built, ImageBuilt) and eng.has_image(base)
+
+
+def test_build_gets_the_proxy_args_of_dockers_config(
+        eng: Engine, busybox_image: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """As with `docker build`: config.json's proxies become build args, under the given ones."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
+    (tmp_path / "config.json").write_text(json.dumps({"proxies": {"default": {
+        "httpProxy": "http://proxy.invalid:3128", "noProxy": "localhost"}}}))
+    checks = ('RUN test "$HTTP_PROXY" = "$WANT" && test "$http_proxy" = "$WANT" '
+              '&& test "$no_proxy" = localhost\n')
+    for given, want in (({}, "http://proxy.invalid:3128"),
+                        ({"HTTP_PROXY": "http://mine.invalid:1",
+                          "http_proxy": "http://mine.invalid:1"}, "http://mine.invalid:1")):
+        dockerfile = f"FROM {busybox_image}\nARG WANT\n{checks}"
+        events = list(eng.build(_context(dockerfile), build_args={**given, "WANT": want}))
+        assert isinstance(events[-1], ImageBuilt), events
 
 
 # --------------------------------------------------------------------------- daemon trouble
