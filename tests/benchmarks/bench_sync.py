@@ -403,7 +403,7 @@ for owner, name, label, sets in [
     (project, "load_project", "project.load_project", None),
     (gitinfo, "open_repo", "gitinfo.open_repo (imports git)", None),
     (engine.Engine, "connect", "engine.Engine.connect", None),
-    (engine, "_sdk_client", "engine._sdk_client (imports docker)", None),
+    (engine, "_sdk_client", "engine._sdk_client (imports docker; not in a local sync)", None),
     (plan, "plan_image", "plan.plan_image", "plan"),
     (sync, "sync_image", "sync.sync_image", "sync"),
     (recording, "record_sync", "recording.record_sync", "after"),
@@ -502,11 +502,15 @@ def _print_profile(prof: Path, wall: float) -> None:
         print(f"  {cumtime * 1000:8.1f} ms  {ncalls:5d} calls  {where}")
     api = []
     for (filename, line, func), (_cc, ncalls, _tt, cumtime, _callers) in entries.items():
-        if func in ("inspect_image", "history", "inspect_distribution", "_get", "_post") \
-                and "docker" in filename:
+        sdk = func in ("inspect_image", "history", "inspect_distribution", "_get", "_post") \
+            and f"{os.sep}docker{os.sep}" in filename
+        socket_path = filename.endswith(f"{os.sep}enginesocket.py") and func in (
+            "ping", "inspect_image", "image_history", "list_images", "tag_image", "pull",
+            "build")
+        if sdk or socket_path:
             api.append((cumtime, ncalls, f"{Path(filename).name}:{line}:{func}"))
     if api:
-        print("Engine API calls (docker SDK):")
+        print("Engine API calls (docker SDK, devsync.enginesocket):")
         for cumtime, ncalls, where in sorted(api, key=lambda r: -r[0]):
             print(f"  {cumtime * 1000:8.1f} ms  {ncalls:5d} calls  {where}")
 
