@@ -38,8 +38,15 @@ def test_fresh_machine_sync_reuses_deployed_layers(team: TeamRepo, tmp_path: Pat
             os.chown(p, 1000, 1000)
     (team.path / "src" / "lib.php").write_text("<?php function f() { return 2; }\n")
     state = tmp_path / "state"
-    out = devsync(team.path, "sync", "app", "--yes", "--json", engine=team.engine, state=state)
+    # (-X importtime: every module the sync imported, on stderr)
+    out = devsync(team.path, "sync", "app", "--yes", "--json", engine=team.engine, state=state,
+                  env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert out.returncode == 0, out.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "devsync.sync" in imported
+    # over the engine's unix socket a sync needs no Docker SDK (see devsync.enginesocket)
+    assert not imported & {"docker", "requests", "urllib3"}
     events = _events(out.stdout)
     kinds = [e["event"] for e in events]
     assert "pull_progress" in kinds or "pull_finished" in kinds
