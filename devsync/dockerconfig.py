@@ -1,16 +1,18 @@
 """Read Docker's own client configuration the way the docker CLI does.
 
-Two jobs, both on fast paths (no `docker` import here):
+Its jobs are on fast paths (no `docker` import here):
 
 * `get_credentials(host)`: the credentials `docker pull HOST/...` would use, from
   `credHelpers` / `credsStore` (running `docker-credential-NAME get`) or `auths` in
   `config.json`. devsync only passes them on to the registry; it never stores or prints them.
+* `all_credentials()` and `build_proxy_args(host)`: what the CLI adds to every build request
+  (every login, for the builder's own pulls; the configured proxies, as build args).
 * `resolve_engine()`: which Docker Engine the `docker` CLI would talk to, following its
   precedence: `DOCKER_HOST` (with `DOCKER_TLS_VERIFY`, `DOCKER_TLS`, `DOCKER_CERT_PATH`), else
   `DOCKER_CONTEXT`, else `currentContext` in `config.json`, else the "default" context.
 
-Both mirror docker/cli (cli/command/cli.go `resolveContextName`, cli/flags/options.go,
-opts/hosts.go `ParseHost`, cli/context/store, cli/config/credentials).
+All mirror docker/cli (cli/command/cli.go `resolveContextName`, cli/flags/options.go,
+opts/hosts.go `ParseHost`, cli/context/store, cli/config/credentials, cli/config/configfile).
 """
 
 from __future__ import annotations
