@@ -202,14 +202,8 @@ def pull(path: str, repository: str, tag: str, *, timeout: float,
     if platform:
         query["platform"] = platform
     headers = {"X-Registry-Auth": registry_auth_header(auth)} if auth else {}
-    conn, response = _request(path, "POST", "/images/create?" + urllib.parse.urlencode(query),
-                              timeout=timeout, headers=headers)
-    if response.status != 200:
-        try:
-            raise _api_error(response)
-        finally:
-            conn.close()
-    return JSONStream(conn, response)
+    return _stream(path, "/images/create?" + urllib.parse.urlencode(query), timeout=timeout,
+                   headers=headers)
 
 
 def build(path: str, context: Readable, size: int | None, query: Mapping[str, str], *,
@@ -225,8 +219,14 @@ def build(path: str, context: Readable, size: int | None, query: Mapping[str, st
         headers["Content-Length"] = str(size)
     if registry_config:
         headers["X-Registry-Config"] = registry_config
-    conn, response = _request(path, "POST", "/build?" + urllib.parse.urlencode(query),
-                              timeout=None, headers=headers, body=context)
+    return _stream(path, "/build?" + urllib.parse.urlencode(query), timeout=None,
+                   headers=headers, body=context)
+
+
+def _stream(path: str, url: str, *, timeout: float | None, headers: Mapping[str, str],
+            body: Readable | None = None) -> JSONStream:
+    """POST `url`; once the engine answered OK, its stream of JSON objects."""
+    conn, response = _request(path, "POST", url, timeout=timeout, headers=headers, body=body)
     if response.status != 200:
         try:
             raise _api_error(response)
