@@ -146,8 +146,6 @@ def _import_sdk(*, ssh: bool) -> None:
     the SDK is first imported makes the SDK leave its ssh transport out; an ssh:// engine later
     in the same process imports the transport then and hands it to the SDK.
     """
-    import sys
-
     if "docker" not in sys.modules and "paramiko" not in sys.modules and not ssh:
         sys.modules["paramiko"] = None  # type: ignore[assignment]  # "import paramiko" fails
         try:

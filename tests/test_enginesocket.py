@@ -132,15 +132,8 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         return "local"
 
     def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding") == "chunked":
-            out = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                chunk = self.rfile.read(size + 2)[:size]
-                if not size:
-                    return out
-                out += chunk
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        # (both paths size a seekable context: Content-Length, never chunked)
+        return self.rfile.read(int(self.headers["Content-Length"]))
 
     def _answer(self, status: int, body: bytes) -> None:
         self.send_response(status)
