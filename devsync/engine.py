@@ -1153,6 +1153,9 @@ class _BuildParser:
         self._step: _OpenStep | None = None
         self._buf = ""
         self._pull_status: dict[str, str] = {}
+        # the daemon repeats a host-level warning ("IPv4 forwarding is disabled...") for every
+        # container a build runs: say each one once
+        self._warned: set[str] = set()
 
     def feed(self, obj: Mapping[str, Any]) -> Iterator[Event]:
         aux = obj.get("aux")
@@ -1218,12 +1221,12 @@ class _BuildParser:
                 yield from self._finish_step()
                 return
             if rest.startswith("[Warning]"):
-                yield Warning_(self.image, rest.removeprefix("[Warning]").strip())
+                yield from self._warning(rest)
                 return
             yield LogLine(self.image, line)
             return
         if line.startswith("[Warning]"):
-            yield Warning_(self.image, line.removeprefix("[Warning]").strip())
+            yield from self._warning(line)
             return
         success = _SUCCESS_RE.match(line)
         if success and not self.image_id:
@@ -1231,6 +1234,12 @@ class _BuildParser:
         if line.startswith(_QUIET_PREFIXES):
             return
         yield LogLine(self.image, line)
+
+    def _warning(self, line: str) -> Iterator[Event]:
+        text = line.removeprefix("[Warning]").strip()
+        if text not in self._warned:
+            self._warned.add(text)
+            yield Warning_(self.image, text)
 
     def _finish_step(self) -> Iterator[Event]:
         step, self._step = self._step, None

@@ -441,7 +441,11 @@ def test_build_with_cache_from_reports_what_the_builder_reused(
     assert isinstance(built, ImageBuilt)
     assert built.tag == tag and built.image == "app"
     assert built.steps_total == 8 and built.steps_cached == 6
-    assert not [e for e in events if isinstance(e, Warning_)]
+    # (a host without IPv4 forwarding makes the daemon warn once about every RUN's network:
+    # that is about the machine, not about the cache)
+    assert not [e for e in events if isinstance(e, Warning_)
+                and not e.message.startswith("IPv4 forwarding is disabled")]
+    assert len([e for e in events if isinstance(e, Warning_)]) <= 1  # said once, not per RUN
     assert _steps(events) == [
         (f"FROM {busybox_image}", True),
         (f"RUN echo {deployed['marker']} > /one", True),

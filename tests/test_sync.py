@@ -21,8 +21,9 @@ def team(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
 
 
 def _history(team: TeamRepo, ref: str) -> list[str]:
-    out = team.docker("history", "--no-trunc", "--format", "{{.CreatedAt}} {{.CreatedBy}}",
-                      ref).stdout
+    # (--human=false: "2 minutes ago" would make a rebuilt layer look like a reused one)
+    out = team.docker("history", "--no-trunc", "--human=false", "--format",
+                      "{{.CreatedAt}} {{.CreatedBy}}", ref).stdout
     return out.splitlines()
 
 
