@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from devsync import sandbox
+from devsync.devtools import sandbox
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -70,3 +70,14 @@ def busybox_image(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegist
     sandbox.docker_cli(engine, "build", "-q", "-t", ref, str(ctx))
     sandbox.docker_cli(engine, "push", ref)
     return ref
+
+
+# Fixtures that start the private engine or a registry: a test that uses one, directly or
+# through another fixture, needs them (`pytest -m "not engine"` is then a fast, real run).
+_ENGINE_FIXTURES = frozenset({"engine", "registry"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.engine)

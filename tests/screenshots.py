@@ -2,7 +2,7 @@
 
     python tests/screenshots.py [OUTPUT_DIR] [--size 120x36]
 
-Starts a private Docker engine and registry (devsync.sandbox; needs root, docker.io,
+Starts a private Docker engine and registry (devsync.devtools.sandbox; needs root, docker.io,
 docker-registry and busybox-static, installed on the fly where apt-get works), builds the
 `devsync demo` sample project against them, and drives the real TUI (real core services) with
 Textual's `App.run_test()`:
@@ -34,8 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devsync import sandbox  # noqa: E402
-from devsync.demo import Demo, commit_as, create_demo  # noqa: E402
+from devsync.devtools import sandbox  # noqa: E402
+from devsync.devtools.demo import Demo, commit_as, create_demo  # noqa: E402
 from devsync.events import Event, StepStarted  # noqa: E402
 from devsync.tui.app import DevsyncApp, make_app  # noqa: E402
 from devsync.tui.screens.onboarding import OnboardingScreen  # noqa: E402

@@ -1,4 +1,6 @@
-"""The core stays free of the UI, and the views stay thin: enforced, not hoped for."""
+"""The layers of the README's Design section, enforced rather than hoped for: the import-linter
+contracts in pyproject.toml, no import circles, a standard-library-only prompt check, and
+modules small enough to read."""
 
 from __future__ import annotations
 
@@ -11,37 +13,114 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "devsync"
-VIEWS = {"cli", "basecli", "__main__"}  # the CLI may open the TUI
+MAX_MODULE_LINES = 700
+MAX_TOP_LEVEL_MODULES = 8
+# TRANSITIONAL (issue 15): modules still over the limit while they are split.
+_OVERSIZED_FOR_NOW = {"adapters/engine/__init__.py", "adapters/registry/__init__.py",
+                      "model/context/__init__.py", "adapters/gitrepo.py"}
+# TRANSITIONAL (issue 15): import circles still being untied.
+_CIRCLES_FOR_NOW = [["devsync.ops.recording", "devsync.ops.status"]]
+_TUI_CIRCLE_FOR_NOW = "devsync.tui.app"
+# TRANSITIONAL (issues 15 and 17): what the prompt check still imports beyond the stdlib.
+_PROMPT_EXCEPTIONS_FOR_NOW = {("check", "devsync.adapters"), ("check", "devsync.errors"),
+                              ("check", "devsync.model.config"),
+                              ("shell_init", "devsync.errors"), ("statestore", "platformdirs")}
 
 
-def _core_modules() -> list[Path]:
-    return [p for p in sorted(PACKAGE.glob("*.py")) if p.stem not in VIEWS]
-
-
-@pytest.mark.parametrize("path", _core_modules(), ids=lambda p: p.stem)
-def test_core_module_never_imports_textual(path: Path) -> None:
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        names: list[str] = []
+def _imports(path: Path) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-        for name in names:
-            assert not name.startswith(("textual", "devsync.tui")), \
-                f"{path.name}:{node.lineno} imports {name}"
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.lineno, node.module))
+    return out
+
+
+def test_import_linter_contracts_hold() -> None:
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert exe, "import-linter is a test dependency"
+    out = subprocess.run([exe], cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_no_import_circles() -> None:
+    import grimp
+
+    graph = grimp.build_graph("devsync")
+    modules = sorted(graph.modules)
+    # Tarjan's strongly connected components over module-to-module imports
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in on_stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1 and sorted(component) not in _CIRCLES_FOR_NOW \
+                    and _TUI_CIRCLE_FOR_NOW not in component:
+                circles.append(sorted(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for module in modules:
+        if module not in index:
+            visit(module)
+    assert circles == []
+
+
+def test_the_prompt_check_imports_only_the_standard_library() -> None:
+    found = []
+    for path in sorted((PACKAGE / "prompt").glob("*.py")):
+        for line, name in _imports(path):
+            top = name.split(".")[0]
+            # (private accelerator modules such as _sha256 are the stdlib's own)
+            if name.startswith("devsync.prompt") or top in sys.stdlib_module_names \
+                    or name == "__future__" or top.startswith("_"):
+                continue
+            if (path.stem, name) in _PROMPT_EXCEPTIONS_FOR_NOW:
+                continue
+            found.append(f"prompt/{path.name}:{line} imports {name}")
+    assert found == []
 
 
 def test_importing_the_whole_core_loads_no_textual() -> None:
-    mods = ", ".join(f"devsync.{p.stem}" for p in _core_modules())
-    code = f"import sys, {mods}; print(any(m.startswith('textual') for m in sys.modules))"
+    core = [p for p in PACKAGE.rglob("*.py")
+            if p.relative_to(PACKAGE).parts[0] not in ("tui", "cli", "__main__.py")]
+    names = sorted(".".join(("devsync", *p.relative_to(PACKAGE).with_suffix("").parts))
+                   .removesuffix(".__init__") for p in core)
+    code = (f"import sys, {', '.join(names)}; "
+            "print(any(m.startswith('textual') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
 
 
-def test_import_linter_contract_holds() -> None:
-    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
-    assert exe, "import-linter is a test dependency"
-    out = subprocess.run([exe], cwd=PACKAGE.parent, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_are_small_enough_to_read(path: Path) -> None:
+    rel = str(path.relative_to(PACKAGE))
+    if rel in _OVERSIZED_FOR_NOW:
+        pytest.xfail("being split (issue 15)")
+    assert len(path.read_text().splitlines()) <= MAX_MODULE_LINES
+
+
+def test_few_modules_sit_directly_in_the_package() -> None:
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top

@@ -31,7 +31,7 @@ from devsync.tui.services import CoreServices, Services, Snapshot
 
 if TYPE_CHECKING:
     from devsync.events import Event
-    from devsync.status import ImageStatus
+    from devsync.ops.status import ImageStatus
 
 DARK = "textual-dark"
 LIGHT = "textual-light"
@@ -341,7 +341,7 @@ def _needs_sync(status: ImageStatus) -> bool:
 
 def _next_patch(status: ImageStatus) -> str:
     from devsync.errors import DevsyncError
-    from devsync.versions import next_version, split_reference
+    from devsync.model.versions import next_version, split_reference
 
     if not status.deployed:
         return "1.0.0"
@@ -361,7 +361,7 @@ def make_app(path: Path, *, services: Services | None = None, watch: bool = True
 
 def run(path: Path) -> int:
     """`devsync` without a command: open the TUI on the repository containing `path`."""
-    from devsync.project import find_repo_root
+    from devsync.model.project import find_repo_root
 
     find_repo_root(path)  # not a repository: one clear line from the CLI, not a blank UI
     app = make_app(path)

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Protocol
 from devsync.errors import DevsyncError, InterruptedError_, RegistryAuthError, RegistryError
 
 if TYPE_CHECKING:
-    from devsync.engine import Engine
+    from devsync.adapters.engine import Engine
+    from devsync.adapters.gitrepo import GitRepo
+    from devsync.adapters.resolver import Resolver
     from devsync.events import Event
-    from devsync.gitinfo import GitRepo
-    from devsync.project import Project
-    from devsync.resolver import Resolver
-    from devsync.session import Session
-    from devsync.status import ImageStatus
+    from devsync.model.project import Project
+    from devsync.ops.session import Session
+    from devsync.ops.status import ImageStatus
 
 # CheckItem.state values
 CHECK_OK = "ok"
@@ -117,7 +117,7 @@ class CoreServices:
     @property
     def root(self) -> Path:
         if self._root is None:
-            from devsync.project import find_repo_root
+            from devsync.model.project import find_repo_root
 
             self._root = find_repo_root(self.start)
         return self._root
@@ -125,11 +125,11 @@ class CoreServices:
     # -- status ---------------------------------------------------------------------------
 
     def snapshot(self, *, registry: bool, cancel: threading.Event) -> Snapshot:
-        from devsync import state as state_mod
-        from devsync.gitinfo import open_repo
-        from devsync.project import ROLE_APP, load_project
-        from devsync.recording import record_statuses
-        from devsync.status import collect_statuses
+        from devsync.adapters import state as state_mod
+        from devsync.adapters.gitrepo import open_repo
+        from devsync.model.project import ROLE_APP, load_project
+        from devsync.ops.recording import record_statuses
+        from devsync.ops.status import collect_statuses
 
         project = load_project(self.root)
         engine, problem = self._connected()
@@ -149,7 +149,7 @@ class CoreServices:
                         registry_check_minutes=minutes)
 
     def _connected(self) -> tuple[Engine | None, str | None]:
-        from devsync.engine import Engine
+        from devsync.adapters.engine import Engine
 
         with self._lock:
             if self._engine is not None:
@@ -162,7 +162,7 @@ class CoreServices:
 
     def _resolver_for(self, project: Project, engine: Engine | None, *,
                       fresh_remote: bool) -> Resolver:
-        from devsync.resolver import Resolver
+        from devsync.adapters.resolver import Resolver
 
         insecure = list(project.config.insecure_registries)
         resolver = self._resolver
@@ -178,8 +178,8 @@ class CoreServices:
     # -- onboarding -----------------------------------------------------------------------
 
     def checklist(self, cancel: threading.Event) -> list[CheckItem]:
-        from devsync.engine import Engine
-        from devsync.project import load_project
+        from devsync.adapters.engine import Engine
+        from devsync.model.project import load_project
 
         project = load_project(self.root)
         items: list[CheckItem] = []
@@ -204,16 +204,16 @@ class CoreServices:
     # -- operations -----------------------------------------------------------------------
 
     def sync(self, images: Sequence[str], cancel: threading.Event) -> Iterator[Event]:
-        from devsync.session import Session
-        from devsync.sync import run_sync
+        from devsync.ops.session import Session
+        from devsync.ops.sync import run_sync
 
         with Session(self.root, need_engine=True) as session:
             specs = [session.project.image(name) for name in images]
             yield from run_sync(session, specs, cancel=cancel)
 
     def base_build(self, cancel: threading.Event) -> Iterator[Event]:
-        from devsync import basework
         from devsync.events import Done, Pushed
+        from devsync.ops import base as basework
 
         with self._session() as (project, engine, resolver, git):
             pushed = ""
@@ -226,8 +226,8 @@ class CoreServices:
                        else "base built")
 
     def base_bump(self, cancel: threading.Event) -> Iterator[Event]:
-        from devsync import basework
         from devsync.events import Done, PhaseStarted
+        from devsync.ops import base as basework
 
         with self._session(need_engine=False) as (project, _engine, resolver, _git):
             yield PhaseStarted("base", "bump")
@@ -240,8 +240,8 @@ class CoreServices:
                        f"{result.new}; commit it, then sync (s)")
 
     def publish(self, version: str, cancel: threading.Event) -> Iterator[Event]:
-        from devsync import basework
         from devsync.events import Done
+        from devsync.ops import base as basework
 
         with self._session() as (project, engine, resolver, git):
             yield from basework.publish(project, version, engine=engine, resolver=resolver,
@@ -254,7 +254,7 @@ class CoreServices:
     # -- watching -------------------------------------------------------------------------
 
     def watch(self, stop: threading.Event) -> Iterator[set[str]]:
-        from devsync.gitinfo import open_repo
+        from devsync.adapters.gitrepo import open_repo
 
         with open_repo(self.root) as git:
             dirs = _watch_dirs(self.root, git)
@@ -270,7 +270,7 @@ class _Session:
         self._session: Session | None = None
 
     def __enter__(self) -> tuple[Project, Engine, Resolver, GitRepo]:
-        from devsync.session import Session
+        from devsync.ops.session import Session
 
         session = self._session = Session(self.root, need_engine=self.need_engine)
         # without need_engine the engine may be None; such callers do not use it
@@ -297,10 +297,10 @@ def _repo_info(root: Path, git: GitRepo) -> RepoInfo:
 
 
 def _registry_checks(project: Project) -> list[CheckItem]:
-    from devsync.dockerconfig import get_credentials
-    from devsync.registry import RegistryClient, RegistryNotFound
-    from devsync.resolver import repository_path
-    from devsync.versions import registry_of
+    from devsync.adapters.dockerconfig import get_credentials
+    from devsync.adapters.registry import RegistryClient, RegistryNotFound
+    from devsync.adapters.resolver import repository_path
+    from devsync.model.versions import registry_of
 
     repos: dict[str, list[str]] = {}
     for spec in project.images:
@@ -340,8 +340,8 @@ def _registry_checks(project: Project) -> list[CheckItem]:
 
 
 def _image_checks(project: Project, engine: Engine | None) -> list[CheckItem]:
-    from devsync.project import ROLE_APP, ROLE_BASE
-    from devsync.resolver import Resolver
+    from devsync.adapters.resolver import Resolver
+    from devsync.model.project import ROLE_APP, ROLE_BASE
 
     apps = [s for s in project.images if s.role == ROLE_APP]
     several = len(apps) > 1

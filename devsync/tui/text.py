@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from devsync.output import clean
+from devsync.prompt.sanitize import clean
 
 
 def plain(value: object, style: str = "") -> Text:

@@ -98,7 +98,7 @@ def record_in_sync_state(repo: Path, env: dict[str, str]) -> None:
         os.utime(repo / rel, (past, past))
     script = f"""
 import hashlib, json, sys
-from devsync import state
+from devsync.adapters import state
 root = sys.argv[1]
 images = json.loads(sys.argv[2])
 def digest(rel):
@@ -120,7 +120,7 @@ state.update(root, mutate)
         raise SystemExit(f"expected an in-sync, silent check; got {first!r}")
 
 
-CHECK = [sys.executable, "-c", "from devsync.check import main; main()"]
+CHECK = [sys.executable, "-c", "from devsync.prompt.check import main; main()"]
 CLI = [sys.executable, "-c", "from devsync.cli import main; raise SystemExit(main(['--check']))"]
 BARE = [sys.executable, "-c", "pass"]
 
@@ -135,7 +135,8 @@ def _time(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 def _stored_check(repo: Path, env: dict[str, str]) -> float | None:
-    code = ("import sys; from devsync import state; c = state.load(sys.argv[1]).state.check;"
+    code = ("import sys; from devsync.adapters import state; "
+            "c = state.load(sys.argv[1]).state.check;"
             "print(c.computed_at if c else '')")
     out = subprocess.run([sys.executable, "-c", code, str(repo)], env=env,
                          capture_output=True, text=True, check=True).stdout.strip()

@@ -2,7 +2,8 @@
 
     python tests/benchmarks/bench_sync.py [--runs N] [--sleep SECONDS] [--no-profile]
 
-Starts its own private engine and registry (devsync.sandbox; stopped at the end, also on error
+Starts its own private engine and registry (devsync.devtools.sandbox; stopped at the end, also
+on error
 or Ctrl-C), builds a tiny busybox base, and a team repository whose dependency step is slow
 (`RUN sleep 8 && ...` standing in for `composer install`, with a few MB of vendor code so that
 pulls move real bytes). CI builds `base-1.0.0` and deploys app `1.0.0` with the plain docker
@@ -49,8 +50,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from devsync import sandbox  # noqa: E402
-from tests.teamrepo import TeamRepo, git, parse_cache_hits  # noqa: E402
+from devsync.devtools import sandbox  # noqa: E402
+from tests.support.teamrepo import TeamRepo, git, parse_cache_hits  # noqa: E402
 
 BASE_BYTES = 3_000_000  # "system packages" in the base
 VENDOR_BYTES = 5_000_000  # what the dependency step installs
@@ -361,8 +362,13 @@ def _no_layer(s: Setup, index: int) -> bool:
 _TIMED_SYNC = r"""
 import collections, contextlib, io, sys, time
 t0 = time.perf_counter()
-from devsync import (buildcontext, buildsim, cli, engine, gitinfo, plan, project, recording,
-                     registry, status, sync)
+from devsync.adapters import engine, registry
+from devsync.adapters import gitrepo as gitinfo
+from devsync.cli import output as cli
+from devsync.model import classic as buildsim
+from devsync.model import context as buildcontext
+from devsync.model import project
+from devsync.ops import plan, recording, status, sync
 rows = collections.defaultdict(lambda: [0, 0.0])
 phase = ["start"]
 
@@ -510,7 +516,7 @@ def _print_profile(prof: Path, wall: float) -> None:
         if sdk or socket_path:
             api.append((cumtime, ncalls, f"{Path(filename).name}:{line}:{func}"))
     if api:
-        print("Engine API calls (docker SDK, devsync.enginesocket):")
+        print("Engine API calls (docker SDK, devsync.adapters.engine.socketapi):")
         for cumtime, ncalls, where in sorted(api, key=lambda r: -r[0]):
             print(f"  {cumtime * 1000:8.1f} ms  {ncalls:5d} calls  {where}")
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from devsync import sandbox, statestore
-from tests.teamrepo import TeamRepo
-
-from .conftest import BigShop, FaultRecorder
-from .helpers import (
+from devsync.devtools import sandbox
+from devsync.prompt import statestore
+from tests.support.faultcases import FaultRecorder
+from tests.support.faults import (
     DEVSYNC_TIMEOUT,
+    BigShop,
     StateDir,
     clone,
     devsync,
@@ -28,6 +28,7 @@ from .helpers import (
     stream_devsync,
     tagged_images,
 )
+from tests.support.teamrepo import TeamRepo
 
 pytestmark = pytest.mark.engine
 

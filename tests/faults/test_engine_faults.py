@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 
-from devsync import sandbox
-from devsync.registry import RegistryClient
-from tests.teamrepo import TeamRepo, git
-
-from .conftest import BigShop, FaultRecorder
-from .helpers import (
+from devsync.adapters.registry import RegistryClient
+from devsync.devtools import sandbox
+from tests.support.faultcases import FaultRecorder
+from tests.support.faults import (
+    BigShop,
     FlakyProxy,
     ShortLivedEngine,
     StateDir,
@@ -32,6 +31,7 @@ from .helpers import (
     stream_devsync,
     tagged_images,
 )
+from tests.support.teamrepo import TeamRepo, git
 
 pytestmark = pytest.mark.engine
 

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from devsync import sandbox
-from tests.teamrepo import TeamRepo
-
-from .conftest import AUTH_PASSWORD, AUTH_USER, AUTH_WRONG, AuthShop, FaultRecorder
-from .helpers import (
+from devsync.devtools import sandbox
+from tests.support.faultcases import FaultRecorder
+from tests.support.faults import (
+    AUTH_PASSWORD,
+    AUTH_USER,
+    AUTH_WRONG,
     DEVSYNC_TIMEOUT,
+    AuthShop,
     StateDir,
     clone,
     devsync,
@@ -32,6 +34,7 @@ from .helpers import (
     tagged_images,
     tree_snapshot,
 )
+from tests.support.teamrepo import TeamRepo
 
 pytestmark = pytest.mark.engine
 

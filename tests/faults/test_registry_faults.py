@@ -19,30 +19,27 @@ from pathlib import Path
 
 import pytest
 
-from devsync import sandbox
-from devsync.registry import RegistryClient, local_platform
-from tests.teamrepo import MODERN_CLI, TeamRepo
-from tests.test_registry import TokenServer
-
-from .conftest import (
+from devsync.adapters.registry import RegistryClient, local_platform
+from devsync.devtools import sandbox
+from tests.support.faultcases import FaultRecorder
+from tests.support.faults import (
     AUTH_PASSWORD,
     AUTH_USER,
     AuthShop,
-    FaultRecorder,
-    ci_deploy,
-    docker_config,
-    small_repo,
-)
-from .helpers import (
     FlakyProxy,
     StateDir,
+    ci_deploy,
     clone,
     devsync,
+    docker_config,
     expect_error,
     expect_ok,
     registry_link,
+    small_repo,
     tagged_images,
 )
+from tests.support.registry import TokenServer
+from tests.support.teamrepo import MODERN_CLI, TeamRepo
 
 pytestmark = pytest.mark.engine
 

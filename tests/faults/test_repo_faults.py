@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
-from devsync import sandbox
-from tests.teamrepo import TeamRepo
-
-from .conftest import FaultRecorder
-from .helpers import (
+from devsync.devtools import sandbox
+from tests.support.faultcases import FaultRecorder
+from tests.support.faults import (
     DEVSYNC_TIMEOUT,
     StateDir,
     clone,
@@ -30,6 +28,7 @@ from .helpers import (
     git,
     tagged_images,
 )
+from tests.support.teamrepo import TeamRepo
 
 pytestmark = pytest.mark.engine
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from devsync import sandbox
-from devsync.demo import Demo, commit_as, create_demo
+from devsync.devtools import sandbox
+from devsync.devtools.demo import Demo, commit_as, create_demo
 
 pytestmark = pytest.mark.engine
 

@@ -7,18 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from textual.widgets import Button, DataTable, Input, RichLog, Static
-from tui_fakes import (
-    BUMP_PHP,
-    FakeServices,
-    app_status,
-    base_status,
-    first_run_snapshot,
-    in_sync_snapshot,
-    stale_snapshot,
-    step,
-    until,
-    worker_status,
-)
 
 from devsync.errors import ConfigError, EngineError
 from devsync.events import Done, LogLine
@@ -31,6 +19,18 @@ from devsync.tui.services import Snapshot
 from devsync.tui.widgets.images import ImagesTable
 from devsync.tui.widgets.plan_view import PlanView
 from devsync.tui.widgets.progress import LayerRow
+from tests.support.tui_fakes import (
+    BUMP_PHP,
+    FakeServices,
+    app_status,
+    base_status,
+    first_run_snapshot,
+    in_sync_snapshot,
+    stale_snapshot,
+    step,
+    until,
+    worker_status,
+)
 
 
 def app_for(services: FakeServices, **kwargs: object) -> DevsyncApp:

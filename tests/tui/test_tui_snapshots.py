@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 from textual.widgets import ProgressBar, RichLog
-from tui_fakes import (
+
+from devsync.tui.app import DevsyncApp, make_app
+from devsync.tui.screens.onboarding import OnboardingScreen
+from devsync.tui.screens.operation import OperationScreen
+from devsync.tui.services import Snapshot
+from devsync.tui.widgets.images import ImagesTable
+from devsync.tui.widgets.progress import LayerRow, LayerStatus
+from tests.support.tui_fakes import (
     FakeServices,
     app_status,
     base_status,
@@ -21,13 +28,6 @@ from tui_fakes import (
     until,
     worker_status,
 )
-
-from devsync.tui.app import DevsyncApp, make_app
-from devsync.tui.screens.onboarding import OnboardingScreen
-from devsync.tui.screens.operation import OperationScreen
-from devsync.tui.services import Snapshot
-from devsync.tui.widgets.images import ImagesTable
-from devsync.tui.widgets.progress import LayerRow, LayerStatus
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
 

@@ -45,7 +45,7 @@ from devsync.tui.widgets.palette import style
 from devsync.tui.widgets.progress import LayerRow, human_bytes
 
 if TYPE_CHECKING:
-    from devsync.plan import ImagePlan
+    from devsync.ops.plan import ImagePlan
 
 Runner = Callable[[threading.Event], Iterator[Event]]
 

@@ -9,12 +9,12 @@ from rich.text import Text
 from textual.events import Resize
 from textual.widgets import DataTable
 
+from devsync.model.versions import split_reference
 from devsync.tui.text import cell, short
 from devsync.tui.widgets.palette import badge_label, badge_style, style
-from devsync.versions import split_reference
 
 if TYPE_CHECKING:
-    from devsync.status import ImageStatus
+    from devsync.ops.status import ImageStatus
 
 _FIXED = {"image": 12, "state": 9, "local": 10, "deployed": 12}
 _MIN_WHY = 20

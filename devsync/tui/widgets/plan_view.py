@@ -15,8 +15,8 @@ from devsync.tui.text import cell, join, plain, short
 from devsync.tui.widgets.palette import style
 
 if TYPE_CHECKING:
-    from devsync.plan import PlanStep
-    from devsync.status import ImageStatus
+    from devsync.ops.plan import PlanStep
+    from devsync.ops.status import ImageStatus
 
 _LINE_W = 4
 _MARK_W = 9

@@ -1,0 +1,60 @@
+"""CLI views of the base-image workflow (`devsync base ...`, `devsync publish`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from devsync.cli.output import EventPrinter, clean, open_session
+from devsync.ops import base as basework
+
+
+def run(start: Path, args: argparse.Namespace) -> int:
+    cmd = args.base_command
+    if cmd == "build":
+        session = open_session(start, need_engine=True)
+        assert session.engine is not None
+        printer = EventPrinter(as_json=args.json)
+        for event in basework.base_build(session.project, engine=session.engine,
+                                         resolver=session.resolver, git=session.git,
+                                         version=args.base_version, push=args.push):
+            printer.show(event)
+        printer.finish()
+        if not args.json:
+            print("next: devsync base bump   (points the app's FROM at the new base)")
+        return 0
+    if cmd == "bump":
+        session = open_session(start, need_engine=False)
+        result = basework.base_bump(session.project, session.resolver, args.to_tag)
+        if not result.changed:
+            print(f"devsync: FROM already uses {clean(result.new)}")
+            return 0
+        for path in result.changed:
+            print(f"{clean(path)}: {clean(result.old)} -> {clean(result.new)}")
+        print("next: commit the change, then devsync sync (rebuilds the app on the new base)")
+        return 0
+    session = open_session(start, need_engine=False)
+    adv = basework.advice(session.project, session.resolver)
+    if args.json:
+        print(json.dumps({"base_bytes": adv.base_bytes, "app_bytes": adv.app_bytes,
+                          "drift": adv.drift, "layers": adv.layers,
+                          "warnings": adv.warnings}, indent=2))
+        return 0
+    print(f"base {adv.base_bytes / 1e6:.1f} MB, app layers above it {adv.app_bytes / 1e6:.1f} MB "
+          f"({adv.drift:.0%}), {adv.layers} layers")
+    for w in adv.warnings:
+        print(f"warning: {clean(w)}")
+    return 0
+
+
+def publish(start: Path, args: argparse.Namespace) -> int:
+    session = open_session(start, need_engine=True)
+    assert session.engine is not None
+    printer = EventPrinter(as_json=args.json)
+    for event in basework.publish(session.project, args.version, engine=session.engine,
+                                  resolver=session.resolver, git=session.git,
+                                  image=args.image):
+        printer.show(event)
+    printer.finish()
+    return 0

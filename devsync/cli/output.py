@@ -1,0 +1,217 @@
+"""Human output for the CLI: tables coloured only on a terminal, and event rendering.
+
+Everything derived from a repository (file names, commit messages, Dockerfile text) goes
+through `clean()` so a hostile clone cannot inject terminal escape sequences.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+from devsync.events import (
+    Done,
+    ErrorEvent,
+    Event,
+    ImageBuilt,
+    LayerProgress,
+    LogLine,
+    PhaseStarted,
+    PullFinished,
+    PullProgress,
+    PullStarted,
+    Pushed,
+    PushProgress,
+    StepFinished,
+    StepStarted,
+    Warning_,
+)
+from devsync.prompt.sanitize import clean
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from devsync.adapters.gitrepo import GitRepo
+    from devsync.model.project import Project
+    from devsync.ops.plan import ImagePlan
+    from devsync.ops.session import Session
+    from devsync.ops.status import ImageStatus
+
+def _use_colour(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+class _Style:
+    def __init__(self, stream: TextIO) -> None:
+        self.on = _use_colour(stream)
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.on else text
+
+
+STATE_COLOUR = {"in-sync": "32", "stale": "33", "missing": "31", "unknown": "2"}
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    for r in rows:
+        out.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
+    return out
+
+
+def print_status(project: Project, git: GitRepo, statuses: list[ImageStatus],
+                 engine_problem: str | None, stream: TextIO = sys.stdout) -> None:
+    style = _Style(stream)
+    head = git.head_short or "(no commits)"
+    branch = git.branch or "(detached)"
+    print(f"{clean(project.root)}  {style(clean(branch), '1')} @ {head}", file=stream)
+    if engine_problem:
+        print(style(f"engine: {clean(engine_problem)}", "31"), file=stream)
+    headers = ["IMAGE", "STATE", "LOCAL", "DEPLOYED", "WHY"]
+    rows = []
+    for s in statuses:
+        local = s.tag if s.local_id else "-"
+        rows.append([s.name, s.state, clean(local), clean(s.deployed or "-"), clean(s.reason)])
+    lines = _table(rows, headers)
+    print(style(lines[0], "1"), file=stream)
+    for s, line in zip(statuses, lines[1:], strict=True):
+        colour = STATE_COLOUR.get(s.state, "0")
+        print(line.replace(s.state, style(s.state, colour), 1), file=stream)
+
+
+def print_plan(plan: ImagePlan, stream: TextIO = sys.stdout) -> None:
+    style = _Style(stream)
+    print(style(f"{plan.name}", "1") + f"  {clean(plan.dockerfile)} -> {clean(plan.tag)}",
+          file=stream)
+    if plan.cache_from:
+        print(f"  cache from: {clean(', '.join(plan.cache_from))}", file=stream)
+    for note in plan.notes:
+        print(style(f"  note: {clean(note)}", "33"), file=stream)
+    for step in plan.steps:
+        if step.kind == "skip":
+            mark = style("  skip   ", "2")
+        elif step.cached:
+            mark = style("  cached ", "32")
+        elif not step.certain:
+            mark = style("  maybe  ", "33")  # reused only if the engine finds a match
+        else:
+            mark = style("  REBUILD", "33")
+        instruction = clean(step.instruction)
+        if len(instruction) > 60:
+            instruction = instruction[:57] + "..."
+        print(f"{mark} {step.line:>4}  {instruction}", file=stream)
+        if not step.cached and step.reason and not step.reason.startswith("rebuilds after"):
+            print(style(f"           why: {clean(step.reason)}", "33"), file=stream)
+            shown = [c for c in step.commits if c["short"] not in step.reason]
+            for c in shown[:3]:
+                print(f"                {c['short']} {clean(c['author'])}: "
+                      f"{clean(c['summary'])}", file=stream)
+    print(f"  {clean(plan.summary)}", file=stream)
+    print(file=stream)
+
+
+def confirm(question: str) -> bool:
+    try:
+        answer = input(f"devsync: {question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+class EventPrinter:
+    """Renders a stream of events as text (or JSON lines)."""
+
+    def __init__(self, *, as_json: bool = False, stream: TextIO = sys.stdout) -> None:
+        self.as_json = as_json
+        self.stream = stream
+        self.tty = _use_colour(stream)
+        self.style = _Style(stream)
+        self._progress_shown = False
+
+    def plan(self, plan: ImagePlan) -> None:
+        print_plan(plan, self.stream)
+
+    def _line(self, text: str) -> None:
+        if self._progress_shown and self.tty:
+            self.stream.write("\r\x1b[2K")
+            self._progress_shown = False
+        print(text, file=self.stream)
+
+    def show(self, event: Event) -> None:
+        if self.as_json:
+            print(json.dumps(event.to_json(), default=str), file=self.stream, flush=True)
+            return
+        if isinstance(event, PullProgress | PushProgress):
+            verb = "pull" if isinstance(event, PullProgress) else "push"
+            text = (f"  {verb} {clean(event.reference)}: {event.layers_done}/"
+                    f"{event.layers_total} layers, {_mb(event.bytes_done)}/"
+                    f"{_mb(event.bytes_total)}")
+            if self.tty:
+                width = 20
+                frac = event.bytes_done / event.bytes_total if event.bytes_total else 0
+                bar = "#" * int(frac * width)
+                self.stream.write(f"\r\x1b[2K{text} [{bar:<{width}}]")
+                self.stream.flush()
+                self._progress_shown = True
+            return
+        if isinstance(event, LayerProgress):
+            return
+        if isinstance(event, PhaseStarted):
+            self._line(self.style(f"==> {event.image}: {event.phase}", "1")
+                       + (f"  {clean(event.detail)}" if event.detail else ""))
+        elif isinstance(event, PullStarted):
+            self._line(f"  pulling {clean(event.reference)}")
+        elif isinstance(event, PullFinished):
+            what = "already present" if event.already_present else "pulled"
+            self._line(f"  {what} {clean(event.reference)}")
+        elif isinstance(event, StepStarted):
+            self._line(f"  step {event.index + 1}/{event.total}: {clean(event.instruction)}")
+        elif isinstance(event, StepFinished):
+            mark = self.style("cached", "32") if event.cached else self.style("rebuilt", "33")
+            self._line(f"    -> {mark}")
+        elif isinstance(event, LogLine):
+            self._line(f"    {clean(event.text)}")
+        elif isinstance(event, Warning_):
+            self._line(self.style(f"  warning: {clean(event.message)}", "33"))
+        elif isinstance(event, ImageBuilt):
+            self._line(f"  built {clean(event.tag)} ({event.image_id[:19]}): "
+                       f"{event.steps_cached}/{event.steps_total} steps reused")
+        elif isinstance(event, Pushed):
+            self._line(f"  pushed {clean(event.reference)} {event.digest}")
+        elif isinstance(event, Done):
+            self._line(self.style(f"done: {clean(event.summary)}", "32"))
+        elif isinstance(event, ErrorEvent):
+            self._line(self.style(f"error: {clean(event.message)}", "31"))
+
+    def finish(self) -> None:
+        if self._progress_shown:
+            print(file=self.stream)
+
+
+def dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str)
+
+
+def warn(text: str) -> None:
+    """One `devsync: warning:` line on stderr (stdout stays clean for --json)."""
+    print(f"devsync: warning: {clean(text)}", file=sys.stderr)
+
+
+def open_session(start: Path, *, need_engine: bool) -> Session:
+    """The core's Session, with its warnings said on stderr."""
+    from devsync.ops.session import Session
+
+    session = Session(start, need_engine=need_engine)
+    for text in session.warnings:
+        warn(text)
+    return session

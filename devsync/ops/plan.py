@@ -1,0 +1,523 @@
+"""The build plan: for each image and each Dockerfile step, will the engine reuse a cached layer
+or rebuild it, and why. Computed before anything is pulled or built.
+
+The prediction is `devsync.model.classic` run against the cache sources a sync would use (the latest
+deployed image, and the local image when there is one). The build-context "flavor" (how the
+client wrote file modes and owners into the context tar) is chosen to match the deployed
+image, so devsync's own builds reuse every layer the engine can. When the developer's umask
+gave the checkout other modes than CI's, a "git modes" flavor sends the modes CI had.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from devsync.errors import DevsyncError
+from devsync.model.classic import BuildSimulator, SimResult, SimStep, StepKind
+from devsync.model.context import (
+    GIT_MODES_FLAVORS,
+    PLAIN_FLAVORS,
+    BuildContext,
+    TarFlavor,
+    git_mode,
+    scan_context,
+)
+from devsync.model.dockerfiles import Dockerfile, cache_busting_order
+from devsync.model.images import ImageInfo
+from devsync.model.project import ROLE_BASE, ImageSpec, Project
+
+if TYPE_CHECKING:
+    from devsync.adapters.gitrepo import GitRepo
+    from devsync.adapters.resolver import Resolver
+
+REVISION_LABEL = "org.opencontainers.image.revision"
+_COPY_ENTRY = re.compile(
+    r"#\(nop\) (COPY|ADD) (--chown=\S*?)?((?:file|dir|multi):[0-9a-f]+) in (.*) $")
+_BUILD_ARGS = re.compile(r"^\|(\d+) ")
+
+FLAVOR_TEXT = {
+    TarFlavor.CLI_MODERN: "docker CLI (current): permission-only modes, owner root",
+    TarFlavor.CLI_LEGACY: "docker CLI 20.10 and older: file-type bits in modes, owner root",
+    TarFlavor.SDK_DEFAULT: "Docker SDK default: permission-only modes, files' own owner",
+    TarFlavor.CLI_MODERN_GIT_MODES: "docker CLI (current) on a checkout with git's modes "
+                                    "0644/0755, owner root",
+    TarFlavor.CLI_LEGACY_GIT_MODES: "docker CLI 20.10 and older on a checkout with git's modes "
+                                    "0644/0755, owner root",
+    TarFlavor.SDK_DEFAULT_GIT_MODES: "Docker SDK default on a checkout with git's modes "
+                                     "0644/0755, files' own owner",
+}
+# what plan_image tries, in order of preference (an earlier flavor wins a tie)
+DEFAULT_FLAVORS = PLAIN_FLAVORS + GIT_MODES_FLAVORS
+
+
+@dataclass
+class PlanStep:
+    line: int
+    instruction: str
+    cached: bool
+    reason: str
+    kind: str
+    stage: int
+    files: list[str] = field(default_factory=list)
+    commits: list[dict[str, str]] = field(default_factory=list)
+    created_by: str | None = None
+    # False: reused only if the engine finds a match devsync cannot see (what another stage
+    # builds, see buildsim; or, without a cache source, earlier local builds)
+    certain: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "line": self.line, "instruction": self.instruction, "cached": self.cached,
+            "reason": self.reason, "kind": self.kind, "stage": self.stage,
+            "certain": self.certain,
+            "files": self.files, "commits": self.commits,
+        }
+
+
+@dataclass
+class ImagePlan:
+    name: str
+    role: str
+    dockerfile: str
+    context: str
+    tag: str
+    cache_from: list[str]
+    steps: list[PlanStep]
+    deployed: str | None = None  # resolved reference of the latest deployed image
+    deployed_digest: str | None = None
+    deployed_revision: str | None = None
+    base: str | None = None
+    flavor: TarFlavor = TarFlavor.CLI_MODERN
+    notes: list[str] = field(default_factory=list)
+    pull_bytes: int = 0  # what a sync would download at most
+    # the context as scanned for this plan (not serialised): status reuses it
+    scanned_context: BuildContext | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def first_rebuild(self) -> PlanStep | None:
+        return next((s for s in self.steps if not s.cached), None)
+
+    @property
+    def rebuild_count(self) -> int:
+        return sum(1 for s in self.steps if not s.cached)
+
+    @property
+    def summary(self) -> str:
+        first = self.first_rebuild
+        total = len(self.steps)
+        if first is None:
+            return f"all {total} steps cached"
+        return (f"{total - self.rebuild_count}/{total} steps cached; rebuilds from line "
+                f"{first.line}: {first.reason}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "role": self.role, "dockerfile": self.dockerfile,
+            "context": self.context, "tag": self.tag, "cache_from": self.cache_from,
+            "deployed": self.deployed, "deployed_digest": self.deployed_digest,
+            "deployed_revision": self.deployed_revision, "base": self.base,
+            "context_flavor": self.flavor.name.lower(), "notes": self.notes,
+            "pull_bytes": self.pull_bytes,
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+
+def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
+               git: GitRepo | None = None, *,
+               flavors: Sequence[TarFlavor] = DEFAULT_FLAVORS) -> ImagePlan:
+    """Predict the build of `spec`, with the first of `flavors` that reuses the most steps.
+
+    `flavors` defaults to every flavor devsync can send; pass one flavor to predict what that
+    client would do (e.g. `(TarFlavor.CLI_MODERN,)` for a plain `docker build`).
+    """
+    if not flavors:
+        raise ValueError("plan_image needs at least one flavor to try")
+    df = project.dockerfile(spec)
+    context = scan_context(spec.context, _rel_to(spec.dockerfile, spec.context))
+    notes: list[str] = []
+    sources: list[ImageInfo] = []
+    cache_from: list[str] = []
+    deployed_ref = None
+    deployed: ImageInfo | None = None
+    if spec.deployed:
+        deployed_ref = resolver.latest_deployed(spec.deployed)
+        if deployed_ref is None:
+            notes.append(f"no deployed image found in {spec.deployed}")
+        else:
+            deployed = resolver.remote(deployed_ref)
+            if deployed is None:
+                notes.append(f"deployed image {deployed_ref} is not in its registry")
+            else:
+                sources.append(deployed)
+                cache_from.append(deployed_ref)
+                if deployed.built_with_buildkit:
+                    notes.append(
+                        f"{deployed_ref} was built with BuildKit: the Engine API's builder "
+                        "cannot reuse its layers. Build it in CI with the classic builder "
+                        "(DOCKER_BUILDKIT=0 docker build ...) so developers can reuse it."
+                    )
+    else:
+        notes.append("no deployed repository known: set images."
+                     f"{spec.name}.deployed in .devsync.toml")
+    notes.extend(cache_busting_order(df, spec.rel_dockerfile(project.root)))
+    local = resolver.local(spec.tag) if spec.tag != deployed_ref else None
+    if local is not None and spec.role != ROLE_BASE:
+        sources.append(local)
+        cache_from.append(spec.tag)
+
+    def lookup(ref: str) -> ImageInfo | None:
+        return resolver.base(ref)
+
+    best: SimResult | None = None
+    best_order = list(zip(sources, cache_from, strict=True))
+    # The builder takes the first cache source that matches and then sticks to it, so the
+    # order of --cache-from matters: the deployed image first suits a fresh machine, your
+    # own last build first suits a rebuild after local edits. Try both; ties keep deployed.
+    orders = [best_order]
+    if len(best_order) == 2:
+        orders.append(best_order[::-1])
+    # with git's modes already on disk a git-modes flavor sends the very same tar as its base
+    git_modes_matter = context.git_modes_differ()
+    for order in orders:
+        for flavor in flavors:
+            if flavor.git_modes and not git_modes_matter and flavor.base in flavors:
+                continue
+            sim = BuildSimulator(df, context=context, images=lookup,
+                                 sources=[info for info, _ref in order],
+                                 build_args=spec.build_args, target=spec.target,
+                                 flavor=flavor, hash_after_miss=False).run()
+            if best is None or sim.cached_count > best.cached_count:
+                best, best_order = sim, order
+    assert best is not None
+    cache_from = [ref for _info, ref in best_order]
+    if best.flavor.git_modes and git_modes_matter:
+        notes.append(_git_modes_note(context))
+    steps = _plan_steps(best, spec, context, deployed, git, project)
+    if not cache_from:
+        _local_cache_caveat(steps, best, df, resolver, notes)
+    pull_bytes = 0
+    if deployed is not None and resolver.local(deployed_ref or "") is None:
+        pull_bytes = deployed.size or 0
+    return ImagePlan(
+        name=spec.name, role=spec.role, dockerfile=spec.rel_dockerfile(project.root),
+        context=spec.rel_context(project.root), tag=spec.tag, cache_from=cache_from,
+        steps=steps, deployed=deployed_ref,
+        deployed_digest=deployed.digest if deployed else None,
+        deployed_revision=deployed.labels.get(REVISION_LABEL) if deployed else None,
+        base=best.stage_bases.get(best.target_stage), flavor=best.flavor, notes=notes,
+        pull_bytes=pull_bytes, scanned_context=context,
+    )
+
+
+def _local_cache_caveat(steps: list[PlanStep], sim: SimResult, df: Dockerfile,
+                        resolver: Resolver, notes: list[str]) -> None:
+    """Without a cache source the builder falls back to its local cache: any image built
+    on this engine on the same base, with the same instruction, is reused. devsync cannot
+    read those images' build configs, so such steps are marked uncertain, not "rebuild"."""
+    bases = sorted({ref for ref in sim.stage_bases.values() if df.names_image(ref)})
+    built_on = [ref for ref in bases if resolver.built_on_locally(ref)]
+    if not built_on:
+        return
+    notes.append(f"no cache source, but this engine holds images built on {', '.join(built_on)}"
+                 " (earlier local builds): the builder's local cache may reuse some steps")
+    for step in steps:
+        if not step.cached and step.kind not in ("meta", "skip", StepKind.FROM):
+            step.certain = False
+            step.reason += "; an earlier local build on the same base may be reused"
+
+
+def _rel_to(path: Any, root: Any) -> str:
+    try:
+        return str(path.relative_to(root).as_posix())
+    except ValueError:
+        return str(path)
+
+
+def _plan_steps(sim: SimResult, spec: ImageSpec, context: BuildContext,
+                deployed: ImageInfo | None, git: GitRepo | None,
+                project: Project) -> list[PlanStep]:
+    out: list[PlanStep] = []
+    df = project.dockerfile(spec)
+    by_line = {s.instruction.line: s for s in sim.steps}
+    first_miss_line: int | None = None
+    for ins in df.instructions:
+        step = by_line.get(ins.line)
+        if step is None:
+            # a meta ARG, or a stage after the target: the builder never runs it
+            # an ARG before FROM (the builder numbers it as a step, but it makes no layer),
+            # or a stage after the target (never run)
+            kind = "meta" if ins.cmd == "ARG" and ins.line < df.stages[0].from_instruction.line \
+                else "skip"
+            out.append(PlanStep(ins.line, ins.text, True, _not_run_reason(ins.cmd), kind, -1))
+            continue
+        plan_step = PlanStep(ins.line, ins.text, step.cached, "", step.kind, step.stage,
+                             created_by=step.created_by, certain=step.certain)
+        if step.cached:
+            plan_step.reason = _hit_reason(step)
+        elif step.miss == "busted":
+            plan_step.reason = (f"rebuilds after line {first_miss_line}"
+                                if first_miss_line else "rebuilds after an earlier step")
+        else:
+            first_miss_line = first_miss_line or ins.line
+            _explain_miss(plan_step, step, sim, spec, context, deployed, git, project)
+        out.append(plan_step)
+    return out
+
+
+def _not_run_reason(cmd: str) -> str:
+    return "build argument for FROM" if cmd == "ARG" else "stage not built for this target"
+
+
+def _hit_reason(step: SimStep) -> str:
+    if step.kind == StepKind.FROM:
+        return f"base {step.source_ref}" if step.source_ref else "from scratch"
+    if step.assumed:
+        return f"cached from {step.source_ref} (files from an unchanged stage)"
+    return f"cached from {step.source_ref}"
+
+
+def _explain_miss(out: PlanStep, step: SimStep, sim: SimResult, spec: ImageSpec,
+                  context: BuildContext, deployed: ImageInfo | None, git: GitRepo | None,
+                  project: Project) -> None:
+    miss = step.miss
+    if miss == "no-source":
+        out.reason = "no cache source: no deployed image to reuse"
+    elif miss == "parent":
+        if deployed is not None and deployed.built_with_buildkit:
+            out.reason = ("the deployed image was built with BuildKit; the classic builder "
+                          "cannot reuse its layers")
+        else:
+            base = sim.stage_bases.get(step.stage, "")
+            out.reason = (f"base image changed: {base} is not the base the deployed image was "
+                          "built on")
+    elif miss == "new-step":
+        out.reason = "new step: the deployed image has nothing here"
+    elif miss == "unknown":
+        if step.kind == StepKind.ADD_URL:
+            out.reason = "ADD from a URL: fetched again on every build"
+        elif step.kind == StepKind.COPY_STAGE:
+            out.reason = (f"copies files that stage {step.copy_from} builds, and that stage "
+                          "rebuilds: the engine reuses this layer only if the stage produces "
+                          "byte-identical files, which cannot be known before building")
+        else:
+            out.reason = "cannot be predicted"
+    else:
+        _explain_changed(out, step, sim, context, deployed, git, spec, project)
+
+
+def _explain_changed(out: PlanStep, step: SimStep, sim: SimResult, context: BuildContext,
+                     deployed: ImageInfo | None, git: GitRepo | None, spec: ImageSpec,
+                     project: Project) -> None:
+    if step.counterpart is not None and step.counterpart.is_buildkit:
+        out.reason = ("the deployed image's steps from here were built with BuildKit; the "
+                      "Engine API's classic builder never matches them (build it in CI with "
+                      "DOCKER_BUILDKIT=0)")
+        return
+    theirs = step.counterpart.created_by if step.counterpart else ""
+    ours = step.created_by or ""
+    ours_copy = _COPY_ENTRY.search(ours)
+    theirs_copy = _COPY_ENTRY.search(theirs)
+    if ours_copy and theirs_copy and ours_copy.group(1) == theirs_copy.group(1) \
+            and ours_copy.group(4) == theirs_copy.group(4) \
+            and ours_copy.group(2) == theirs_copy.group(2):
+        _explain_files(out, step, sim, context, deployed, git, spec, project,
+                       theirs_copy.group(3))
+        return
+    if _BUILD_ARGS.match(ours) or _BUILD_ARGS.match(theirs):
+        ours_args, ours_cmd = _split_args(ours)
+        theirs_args, theirs_cmd = _split_args(theirs)
+        if ours_cmd == theirs_cmd and ours_args != theirs_args:
+            changed = sorted(set(ours_args) ^ set(theirs_args))
+            names = sorted({c.split("=", 1)[0] for c in changed})
+            detail = ", ".join(
+                f"{n}: {theirs_args.get(n, '(unset)')} -> {ours_args.get(n, '(unset)')}"
+                for n in names)
+            out.reason = f"build argument changed ({detail})"
+            return
+    before = _readable(theirs)
+    out.reason = f"instruction changed (deployed: {before})" if before else "instruction changed"
+
+
+def _split_args(created_by: str) -> tuple[dict[str, str], str]:
+    m = _BUILD_ARGS.match(created_by)
+    if not m:
+        return {}, created_by
+    n = int(m.group(1))
+    parts = created_by[m.end():].split(" ")
+    args = dict(p.split("=", 1) for p in parts[:n] if "=" in p)
+    return args, " ".join(parts[n:])
+
+
+def _readable(created_by: str) -> str:
+    text = created_by
+    if "#(nop) " in text:
+        text = text.split("#(nop) ", 1)[1].strip()
+    else:
+        _args, cmd = _split_args(text)
+        text = cmd
+        for prefix in ("/bin/sh -c ",):
+            if text.startswith(prefix):
+                text = "RUN " + text[len(prefix):]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _git_modes_note(context: BuildContext) -> str:
+    return (f"files here have modes {_local_modes(context)}; devsync sends git's modes "
+            "0644/0755 as CI's checkout had, so the deployed layers are reused")
+
+
+def _local_modes(context: BuildContext, rels: Sequence[str] | None = None) -> str:
+    """`0664/0775 (umask 002?)`: the commonest modes that differ from git's, and the umask
+    that would explain them."""
+    files: Counter[int] = Counter()
+    dirs: Counter[int] = Counter()
+    entries = context.entries if rels is None else [e for r in rels
+                                                    if (e := context.entry(r)) is not None]
+    for e in entries:
+        perm = stat.S_IMODE(e.mode)
+        if perm == git_mode(e.mode):
+            continue
+        if stat.S_ISREG(e.mode):
+            files[perm] += 1
+        elif stat.S_ISDIR(e.mode):
+            dirs[perm] += 1
+    shown = [f"{c.most_common(1)[0][0]:04o}" for c in (files, dirs) if c]
+    umasks = {0o777 & ~m for m in dirs} | {0o666 & ~m for m in files if not m & 0o111}
+    guess = f" (umask {umasks.pop():03o}?)" if len(umasks) == 1 else ""
+    return "/".join(shown) + guess
+
+
+def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildContext,
+                   deployed: ImageInfo | None, git: GitRepo | None, spec: ImageSpec,
+                   project: Project, their_hash: str) -> None:
+    try:
+        files = context.files_under(list(step.sources))
+    except DevsyncError:
+        files = []
+    prefix = spec.rel_context(project.root)
+    repo_files = [f if prefix in ("", ".") else f"{prefix}/{f}" for f in files]
+    changed: list[str] = []
+    commits: list[dict[str, str]] = []
+    uncommitted: list[str] = []
+    revision = deployed.labels.get(REVISION_LABEL) if deployed else None
+    if git is not None and repo_files:
+        changed, commits, uncommitted = _changed_files(git, repo_files, revision)
+    # same files, other metadata? (the context flavor that would have matched; the plain
+    # flavors first, so git's modes are only blamed when nothing else explains the miss).
+    # Not when a file differs from the deployed revision's, edits aside: then no flavor
+    # can match, and hashing the context once per flavor is the plan's largest cost.
+    differs_from_revision = any(path not in uncommitted for path in changed)
+    for flavor in () if differs_from_revision else DEFAULT_FLAVORS:
+        if flavor is sim.flavor:
+            continue
+        try:
+            alt = context.source_hash(list(step.sources), flavor)
+        except DevsyncError:
+            alt = None
+        if alt != their_hash:
+            continue
+        if flavor.git_modes and not sim.flavor.git_modes:
+            client = ("" if flavor.base is sim.flavor.base
+                      else f", written by the {FLAVOR_TEXT[flavor.base]}")
+            out.reason = (f"same files, different modes: {_local_modes(context, files)} here, "
+                          f"the deployed image's context had git's 0644/0755 (CI's checkout"
+                          f"{client}); devsync sync sends git's modes and reuses the deployed "
+                          "layers")
+        else:
+            out.reason = (f"same files, different file metadata: the deployed image's context "
+                          f"was written by the {FLAVOR_TEXT[flavor]}")
+        return
+    out.files = changed[:50]
+    out.commits = commits[:20]
+    what = " ".join(step.sources)
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3} more)" if len(changed) > 3
+                                          else "")
+        if commits:
+            c = commits[0]
+            out.reason = f"files changed: {shown} in {c['short']} by {c['author']}: {c['summary']}"
+        elif uncommitted:
+            mode_only = _mode_only_changes(git, context, uncommitted, prefix) if git else []
+            if mode_only and len(mode_only) == len(changed):
+                out.reason = ("file modes changed (content identical): " + ", ".join(mode_only)
+                              + "; chmod them back or commit the change")
+            else:
+                out.reason = f"files changed: {shown} (uncommitted)"
+        else:
+            out.reason = f"files changed: {shown}"
+        return
+    # with git's modes sent, the local modes cannot be what differs
+    modes = "" if sim.flavor.git_modes else _mode_oddities(context, files)
+    if modes:
+        out.reason = (f"files under {what} differ from the deployed build; modes here: {modes} "
+                      "(CI usually checks out 0644/0755: check your umask, or chmod)")
+        return
+    if revision is None:
+        out.reason = (f"files under {what} differ from the deployed image (it carries no "
+                      f"{REVISION_LABEL} label, so devsync cannot say which)")
+    else:
+        out.reason = f"files under {what} differ from the deployed image (revision {revision[:8]})"
+
+
+def _changed_files(git: GitRepo, repo_files: list[str], revision: str | None
+                   ) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    wanted = set(repo_files)
+    changes = git.changes()
+    uncommitted = sorted(wanted & (set(changes.modified) | set(changes.untracked)))
+    changed = list(uncommitted)
+    commits: list[dict[str, str]] = []
+    if revision and git.resolve(revision):
+        committed = [p for p in git.changed_since(revision, repo_files) if p in wanted]
+        for path in committed:
+            if path not in changed:
+                changed.append(path)
+        touched = [p for p in committed if p not in uncommitted]
+        if touched:
+            commits = [_commit_json(c) for c in git.commits_touching(touched, revision,
+                                                                      limit=20)]
+    return sorted(changed), commits, uncommitted
+
+
+def _commit_json(c: Any) -> dict[str, str]:
+    return {"sha": c.sha, "short": c.short, "author": c.author, "summary": c.summary,
+            "date": c.date.isoformat() if hasattr(c.date, "isoformat") else str(c.date)}
+
+
+def _mode_oddities(context: BuildContext, files: list[str]) -> str:
+    odd = []
+    for rel in files[:2000]:
+        entry = context.entry(rel) if hasattr(context, "entry") else None
+        if entry is None:
+            continue
+        perm = entry.mode & 0o7777
+        if entry.kind == "file" and perm not in (0o644, 0o755):
+            odd.append(f"{rel} {perm:04o}")
+        if len(odd) >= 3:
+            break
+    return ", ".join(odd)
+
+
+def _mode_only_changes(git: GitRepo, context: BuildContext, paths: list[str],
+                       prefix: str) -> list[str]:
+    """`path 0644 -> 0755` for uncommitted changes that touched only the file mode."""
+    out = []
+    for path in paths[:10]:
+        committed = git.file_at("HEAD", path)
+        rel = path if prefix in ("", ".") else path[len(prefix) + 1:]
+        entry = context.entry(rel)
+        if committed is None or entry is None or entry.kind != "file":
+            continue
+        try:
+            if entry.path.read_bytes() != committed:
+                continue
+        except OSError:
+            continue
+        now = entry.mode & 0o777
+        was = 0o755 if now & 0o111 == 0 else 0o644
+        out.append(f"{path} {was:04o} -> {now:04o}")
+    return out

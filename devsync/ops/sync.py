@@ -1,0 +1,416 @@
+"""`devsync sync`: pull what the build will reuse, then build with it as the cache source.
+
+A sync is a stream of typed events (devsync.events); the CLI prints them, the TUI draws them.
+Order matters for correctness: the classic builder only looks up `--cache-from` images
+locally, so the deployed image is pulled before the build, never during it. The build runs
+untagged and the result is tagged only once it succeeded, so an interrupted sync leaves no
+half-made tag behind; rerunning continues from whatever the pull had already fetched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING
+
+from devsync.errors import DevsyncError
+from devsync.events import (
+    Done,
+    Event,
+    ImageBuilt,
+    PhaseStarted,
+    PullStarted,
+    StepFinished,
+    StepStarted,
+    Warning_,
+)
+from devsync.model.project import ROLE_BASE, ImageSpec, Project
+from devsync.model.versions import split_reference
+
+if TYPE_CHECKING:
+    from devsync.adapters.engine import Engine
+    from devsync.adapters.gitrepo import GitRepo
+    from devsync.adapters.resolver import Resolver
+    from devsync.model.context import BuildContext
+    from devsync.ops.plan import ImagePlan, PlanStep
+    from devsync.ops.session import Session
+
+def oci_labels(project: Project, spec: ImageSpec, git: GitRepo | None, *,
+               version: str | None = None, revision: str | None = None) -> dict[str, str]:
+    """`revision`: HEAD as this build already read it (else git is asked)."""
+    # only the standard OCI ones (which sync a deployment came from lives in devsync's state)
+    labels = {"org.opencontainers.image.created": datetime.now(UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")}
+    if git is not None:
+        head = revision or git.head
+        if head:
+            labels["org.opencontainers.image.revision"] = head
+        url = git.remote_url()
+        if url:
+            labels["org.opencontainers.image.source"] = url
+    _repo, tag, _digest = split_reference(spec.tag)
+    labels["org.opencontainers.image.version"] = version or tag or "dev"
+    return labels
+
+
+def pull_missing(engine: Engine, refs: list[str],
+                 cancel: threading.Event | None = None) -> Iterator[Event]:
+    for ref in refs:
+        if engine.has_image(ref):
+            continue
+        yield from engine.pull(ref, cancel=cancel)
+
+
+class BuildInput:
+    """The context tar and the labels of one build, made while the pulls still run.
+
+    Writing the context (every file read) and asking git for the labels takes tens of
+    milliseconds that would otherwise sit between the end of the pull and the build.
+    """
+
+    def __init__(self, project: Project, spec: ImageSpec, plan: ImagePlan,
+                 git: GitRepo | None, *, version: str | None = None,
+                 context: BuildContext | None = None, revision: str | None = None) -> None:
+        """`context`: the one the plan just listed, when it is still current; else the
+        directory is scanned now. `revision`: HEAD as already read for this build."""
+        from devsync.model.context import scan_context
+        from devsync.model.labelstep import labelled_context_files
+
+        self.labels = oci_labels(project, spec, git, version=version, revision=revision)
+        context = context or scan_context(spec.context, _rel(spec))
+        # the labels as the last step of this build when the context can carry them unseen
+        labelled = labelled_context_files(context, project.dockerfile(spec),
+                                          target=spec.target, labels=self.labels)
+        self.dockerfile, files = labelled or (context.dockerfile, {})
+        self.labels_in_dockerfile = labelled is not None
+        self.tar: IO[bytes] = tempfile.TemporaryFile(prefix="devsync-context-")  # noqa: SIM115 - closed by close()
+        try:
+            context.write_tar(self.tar, plan.flavor, files=files)
+            self.tar.seek(0)
+        except BaseException:
+            self.tar.close()
+            raise
+
+    def close(self) -> None:
+        self.tar.close()
+
+    def __enter__(self) -> BuildInput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: Engine,
+                git: GitRepo | None, tag: str, version: str | None = None,
+                prepared: BuildInput | None = None,
+                cancel: threading.Event | None = None) -> Iterator[Event]:
+    """Build `spec` as `plan` predicted (same context flavor, same cache sources), with the
+    OCI labels (`version` defaults to the tag's); `prepared` when made in advance."""
+    predicted = {i: (s.cached if s.certain else None)
+                 for i, s in enumerate(_built_steps(plan))}
+    with contextlib.ExitStack() as stack:
+        if prepared is None:
+            prepared = stack.enter_context(BuildInput(project, spec, plan, git,
+                                                      version=version))
+        for event in engine.build(
+            prepared.tar, dockerfile=prepared.dockerfile, tag=tag, cache_from=plan.cache_from,
+            build_args=spec.build_args,
+            labels=None if prepared.labels_in_dockerfile else prepared.labels,
+            target=spec.target,
+            image_name=spec.name, cancel=cancel,
+        ):
+            if isinstance(event, StepFinished):
+                event = StepFinished(event.image, event.index, event.cached,
+                                     predicted.get(event.index))
+            yield event
+
+
+def _built_steps(plan: ImagePlan) -> list[PlanStep]:
+    # the builder numbers the ARGs before FROM and every instruction of the stages it builds
+    return [s for s in plan.steps if s.kind != "skip"]
+
+
+def _rel(spec: ImageSpec) -> str:
+    try:
+        return spec.dockerfile.relative_to(spec.context).as_posix()
+    except ValueError:
+        return str(spec.dockerfile)
+
+
+def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: Resolver,
+               git: GitRepo | None, cancel: threading.Event | None = None,
+               plan: ImagePlan | None = None,
+               prepared: BuildInput | None = None) -> Iterator[Event]:
+    """Pull the base and the latest deployed image, then rebuild only what changed."""
+    if plan is None:
+        from devsync.ops.plan import plan_image
+
+        yield PhaseStarted(spec.name, "plan")
+        plan = plan_image(project, spec, resolver, git)
+    for note in plan.notes:
+        yield Warning_(spec.name, note)
+    if spec.role == ROLE_BASE:
+        # developers pull the team's base; building a new one is `devsync base build`
+        yield PhaseStarted(spec.name, "pull", spec.tag)
+        yield from pull_missing(engine, [spec.tag], cancel)
+        yield Done(ok=True, summary=f"{spec.tag} is local")
+        return
+    refs: list[str] = []
+    if plan.deployed and plan.deployed in plan.cache_from:
+        # (a deployed tag the plan could not read is no cache source: don't pull it)
+        refs.append(plan.deployed)
+    refs += _external_bases(project, spec, plan)  # after: the deployed pull brought its layers
+    missing = [ref for ref in refs if not engine.has_image(ref)]
+    if missing:
+        yield PhaseStarted(spec.name, "pull")
+        yield from pull_missing(engine, missing, cancel)
+    yield PhaseStarted(spec.name, "build", plan.summary)
+    built: ImageBuilt | None = None
+    mismatches: list[int] = []
+    dockerfile_steps = len(_built_steps(plan))
+    reused = 0
+    for event in build_image(project, spec, plan, engine=engine, git=git, tag=spec.tag,
+                             prepared=prepared, cancel=cancel):
+        if isinstance(event, StepFinished) and event.index < dockerfile_steps:
+            reused += event.cached
+            if event.predicted_cached is not None and event.predicted_cached != event.cached:
+                mismatches.append(event.index)
+        if isinstance(event, ImageBuilt):
+            built = event
+        yield event
+    if built is None:
+        raise DevsyncError(f"the build of {spec.name} ended without an image")
+    if mismatches:
+        yield Warning_(spec.name, "the engine's cache decisions differed from the plan at "
+                       f"step(s) {', '.join(str(i + 1) for i in mismatches)}")
+    # (the engine's own count includes the LABEL steps it adds for the OCI labels)
+    yield Done(ok=True, summary=f"{spec.tag}: {reused}/{dockerfile_steps} Dockerfile steps "
+               "reused", details={"image_id": built.image_id, "tag": spec.tag,
+                                  "deployed": plan.deployed})
+
+
+def _external_bases(project: Project, spec: ImageSpec, plan: ImagePlan) -> list[str]:
+    return [plan.base] if plan.base and project.dockerfile(spec).names_image(plan.base) else []
+
+
+# the longest the plan waits for the engine to take up the first pull (see wait_answered)
+_PULL_HEAD_START = 0.5
+
+
+class _Prefetch:
+    """Pulls in a background thread while the plan is being computed.
+
+    The plan needs only registry metadata and the pull only the deployed tag, so the two can
+    overlap: the pull's events queue up and are handed over, in order, once the plan is done.
+    (Pulling the base alongside the deployed image, whose layers the engine would share
+    between the two, measured no faster than one after the other.)
+    """
+
+    _END = object()
+
+    def __init__(self, engine: Engine, refs: list[str],
+                 cancel: threading.Event | None) -> None:
+        import queue
+
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._stop = threading.Event()
+        self._user_cancel = cancel
+        self._answered = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(engine, refs), daemon=True,
+                                        name="devsync-prefetch")
+        self._thread.start()
+
+    def wait_answered(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) until the engine has answered the first pull request
+        (or there was nothing to pull). The caller's CPU-bound work (imports, the plan) would
+        otherwise hold the GIL while this thread builds and sends that request, delaying the
+        pull by more than the wait costs: that work runs during the pull all the same."""
+        self._answered.wait(timeout)
+
+    def _cancelled(self) -> bool:
+        return self._stop.is_set() or bool(self._user_cancel and self._user_cancel.is_set())
+
+    def _run(self, engine: Engine, refs: list[str]) -> None:
+        cancel = _AnyEvent(self._stop, self._user_cancel)
+        try:
+            for ref in refs:
+                try:
+                    for event in pull_missing(engine, [ref], cancel):  # type: ignore[arg-type]
+                        self._queue.put(event)
+                        if not isinstance(event, PullStarted):
+                            self._answered.set()
+                except DevsyncError as exc:
+                    # whether this matters is known only once the plan is: see events()
+                    self._queue.put((ref, exc))
+                    if self._cancelled():
+                        return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._queue.put(exc)
+        finally:
+            self._queue.put(self._END)
+            self._answered.set()
+
+    def events(self, needed: set[str]) -> Iterator[Event]:
+        """The pull's events; a failed pull of a ref in `needed` is raised, of any other
+        ref (one the plan found it cannot use) dropped."""
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, tuple):
+                ref, exc = item
+                if ref in needed:
+                    raise exc
+                continue
+            yield item  # type: ignore[misc]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+class _PlanAhead:
+    """Plans images still to sync in a thread while the engine builds another.
+
+    Nothing else uses git meanwhile: the build's input was made before it started, and the
+    caller waits for this thread before it records the build.
+    """
+
+    def __init__(self, session: Session, specs: list[ImageSpec]) -> None:
+        self._plans: dict[str, ImagePlan | BaseException] = {}
+        self._thread = threading.Thread(target=self._run, args=(session, specs), daemon=True,
+                                        name="devsync-plan-ahead")
+        self._thread.start()
+
+    def _run(self, session: Session, specs: list[ImageSpec]) -> None:
+        from devsync.ops.plan import plan_image
+
+        for spec in specs:
+            try:
+                self._plans[spec.name] = plan_image(session.project, spec, session.resolver,
+                                                    session.git)
+            except BaseException as exc:  # raised where the plan would have been made
+                self._plans[spec.name] = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def take(self, spec: ImageSpec) -> ImagePlan | None:
+        self.wait()
+        plan = self._plans.pop(spec.name, None)
+        if isinstance(plan, BaseException):
+            raise plan
+        return plan
+
+
+class _AnyEvent:
+    """Looks like a threading.Event to the engine: set when either event is."""
+
+    def __init__(self, a: threading.Event, b: threading.Event | None) -> None:
+        self._a, self._b = a, b
+
+    def is_set(self) -> bool:
+        return self._a.is_set() or bool(self._b and self._b.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._a.wait(timeout) or self.is_set()
+
+
+def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> list[str]:
+    # the deployed image first: it holds the base's layers too, and one pull downloads its
+    # layers in parallel where base-then-deployed would fetch them in two rounds
+    refs: list[str] = []
+    if spec.deployed:
+        deployed = resolver.latest_deployed(spec.deployed)
+        if deployed:
+            refs.append(deployed)
+    if spec.base_ref and project.dockerfile(spec).names_image(spec.base_ref):
+        refs.append(spec.base_ref)
+    return refs
+
+
+def run_sync(session: Session, specs: list[ImageSpec], *,
+             cancel: threading.Event | None = None,
+             before: Callable[[ImagePlan], bool] | None = None,
+             prefetch: bool = True) -> Iterator[Event]:
+    """Sync each image and record what was done, for every view: under the repository's
+    operation lock, plan, (ask `before`, which may print the plan or decline), sync, record;
+    afterwards the fresh status of any image not synced here goes to the state `--check`
+    and the TUI read.
+
+    With `prefetch` (the caller will not decline a pull) the base and the deployed image are
+    pulled while the plan is computed; the pulls start before the session opens its git
+    repository, which costs the import of GitPython."""
+    from devsync.adapters.state import operation_lock
+
+    project, engine, resolver = session.project, session.engine, session.resolver
+    if engine is None:
+        raise DevsyncError(f"cannot sync without a Docker engine: {session.engine_problem}")
+    # apps first: their pulls bring the base's layers along, in parallel with their own
+    specs = sorted(specs, key=lambda s: s.role == ROLE_BASE)
+    with operation_lock(project.root, "sync"):
+        ahead: _PlanAhead | None = None
+        for position, spec in enumerate(specs):
+            fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
+                        if prefetch and spec.role != ROLE_BASE else None)
+            prepared: BuildInput | None = None
+            try:
+                if fetching is not None:
+                    fetching.wait_answered(_PULL_HEAD_START)
+                # (imported once the pulls are under way: the plan's modules, then GitPython)
+                from devsync.ops.plan import plan_image
+                from devsync.ops.recording import built_from, record_sync
+
+                git = session.git
+                yield PhaseStarted(spec.name, "plan")
+                planned = ahead.take(spec) if ahead is not None else None
+                plan = planned or plan_image(project, spec, resolver, git)
+                if before is not None and not before(plan):
+                    yield Warning_(spec.name, "skipped")
+                    continue
+                built = built_from(project, spec, git)  # (before the context is read)
+                if spec.role != ROLE_BASE:
+                    # (while the pulls run; without them, the plan's listing may be old by now)
+                    prepared = BuildInput(
+                        project, spec, plan, git, revision=built.revision,
+                        context=plan.scanned_context if fetching is not None else None)
+                if fetching is not None:
+                    yield PhaseStarted(spec.name, "pull")
+                    yield from fetching.events(
+                        {*plan.cache_from, *_external_bases(project, spec, plan)})
+                image_id: str | None = None
+                for event in sync_image(project, spec, engine=engine, resolver=resolver,
+                                        git=git, cancel=cancel, plan=plan,
+                                        prepared=prepared):
+                    if isinstance(event, ImageBuilt):
+                        image_id = event.image_id
+                    elif isinstance(event, StepStarted) and ahead is None:
+                        # the engine builds, this thread only waits: plan the bases still
+                        # to sync (their plans cannot depend on this build, an app's could)
+                        ahead = _PlanAhead(session, [s for s in specs[position + 1:]
+                                                     if s.role == ROLE_BASE])
+                    yield event
+            finally:
+                if fetching is not None:
+                    fetching.stop()
+                if prepared is not None:
+                    prepared.close()
+                if ahead is not None:
+                    ahead.wait()  # (git is not shared across threads)
+            record_sync(project, spec, plan, image_id, built)
+        synced = {s.name for s in specs}
+        rest = [s for s in project.images if s.name not in synced]
+        if rest:
+            from devsync.ops.recording import record_statuses
+            from devsync.ops.status import collect_statuses
+
+            resolver.forget_local()  # the pulls and builds above changed the local images
+            statuses = [s for s in collect_statuses(project, resolver, session.git)
+                        if s.name not in synced]
+            record_statuses(project, statuses, session.git, complete=False)

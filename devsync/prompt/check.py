@@ -1,0 +1,565 @@
+"""`devsync --check`: at most one line on a shell prompt when local images need a sync.
+
+Runs on every prompt, so it is built for start-up time and for never getting in the way:
+
+* Fast path: the git fingerprint (`devsync.adapters.gitrepo.git_fingerprint`, a few reads in `.git`)
+  plus a stat() of every watched path. If both equal what the last check stored, print the
+  stored line and stop. Nothing heavy is imported on this path: no docker, GitPython,
+  textual, TOML parser, subprocess, hashlib or the dataclass-based `devsync.adapters.state` (the raw
+  document is read through `devsync.prompt.statestore`).
+* Otherwise hash the watched files and compare them with the baselines recorded at the last
+  sync; name the first changed file (and the commit that changed it, from one `git log` with
+  a timeout) or fall back to the lines the last sync/refresh stored per image. Store the
+  answer for the next prompt, skipping the write if another process holds the state lock.
+* A watchdog bounds the whole check (default 200 ms) because a read on a hung network mount
+  cannot be cancelled otherwise; on timeout, or on any error at all, the check prints
+  nothing and exits 0. It never touches the network; at most it starts a detached
+  `devsync refresh` when the registry information is older than `registry_check_minutes`.
+
+Safe in an untrusted clone: it reads files and writes only inside devsync's state directory.
+The only subprocess is `git log`, run with every repository-controlled setting that could
+make git execute a program neutralised (see `SAFE_GIT_CONFIG`). Anything printed that comes
+from the repository (file names, author names) is stripped of control characters and
+terminal escape sequences.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat as stat_mod
+import sys
+import time
+from contextlib import suppress
+
+from devsync.errors import DevsyncError
+from devsync.prompt import statestore
+from devsync.prompt.fingerprint import git_fingerprint
+from devsync.prompt.gitsafe import SAFE_GIT_CONFIG
+from devsync.prompt.sanitize import one_line
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~4 ms at start-up; annotations are strings anyway
+    from typing import Any, NoReturn, TextIO
+
+CONFIG_NAME = ".devsync.toml"
+DEFAULT_REGISTRY_CHECK_MINUTES = 30.0
+NO_REFRESH_ENV = "DEVSYNC_NO_REFRESH"
+DEADLINE_ENV = "DEVSYNC_CHECK_DEADLINE"  # seconds, read by main() only
+DEFAULT_DEADLINE = 0.2
+_SYNC_HINT = " - run devsync sync"
+_MAX_LINE = 300
+# A file modified this close to when we looked could change again within the filesystem's
+# timestamp granularity without its stat changing ("racy git"); such stats are not cached.
+_RACY_NS = 2_000_000_000
+_NEVER_MATCHES = [-1, -1, -1]
+_MISSING_STAT = [0, 0, 0]
+
+# `git log` in a repository we do not trust. Settings from the repository's own .git/config
+# that can make `git log` start a program, and how each is neutralised:
+#   log.showSignature=true + gpg.program=CMD      runs CMD for every commit shown -> forced off,
+#                                                 --no-show-signature, gpg.program=false
+#   partial clone with a missing object           lazy fetch through the promisor remote runs
+#     (extensions.partialClone, remote.*.promisor) core.sshCommand / credential helpers /
+#                                                 remote helpers -> protocol.allow=never (all
+#                                                 transports), GIT_NO_LAZY_FETCH=1 (git>=2.44)
+#   core.fsmonitor=CMD                             hook run by index-reading commands -> false
+#   diff.external, diff.<drv>.command / textconv   only for content diffs (-p, --stat, --ext-
+#                                                 diff); we ask for --raw only, and pass
+#                                                 --no-ext-diff --no-textconv anyway
+#   core.pager / pager.log                         only with a terminal on stdout (we use a
+#                                                 pipe) -> --no-pager, GIT_PAGER=cat too
+#   core.hooksPath / hooks                         git log runs no hooks -> /dev/null anyway
+#   core.sshCommand, core.gitProxy, credential.*   only reachable through a fetch, which
+#                                                 protocol.allow=never refuses
+# Not settable from the repository (system/global config or environment only): trace2.*,
+# safe.directory (we keep the user's: git refuses repositories owned by someone else).
+
+# Environment variables that would point git at another repository than the one we found.
+_GIT_LOCATION_ENV = (
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT", "GIT_EXTERNAL_DIFF",
+)
+
+
+class _Deadline(BaseException):
+    """Raised from the SIGALRM handler. A BaseException so that no `except Exception` on the
+    way (ours or a library's) can swallow it and carry on past the deadline."""
+
+
+class _Unknown(Exception):
+    """The state does not look like anything we understand: say nothing."""
+
+
+class _Skip(Exception):
+    """Abort a state update without writing."""
+
+
+def run_check(
+    cwd: str | os.PathLike[str],
+    *,
+    exit_code: bool = False,
+    deadline: float = DEFAULT_DEADLINE,
+    out: TextIO | None = None,
+) -> int:
+    """Print at most one `devsync: ...` line to `out` (default: sys.stdout) and return the
+    exit status: 0, or 1 when `exit_code` is set and the images need a sync.
+
+    Never raises: an error, Ctrl-C or the deadline all mean no output and 0. Called from the
+    main thread it never takes much longer than `deadline` seconds (SIGALRM watchdog; off the
+    main thread there is no deadline). `main()` adds a backstop for waits no signal can end.
+    """
+    stream = out if out is not None else sys.stdout
+    try:
+        with _Watchdog(deadline):
+            line, stale = _check(os.fspath(cwd), time.monotonic() + deadline)
+    except (_Deadline, KeyboardInterrupt, Exception):
+        return 0
+    try:
+        if line:
+            stream.write(line + "\n")
+            stream.flush()
+    except Exception:
+        return 0
+    return 1 if exit_code and stale else 0
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Stand-alone entry: `python -m devsync.prompt.check [--exit-code]`."""
+    args = sys.argv[1:] if argv is None else argv
+    deadline = _deadline_from_env()
+    # Backstop for waits a signal handler cannot interrupt (a hard-mounted NFS read sleeps
+    # killable but not interruptible): a thread that ends the whole process. os._exit
+    # kills every thread, including one stuck in such a read.
+    _start_backstop(deadline + 0.1)
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the shell's directory was deleted
+        os._exit(0)
+    code = run_check(cwd, exit_code="--exit-code" in args, deadline=deadline)
+    try:
+        sys.stdout.flush()
+    except Exception:
+        code = 0
+    # Skip interpreter teardown: a few ms on every prompt, and nothing left to clean up.
+    os._exit(code)
+
+
+def _deadline_from_env() -> float:
+    # For slow machines and for tests that must not depend on machine load.
+    try:
+        value = float(os.environ.get(DEADLINE_ENV, "") or DEFAULT_DEADLINE)
+    except ValueError:
+        return DEFAULT_DEADLINE
+    return min(max(value, 0.05), 10.0) if value == value else DEFAULT_DEADLINE
+
+
+# -- the check ------------------------------------------------------------------------------
+
+
+def _check(cwd: str, end: float) -> tuple[str, bool]:
+    root = find_root(cwd)
+    if root is None:
+        return "", False
+    doc, outcome = statestore.read_raw(root)
+    config_stat = _stat(os.path.join(root, CONFIG_NAME))
+    if outcome == statestore.MISSING:
+        if config_stat == _MISSING_STAT:
+            return "", False  # not a devsync project
+        doc = {}
+    elif outcome is not None or doc is None:
+        return "", False  # corrupt or from a newer devsync: unknown, so silent
+    images = _images(doc)
+    cached = _cached_check(doc.get("check"))
+
+    fingerprint = git_fingerprint(root)
+    paths = _watched_paths(images)
+    stats = {p: _stat(os.path.join(root, p)) for p in paths}
+    stats[CONFIG_NAME] = config_stat
+
+    if (
+        cached is not None
+        and fingerprint is not None
+        and cached["fingerprint"] == fingerprint
+        and cached["stats"] == stats
+    ):
+        line, stale, minutes = cached["line"], cached["stale"], cached["minutes"]
+    else:
+        line, stale = _recompute(root, images, end)
+        minutes = _registry_check_minutes(root) if config_stat != _MISSING_STAT else None
+        if fingerprint is not None:
+            _store(root, doc, fingerprint, stats, line, stale, minutes)
+    _maybe_refresh(root, doc.get("registry_checked_at"), minutes)
+    return one_line(line, _MAX_LINE), stale
+
+
+def find_root(cwd: str) -> str | None:
+    """The nearest directory at or above `cwd` containing `.git` (a directory or a file)."""
+    d = os.path.abspath(cwd)
+    while True:
+        if os.path.lexists(os.path.join(d, ".git")):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+
+
+def _images(doc: dict[str, Any]) -> list[tuple[str, dict[str, str], str]]:
+    """(name, watched baselines, stored line) per image; _Unknown if the shape is off."""
+    images = doc.get("images", {})
+    if not isinstance(images, dict):
+        raise _Unknown
+    result = []
+    for name, img in images.items():
+        if not isinstance(img, dict):
+            raise _Unknown
+        watched = img.get("watched", {})
+        line = img.get("line") or ""
+        if not isinstance(watched, dict) or not isinstance(line, str):
+            raise _Unknown
+        if not all(isinstance(v, str) for v in watched.values()):
+            raise _Unknown
+        result.append((str(name), watched, line))
+    return result
+
+
+def _watched_paths(images: list[tuple[str, dict[str, str], str]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for _, watched, _ in images:
+        for path in watched:
+            if _safe_relpath(path):
+                seen.setdefault(path, None)
+    return list(seen)
+
+
+def _safe_relpath(path: str) -> bool:
+    # State is ours, but its paths come from the repository's Dockerfiles: stay inside it.
+    if not path or path.startswith("/") or "\0" in path:
+        return False
+    return ".." not in path.split("/")
+
+
+def _cached_check(raw: object) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        return None
+    fingerprint, stats, line, stale = (raw.get(k) for k in ("fingerprint", "stats", "line",
+                                                            "stale"))
+    minutes = raw.get("registry_check_minutes")
+    if not (
+        isinstance(fingerprint, str)
+        and isinstance(stats, dict)
+        and isinstance(line, str)
+        and isinstance(stale, bool)
+        and (minutes is None or (isinstance(minutes, int | float)
+                                 and not isinstance(minutes, bool)))
+    ):
+        return None
+    return {"fingerprint": fingerprint, "stats": stats, "line": line, "stale": stale,
+            "minutes": minutes}
+
+
+def _stat(path: str) -> list[int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return list(_MISSING_STAT)
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+def _recompute(
+    root: str, images: list[tuple[str, dict[str, str], str]], end: float
+) -> tuple[str, bool]:
+    digests: dict[str, str | None] = {}
+    changed: dict[str, None] = {}
+    for _, watched, _ in images:
+        for path, baseline in sorted(watched.items()):
+            if not _safe_relpath(path):
+                continue
+            if path not in digests:
+                digests[path] = _sha256_file(os.path.join(root, path))
+            if digests[path] != baseline:
+                changed.setdefault(path, None)
+    if changed:
+        first, *rest = changed
+        deleted = digests[first] is None
+        verb = "deleted" if deleted else "changed"
+        how = _describe_change(root, first, deleted, end)
+        more = f", +{len(rest)} more" if rest else ""
+        return f"devsync: {first} {verb}{how}{more}{_SYNC_HINT}", True
+    lines = [line for _, _, line in images if line]
+    if not lines:
+        return "", False
+    line = lines[0] if lines[0].startswith("devsync:") else "devsync: " + lines[0]
+    if len(lines) > 1:
+        more = f", +{len(lines) - 1} more"
+        if line.endswith(_SYNC_HINT):
+            line = line[: -len(_SYNC_HINT)] + more + _SYNC_HINT
+        else:
+            line += more
+    return line, True
+
+
+_NOT_REGULAR = "not-a-regular-file"
+
+
+def _sha256_file(path: str) -> str | None:
+    """sha256 hex of a regular file; None if it does not exist; a marker that matches no
+    baseline for anything else."""
+    return _hash_regular(path, "sha256", blob_header=False)
+
+
+def _hash_regular(path: str, algorithm: str, *, blob_header: bool) -> str | None:
+    # O_NONBLOCK + fstat: a FIFO or device planted in the repository must never be read
+    # (opening a FIFO for reading blocks until a writer appears).
+    import hashlib
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _NOT_REGULAR
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            return _NOT_REGULAR
+        h = hashlib.new(algorithm)
+        if blob_header:  # git's object id: "blob <size>\0" + content
+            h.update(b"blob %d\0" % st.st_size)
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+        return h.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _describe_change(root: str, path: str, deleted: bool, end: float) -> str:
+    """" in <commit> by <author>" when HEAD's history explains the change, " (uncommitted)"
+    when the file differs from what the last commit touching it left, "" if unknown."""
+    timeout = end - time.monotonic() - 0.03  # leave time to store the answer
+    if timeout < 0.02:
+        return ""
+    import subprocess
+
+    git = _find_git()
+    if git is None:
+        return ""
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_ENV}
+    env.update(GIT_PAGER="cat", PAGER="cat", GIT_TERMINAL_PROMPT="0", GIT_NO_LAZY_FETCH="1",
+               GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
+    cmd = [git, "--no-pager", "--no-optional-locks"]
+    for setting in SAFE_GIT_CONFIG:
+        cmd += ["-c", setting]
+    cmd += ["-C", root, "log", "-1", "--no-show-signature", "--no-ext-diff", "--no-textconv",
+            "--no-renames", "--no-color", "--no-decorate", "--raw",
+            "--format=%h%x1f%an", "--", f":(top,literal){path}"]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=env,
+                              timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if proc.returncode != 0:
+        return ""
+    lines = proc.stdout.decode("utf-8", "replace").splitlines()
+    if not lines or "\x1f" not in lines[0]:
+        return " (uncommitted)"  # no commit ever touched it: a new, uncommitted file
+    short, author = lines[0].split("\x1f", 1)
+    raw = next((ln for ln in lines[1:] if ln.startswith(":")), None)
+    if raw is None:
+        return ""  # e.g. a merge: history names it but shows no diff
+    fields = raw.split("\t", 1)[0].split()
+    if len(fields) < 5:
+        return ""
+    new_blob, status = fields[3].rstrip("."), fields[4]
+    if deleted:
+        committed = status.startswith("D")
+    else:
+        # Abbreviated like %h (git picks a unique length); a prefix of our own id is a match.
+        full = os.path.join(root, path)
+        committed = len(new_blob) >= 7 and any(
+            (blob_id or "").startswith(new_blob)
+            for blob_id in (_git_blob_id(full, "sha1"), _git_blob_id(full, "sha256"))
+        )
+    if not committed:
+        return " (uncommitted)"
+    return f" in {short} by {author}"
+
+
+def _find_git() -> str | None:
+    """`git` from $PATH, ignoring relative entries ("", ".", "bin"): we run inside a
+    repository we do not trust, and a relative entry would find an executable it ships."""
+    for entry in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if not os.path.isabs(entry):
+            continue
+        candidate = os.path.join(entry, "git")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _git_blob_id(path: str, algorithm: str) -> str | None:
+    """git's object id for the file's current content ("sha1", or "sha256" repositories)."""
+    return _hash_regular(path, algorithm, blob_header=True)
+
+
+def _registry_check_minutes(root: str) -> float | None:
+    """`registry_check_minutes` from .devsync.toml; None (the default) if it can't be had."""
+    try:
+        if not stat_mod.S_ISREG(os.stat(os.path.join(root, CONFIG_NAME)).st_mode):
+            return None  # a FIFO would block the read until the deadline, on every prompt
+        from pathlib import Path
+
+        from devsync.model.config import load_config
+
+        value = load_config(Path(root)).registry_check_minutes
+    except Exception:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _store(
+    root: str,
+    doc: dict[str, Any],
+    fingerprint: str,
+    stats: dict[str, list[int]],
+    line: str,
+    stale: bool,
+    minutes: float | None,
+) -> None:
+    """Remember the answer for the next prompt; skip quietly if the state is busy."""
+    from devsync.adapters import state
+
+    now_ns = time.time_ns()
+    cached = {
+        path: (list(_NEVER_MATCHES) if st != _MISSING_STAT and abs(now_ns - st[0]) < _RACY_NS
+               else st)
+        for path, st in stats.items()
+    }
+    basis = _basis(_images(doc))
+
+    def mutate(s: state.RepoState) -> None:
+        current = _basis([(n, i.watched, i.line) for n, i in s.images.items()])
+        if current != basis:
+            raise _Skip  # a sync or refresh changed the images since we read them
+        s.check = state.CheckRecord(
+            fingerprint=fingerprint, stats=cached, line=line, stale=stale,
+            computed_at=time.time(), registry_check_minutes=minutes,
+        )
+
+    with suppress(_Skip, DevsyncError, OSError):
+        state.update(root, mutate, timeout=0)
+
+
+def _basis(images: list[tuple[str, dict[str, str], str]]) -> list[tuple[str, Any, str]]:
+    return sorted((name, sorted(watched.items()), line) for name, watched, line in images)
+
+
+# -- background registry refresh ------------------------------------------------------------
+
+
+def _maybe_refresh(root: str, checked_at: object, minutes: float | None) -> None:
+    """Start a detached `devsync refresh` when registry information is older than allowed.
+
+    The attempt is recorded first, under the state lock, so that many shells opening at once
+    start one refresh between them. Never waits for it.
+    """
+    if os.environ.get(NO_REFRESH_ENV, "") not in ("", "0"):
+        return
+    interval = (DEFAULT_REGISTRY_CHECK_MINUTES if minutes is None else minutes) * 60
+    if interval <= 0:
+        return  # registry_check_minutes = 0: automatic refresh switched off
+    if not _due(checked_at, interval):
+        return
+    from devsync.adapters import state
+
+    def mark(s: state.RepoState) -> None:
+        if not _due(s.registry_checked_at, interval):
+            raise _Skip  # another shell got here first
+        s.registry_checked_at = time.time()
+
+    try:
+        state.update(root, mark, timeout=0)
+    except (_Skip, DevsyncError, OSError):
+        return
+    import subprocess
+
+    # cwd "/": never the repository, whose files must not shadow anything we import.
+    subprocess.Popen(
+        refresh_command(root),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        close_fds=True, start_new_session=True, cwd="/",
+    )
+
+
+def refresh_command(root: str) -> list[str]:
+    """The detached background refresh the check starts (implemented by the CLI).
+
+    `-P`: `python -m` would otherwise put the working directory first on sys.path.
+    """
+    return [sys.executable, "-P", "-m", "devsync", "refresh", "--quiet", root]
+
+
+def _due(checked_at: object, interval: float) -> bool:
+    if not isinstance(checked_at, int | float) or isinstance(checked_at, bool):
+        return True
+    age = time.time() - checked_at
+    return not 0 <= age < interval  # a timestamp in the future means the clock moved: due
+
+
+# -- deadline ---------------------------------------------------------------------------
+
+
+class _Watchdog:
+    """Raise `_Deadline` in the main thread after `seconds` (SIGALRM via setitimer).
+
+    Off the main thread signals cannot be used; the check then runs without a deadline.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.armed = False
+        self.previous: Any = None
+        self.outer: tuple[float, float] = (0.0, 0.0)
+        self.started = 0.0
+
+    def __enter__(self) -> _Watchdog:
+        try:
+            self.previous = signal.signal(signal.SIGALRM, _on_alarm)
+        except ValueError:  # not the main thread
+            return self
+        self.armed = True
+        self.started = time.monotonic()
+        self.outer = signal.setitimer(signal.ITIMER_REAL, max(self.seconds, 0.001))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.armed:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous)
+        delay, interval = self.outer
+        if delay > 0:  # give back a timer the caller had running (e.g. a test timeout)
+            left = delay - (time.monotonic() - self.started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.000001), interval)
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _Deadline
+
+
+def _start_backstop(seconds: float) -> None:
+    import _thread
+
+    def _kill() -> None:
+        time.sleep(seconds)
+        os._exit(0)
+
+    _thread.start_new_thread(_kill, ())
+
+
+if __name__ == "__main__":
+    main()

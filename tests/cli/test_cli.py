@@ -1,0 +1,111 @@
+"""The CLI as a user types it: a subprocess in a real repository against the real engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devsync import __version__
+from devsync.devtools import sandbox
+from tests.support.cli import devsync
+from tests.support.teamrepo import TeamRepo, make_team_repo
+
+
+@pytest.fixture(scope="module")
+def team(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+         busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> TeamRepo:
+    team = make_team_repo(tmp_path_factory.mktemp("cli"), engine, registry, busybox_image,
+                          "clishop")
+    team.forget_local_images()
+    return team
+
+
+def test_version_and_help(tmp_path: Path) -> None:
+    out = devsync(tmp_path, "--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"devsync {__version__}"
+    out = devsync(tmp_path, "--help")
+    assert out.returncode == 0 and "status" in out.stdout and "plan" in out.stdout
+
+
+def test_not_a_repo_is_one_clear_line(tmp_path: Path) -> None:
+    out = devsync(tmp_path, "status", state=tmp_path / "state")
+    assert out.returncode == 4
+    assert out.stderr.startswith("devsync: error: not a git repository")
+    assert "Traceback" not in out.stderr
+
+
+def test_plan_json_contract(team: TeamRepo, tmp_path: Path) -> None:
+    out = devsync(team.path, "plan", "app", "--json", engine=team.engine,
+                  state=tmp_path / "state")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    (image,) = doc["images"]
+    assert image["name"] == "app"
+    assert image["dockerfile"] == "Dockerfile"
+    assert image["tag"] == f"{team.repo}:dev"
+    assert image["cache_from"] == [f"{team.repo}:1.0.1"]
+    lines = [s["line"] for s in image["steps"]]
+    assert lines == sorted(lines) and lines[0] == 1
+    instructions = [s["instruction"].split()[0] for s in image["steps"]]
+    assert instructions == ["ARG", "FROM", "ARG", "WORKDIR", "COPY", "RUN", "COPY", "RUN", "CMD"]
+    for step in image["steps"]:
+        assert isinstance(step["cached"], bool) and isinstance(step["reason"], str)
+    assert all(s["cached"] for s in image["steps"])
+
+
+def test_status_human_and_json(team: TeamRepo, tmp_path: Path) -> None:
+    out = devsync(team.path, "status", engine=team.engine, state=tmp_path / "state")
+    assert out.returncode == 0, out.stderr
+    assert "IMAGE" in out.stdout and "app" in out.stdout and "base" in out.stdout
+    assert "\x1b[" not in out.stdout  # not a terminal: no colour
+    out = devsync(team.path, "status", "--json", engine=team.engine, state=tmp_path / "state")
+    doc = json.loads(out.stdout)
+    states = {i["name"]: i["state"] for i in doc["images"]}
+    assert states == {"base": "missing", "app": "missing"}
+
+
+def test_engine_down_is_a_clear_error(team: TeamRepo, tmp_path: Path) -> None:
+    out = devsync(team.path, "sync", "--yes", state=tmp_path / "state",
+                  env={"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock"})
+    assert out.returncode == 6, out.stderr
+    assert out.stderr.startswith("devsync: error: ")
+    assert "Traceback" not in out.stderr
+
+
+def test_broken_dockerfile_is_one_line(tmp_path: Path) -> None:
+    from tests.support.teamrepo import git
+
+    repo = tmp_path / "broken"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "Dockerfile").write_text("FROM x\n<<<<<<< HEAD\nRUN a\n=======\nRUN b\n>>>>>>> b\n")
+    out = devsync(repo, "plan", state=tmp_path / "state")
+    assert out.returncode == 5
+    assert "Dockerfile:2: unresolved merge conflict marker" in out.stderr
+
+
+def test_a_command_collects_garbage_rarely_and_the_tui_as_usual() -> None:
+    # the process's own entry (argv None) slows the collector for a one-shot command; what
+    # runs for hours goes back to the pace it found
+    import gc
+
+    from devsync.cli import commands as cli
+
+    before = gc.get_threshold()
+    try:
+        cli._collect_rarely()
+        assert gc.get_threshold()[0] > before[0]
+        cli._collect_as_usual()
+        assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)
+    probe = ("import gc, sys\nfrom devsync import cli\nsys.argv = ['devsync', 'plan', '--help']\n"
+             "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+             "print(gc.get_threshold()[0], file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert int(out.stderr.split()[-1]) == 20_000
