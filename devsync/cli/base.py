@@ -25,8 +25,13 @@ def run(start: Path, args: argparse.Namespace) -> int:
             print("next: devsync base bump   (points the app's FROM at the new base)")
         return 0
     if cmd == "bump":
-        session = open_session(start, need_engine=False)
-        result = basework.base_bump(session.project, session.resolver, args.to_tag)
+        session = open_session(start, need_engine=args.local)
+        result = basework.base_bump(session.project, session.resolver, args.to_tag,
+                                    local=args.local)
+        if result.newer_than_registry:
+            print(f"devsync: FROM already uses {clean(result.old)}, newer than any base in the "
+                  "registry (push it: devsync base build --push)")
+            return 0
         if not result.changed:
             print(f"devsync: FROM already uses {clean(result.new)}")
             return 0

@@ -104,12 +104,16 @@ def _parser() -> argparse.ArgumentParser:
 
     base = sub.add_parser("base", help="the base-image workflow")
     bsub = base.add_subparsers(dest="base_command", required=True)
-    s = bsub.add_parser("build", help="build Dockerfile.base as REPO:base-X.Y.Z")
+    s = bsub.add_parser("build", help="build Dockerfile.base as the next REPO:base-VERSION")
     s.add_argument("--push", action="store_true")
-    s.add_argument("--version", dest="base_version")
+    s.add_argument("--version", dest="base_version",
+                   help="the new base's version (default: the next in the newest tag's scheme)")
     s.add_argument("--json", action="store_true")
     s = bsub.add_parser("bump", help="point FROM at the newest base tag")
-    s.add_argument("--to", dest="to_tag", help="tag to bump to (default: newest base-X.Y.Z)")
+    s.add_argument("--to", dest="to_tag",
+                   help="tag to bump to, from the registry (default: its newest base tag)")
+    s.add_argument("--local", action="store_true",
+                   help="with --to: a base built on this machine, not (yet) in the registry")
     s = bsub.add_parser("advice", help="is a new base worth it? layer count and size drift")
     s.add_argument("--json", action="store_true")
 

@@ -1,8 +1,9 @@
 """The project model: which images a repository builds, from which Dockerfiles, and where the
 deployed ones live. Zero configuration for the common layouts; `.devsync.toml` overrides.
 
-Common layout: `Dockerfile` starts `FROM REPO:base-X.Y.Z`; `Dockerfile.base` (or another
-Dockerfile, e.g. `build/Dockerfile`) builds that base. The deployed app image is the highest
+Common layout: `Dockerfile` starts `FROM REPO:base-<version>` (`base-1.2.0`, `base-1.1`,
+`base-2024.05`: any `base-` tag, see `versions`); `Dockerfile.base` (or another Dockerfile,
+e.g. `build/Dockerfile`) builds that base. The deployed app image is the highest
 semantic-version tag of REPO that does not start with `base-`.
 """
 
@@ -17,9 +18,8 @@ from devsync.errors import ConfigError, DockerfileError, NotARepoError
 from devsync.model.config import DevsyncConfig, load_config
 from devsync.model.dockerfiles import Dockerfile, parse_file
 from devsync.model.shellwords import Lexer
-from devsync.model.versions import split_reference
+from devsync.model.versions import is_base_tag, split_reference
 
-BASE_TAG = re.compile(r"^base-(.+)$")
 _SKIP_DIRS = {".git", "node_modules", "vendor", ".venv", "venv", "__pycache__", ".tox", "dist",
               "build-output", "target"}
 _DOCKERFILE_NAME = re.compile(r"^(Dockerfile|Containerfile)(\..+)?$|^.+\.(Dockerfile|dockerfile)$")
@@ -260,7 +260,7 @@ def _discover_images(project: Project) -> list[ImageSpec]:
     for path in candidates:
         ref = bases[path]
         repo, tag, _digest = split_reference(ref)
-        if tag and BASE_TAG.match(tag):
+        if tag and is_base_tag(tag):
             base_refs.setdefault(ref, []).append(path)
     app_paths = [p for refs in base_refs.values() for p in refs]
     others = [p for p in candidates if p not in app_paths]

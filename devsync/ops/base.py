@@ -9,11 +9,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from devsync.errors import ConfigError, DevsyncError
-from devsync.events import Event, PhaseStarted
+from devsync.errors import (
+    ConfigError,
+    DevsyncError,
+    EngineUnavailableError,
+    UnknownBaseError,
+    UsageError,
+)
+from devsync.events import Event, PhaseStarted, Warning_
 from devsync.model.dockerfiles import cache_busting_order
 from devsync.model.project import ROLE_APP, ROLE_BASE, ImageSpec, Project
-from devsync.model.versions import latest_base_tag, next_version, parse_version, split_reference
+from devsync.model.versions import (
+    BASE_PREFIX,
+    base_versions,
+    is_base_tag,
+    latest_base_tag,
+    next_base_tag,
+    parse_base_tag,
+    parse_version,
+    split_reference,
+)
 from devsync.ops.plan import plan_image
 from devsync.ops.sync import build_image, pull_missing
 
@@ -33,18 +48,36 @@ def base_spec(project: Project) -> ImageSpec:
     return bases[0]
 
 
-def next_base_tag(spec: ImageSpec, resolver: Resolver, version: str | None) -> str:
+def new_base_tag(spec: ImageSpec, resolver: Resolver,
+                 version: str | None) -> tuple[str, str | None]:
+    """The reference a new base is built as, and a warning when the registry could not say
+    which tags exist. `version` (from `--version`) wins; else the base after the newest of
+    the registry's base tags and the FROM line's, in that tag's scheme (model.versions)."""
     repo, current_tag, _digest = split_reference(spec.tag)
     if version:
-        if parse_version(version) is None:
-            raise ConfigError(f"--version {version}: not a semantic version (X.Y.Z)")
-        return f"{repo}:base-{version.removeprefix('v')}"
+        version = version.removeprefix("v")
+        if parse_base_tag(BASE_PREFIX + version) is None:
+            raise UsageError(f"--version {version}: not a version (e.g. 1.2, 1.2.0, 2024.05 "
+                             "or 20240501)")
+        return f"{repo}:{BASE_PREFIX}{version}", None
+    from devsync.adapters.registry import RegistryNotFound
+
+    warning = None
     try:
         tags = resolver.tags(repo)
-    except DevsyncError:
+    except RegistryNotFound:
+        tags = []  # nothing pushed yet
+    except DevsyncError as exc:
         tags = []
-    latest = latest_base_tag(tags) or current_tag or "base-0.0.0"
-    return f"{repo}:base-{next_version(latest.removeprefix('base-'), 'minor')}"
+        warning = (f"could not list the base tags of {repo} ({exc.message}); the new base's "
+                   f"tag follows {current_tag} from FROM and may already exist there")
+    tag = next_base_tag([*tags, current_tag] if current_tag else tags)
+    if tag is None:
+        if current_tag and is_base_tag(current_tag):
+            raise UsageError(f"cannot tell which version comes after {current_tag}",
+                             hint="name it: devsync base build --version 1.0")
+        tag = f"{BASE_PREFIX}0.1.0"
+    return f"{repo}:{tag}", warning
 
 
 def base_build(project: Project, *, engine: Engine, resolver: Resolver, git: GitRepo | None,
@@ -54,7 +87,9 @@ def base_build(project: Project, *, engine: Engine, resolver: Resolver, git: Git
 
     spec = base_spec(project)
     with operation_lock(project.root, "building the base"):
-        tag = next_base_tag(spec, resolver, version)
+        tag, warning = new_base_tag(spec, resolver, version)
+        if warning:
+            yield Warning_(spec.name, warning)
         plan = plan_image(project, spec, resolver, git)
         yield PhaseStarted(spec.name, "build", f"{tag}: {plan.summary}")
         if plan.deployed:
@@ -66,28 +101,38 @@ def base_build(project: Project, *, engine: Engine, resolver: Resolver, git: Git
             yield from engine.push(tag, cancel=cancel)
 
 
-
-
 @dataclass
 class BumpResult:
     changed: list[str] = field(default_factory=list)  # repo-relative files rewritten
     old: str = ""
     new: str = ""
+    newer_than_registry: bool = False  # FROM already names a base newer than the registry's
 
 
-def base_bump(project: Project, resolver: Resolver, to_tag: str | None = None) -> BumpResult:
-    """Point every app Dockerfile's FROM (or the ARG default that feeds it) at the newest
-    base tag, changing nothing but that tag's bytes."""
+def base_bump(project: Project, resolver: Resolver, to_tag: str | None = None, *,
+              local: bool = False) -> BumpResult:
+    """Point every app Dockerfile's FROM (or the ARG default that feeds it) at a base tag,
+    changing nothing but that tag's bytes.
+
+    Without `to_tag`: the registry's newest base tag (never an older one than FROM names).
+    `to_tag` must be in the registry, or, with `local`, an image on this engine: a FROM that
+    names a base nobody else can pull would break every teammate's build.
+    """
     spec = base_spec(project)
     repo, old_tag, _digest = split_reference(spec.tag)
+    old_tag = old_tag or ""
     if to_tag is None:
-        latest = latest_base_tag(resolver.tags(repo))
-        if latest is None:
-            raise ConfigError(f"no base-X.Y.Z tag in {repo}: build and push one first "
-                              "(devsync base build --push)")
-        to_tag = latest
-    to_tag = to_tag.split(":")[-1]
-    result = BumpResult(old=old_tag or "", new=to_tag)
+        if local:
+            raise UsageError("--local needs --to TAG (the base image built on this machine)")
+        to_tag = _newest_registry_base(resolver, repo)
+        current = parse_base_tag(old_tag)
+        newest = parse_base_tag(to_tag)
+        if current is not None and newest is not None and current.key > newest.key:
+            return BumpResult(old=old_tag, new=old_tag, newer_than_registry=True)
+    else:
+        to_tag = _bump_target(repo, to_tag)
+        _check_base_exists(resolver, repo, to_tag, local=local)
+    result = BumpResult(old=old_tag, new=to_tag)
     if to_tag == old_tag:
         return result
     for app in project.images:
@@ -102,7 +147,7 @@ def base_bump(project: Project, resolver: Resolver, to_tag: str | None = None) -
         for ins in candidates:
             for n in range(ins.line - 1, ins.end_line):
                 line = lines[n]
-                old_bytes = (old_tag or "").encode()
+                old_bytes = old_tag.encode()
                 if old_bytes and old_bytes in line:
                     lines[n] = line.replace(old_bytes, to_tag.encode())
                     touched = True
@@ -110,6 +155,61 @@ def base_bump(project: Project, resolver: Resolver, to_tag: str | None = None) -
             app.dockerfile.write_bytes(b"\n".join(lines))
             result.changed.append(app.rel_dockerfile(project.root))
     return result
+
+
+def _newest_registry_base(resolver: Resolver, repo: str) -> str:
+    from devsync.adapters.registry import RegistryNotFound
+
+    try:
+        tags = resolver.tags(repo)
+    except RegistryNotFound:
+        tags = []
+    newest = latest_base_tag(tags)
+    if newest is None:
+        raise UnknownBaseError(f"{repo} has no {BASE_PREFIX}<version> tag to bump to",
+                               hint="build and push one first: devsync base build --push")
+    return newest
+
+
+def _bump_target(repo: str, to_tag: str) -> str:
+    """The tag `--to` names: `base-1.2`, or `REPO:base-1.2` of the base's own repository."""
+    ref = to_tag if ":" in to_tag else f"{repo}:{to_tag}"
+    try:
+        to_repo, tag, digest = split_reference(ref)
+    except DevsyncError as exc:
+        raise UsageError(f"--to {to_tag}: {exc.message}") from None
+    if to_repo != repo or not tag or digest:
+        raise UsageError(f"--to {to_tag}: expected a tag of {repo}, e.g. {BASE_PREFIX}1.2")
+    return tag
+
+
+def _check_base_exists(resolver: Resolver, repo: str, tag: str, *, local: bool) -> None:
+    ref = f"{repo}:{tag}"
+    if local:
+        if resolver.engine is None:
+            raise EngineUnavailableError(f"--local: cannot look for {ref} without the engine")
+        if resolver.local(ref) is None:
+            raise UnknownBaseError(f"{ref} is not an image on this machine",
+                                   hint="build it first (devsync base build), or drop --local "
+                                   "to use a tag from the registry")
+        return
+    from devsync.adapters.registry import RegistryNotFound
+
+    try:
+        tags = resolver.tags(repo)
+    except RegistryNotFound:
+        tags = []
+    except DevsyncError as exc:
+        offline = f"to use {ref} built on this machine: devsync base bump --to {tag} --local"
+        exc.hint = f"{exc.hint}; or {offline}" if exc.hint else offline
+        raise
+    if tag not in tags:
+        newest = [v.tag for v in base_versions(tags)][-3:]
+        has = f"its newest: {', '.join(newest)}" if newest else "it has no base tags"
+        raise UnknownBaseError(
+            f"{ref} is not in the registry ({has})",
+            hint=f"push it first (devsync base build --push), or bump to the one built on "
+            f"this machine: devsync base bump --to {tag} --local")
 
 
 @dataclass

@@ -38,6 +38,18 @@ def test_common_layout_needs_no_config(tmp_path: Path) -> None:
     assert app.base_ref == "reg.example.com:5000/team/shop:base-1.2.0"
 
 
+@pytest.mark.parametrize("base_tag", ["base-1.1", "base-1.2.0", "base-2024.05",
+                                      "base-20240501", "base-v2.0"])
+def test_common_layout_with_any_base_tag_scheme(tmp_path: Path, base_tag: str) -> None:
+    root = _repo(tmp_path, {
+        "Dockerfile": f"FROM r.io/yii2:{base_tag}\nCOPY . /app\n",
+        "build/Dockerfile": "FROM alpine\nRUN apk add php\n",
+    })
+    roles = {i.name: (i.role, i.tag, i.deployed) for i in load_project(root).images}
+    assert roles == {"base": ("base", f"r.io/yii2:{base_tag}", f"r.io/yii2:{base_tag}"),
+                     "app": ("app", "r.io/yii2:dev", "r.io/yii2")}
+
+
 def test_from_a_subdirectory(tmp_path: Path) -> None:
     root = _repo(tmp_path, {
         "Dockerfile": "FROM r.io/shop:base-1.0.0\n",

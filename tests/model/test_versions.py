@@ -7,6 +7,7 @@ split_reference accepts).
 
 from __future__ import annotations
 
+import datetime
 import random
 
 import pytest
@@ -16,9 +17,13 @@ from devsync.errors import DevsyncError
 from devsync.model.versions import (
     InvalidReferenceError,
     InvalidVersionError,
+    base_versions,
+    is_base_tag,
     latest_base_tag,
     latest_version_tag,
+    next_base_tag,
     next_version,
+    parse_base_tag,
     parse_version,
     registry_of,
     split_reference,
@@ -112,6 +117,112 @@ def test_latest_base_tag() -> None:
     assert latest_base_tag(["1.0.0", "base-", "base-x"]) is None
     assert latest_base_tag(["b-1.0.0", "base-2.0.0"], prefix="b-") == "b-1.0.0"
     assert latest_base_tag(["base-v1.0.0", "base-0.9.0"]) == "base-v1.0.0"
+
+
+# -- base tag schemes: base-X.Y.Z, base-X.Y, calendar ----------------------------------------
+
+
+def test_base_tags_order_as_versions_across_schemes() -> None:
+    oldest_first = [
+        "base-0.9", "base-1", "base-1.1", "base-1.2.0-rc.1", "base-1.2.0", "base-1.9",
+        "base-1.10", "base-v1.10.1", "base-1.11.0", "base-2", "base-2024.04", "base-2024.05",
+        "base-2024.05.1", "base-2024.05.02", "base-20240430", "base-20240501",
+        "base-20240501.1", "base-20240501.2",
+    ]
+    shuffled = oldest_first[7:] + oldest_first[:7][::-1]
+    assert [v.tag for v in base_versions(shuffled)] == oldest_first
+    assert latest_base_tag(["base-1.9", "base-1.10"]) == "base-1.10"
+
+
+def test_base_tags_of_equal_rank_are_told_apart_by_the_tag_itself() -> None:
+    # `base-1.1` and `base-1.1.0` rank alike (a missing field is 0)
+    one_one, one_one_zero = parse_base_tag("base-1.1"), parse_base_tag("base-1.1.0")
+    assert one_one is not None and one_one_zero is not None
+    assert one_one.key == one_one_zero.key
+    tags = ["base-1.1", "base-1.1.0"]
+    assert latest_base_tag(tags) == latest_base_tag(tags[::-1]) == "base-1.1.0"
+
+
+@pytest.mark.parametrize("tag", [
+    "base-", "base-latest", "base-x1.0", "base-1..2", "base-1.2.", "base-1.2.3.4.5",
+    "base-1.2.0+build", "1.2.0", "xbase-1.2", "base-1.2-", "base-1.2-rc..1",
+])
+def test_not_a_base_version(tag: str) -> None:
+    assert parse_base_tag(tag) is None
+    assert next_base_tag([tag]) is None
+
+
+def _calendar(tag: str) -> str | None:
+    version = parse_base_tag(tag)
+    assert version is not None, tag
+    return version.calendar
+
+
+def test_calendar_schemes_are_recognised_only_for_real_dates() -> None:
+    assert _calendar("base-2024.05") == "%Y.%m"
+    assert _calendar("base-2024.05.31") == "%Y.%m.%d"
+    assert _calendar("base-20240501") == "%Y%m%d"
+    assert _calendar("base-20240501.3") == "%Y%m%d"  # the fourth base of that day
+    assert _calendar("base-2024.02.30") == "%Y.%m"  # not a day: February's 30th base
+    for not_a_date in ("base-2024.13", "base-2024.5", "base-24.04", "base-20241301",
+                       "base-12345678", "base-1.2", "base-1234.05", "base-20240501.1.2"):
+        assert _calendar(not_a_date) is None, not_a_date
+
+
+TODAY = datetime.date(2024, 5, 1)
+
+
+@pytest.mark.parametrize(("tag", "expected"), [
+    # a scheme is kept: after base-1.1 comes base-1.2, not base-1.2.0
+    ("base-1.1", "base-1.2"),
+    ("base-1.9", "base-1.10"),
+    ("base-1.0.0", "base-1.1.0"),
+    ("base-1.2.7", "base-1.3.0"),
+    ("base-v1.9.3", "base-v1.10.0"),
+    ("base-7", "base-8"),
+    ("base-1.05", "base-1.06"),  # zero padding kept
+    ("base-1.2.3.4", "base-1.3.0.0"),
+    # a pre-release of exactly the next version becomes that release
+    ("base-1.3.0-rc.1", "base-1.3.0"),
+    ("base-1.3-rc.1", "base-1.3"),
+    ("base-1.3.1-rc.1", "base-1.4.0"),
+    # calendar versions: today's date in the same format ...
+    ("base-2024.04", "base-2024.05"),
+    ("base-2023.12.24", "base-2024.05.01"),
+    ("base-20240430", "base-20240501"),
+    ("base-20240430.4", "base-20240501"),
+    ("base-v20240430", "base-v20240501"),
+    # ... or, when today's exists (or the clock is behind), the same date counted up
+    ("base-2024.05", "base-2024.05.1"),
+    ("base-2024.05.1", "base-2024.05.2"),
+    ("base-20240501", "base-20240501.1"),
+    ("base-20240501.1", "base-20240501.2"),
+    ("base-2024.05.01", "base-2024.05.01.1"),
+    ("base-2025.01", "base-2025.01.1"),
+    ("base-20240501-rc.1", "base-20240501"),
+])
+def test_next_base_tag_keeps_the_scheme(tag: str, expected: str) -> None:
+    assert next_base_tag([tag], today=TODAY) == expected
+    # always strictly newer, so it never names a tag that exists
+    assert parse_base_tag(expected).key > parse_base_tag(tag).key  # type: ignore[union-attr]
+
+
+def test_next_base_tag_follows_the_newest_tag() -> None:
+    tags = ["1.0.7", "base-1.0", "base-1.1", "base-1.10", "base-1.9", "latest"]
+    assert next_base_tag(tags, today=TODAY) == "base-1.11"
+    assert next_base_tag(["base-1.0.0", "base-1.1"], today=TODAY) == "base-1.2"
+    assert next_base_tag(["base-1.1.0", "base-1.1"], today=TODAY) == "base-1.2.0"
+    assert next_base_tag(["base-20240501", "base-20240501.1", "base-1.0"],
+                         today=TODAY) == "base-20240501.2"
+    assert next_base_tag([], today=TODAY) is None
+    assert next_base_tag(["b-1.1", "base-2.0"], today=TODAY, prefix="b-") == "b-1.2"
+
+
+def test_is_base_tag_marks_any_base_tag() -> None:
+    for tag in ("base-1.1", "base-1.2.0", "base-2024.05", "base-20240501", "base-alpine"):
+        assert is_base_tag(tag)
+    for tag in ("base-", "1.1", "latest", "xbase-1.0", "Base-1.0"):
+        assert not is_base_tag(tag)
 
 
 # -- next_version -----------------------------------------------------------------------------

@@ -79,3 +79,157 @@ def test_advice_warns_on_drift_and_depth_with_configured_thresholds(team: TeamRe
         assert any("overlay2 refuses" in w for w in advice["warnings"]), advice
     finally:
         config.unlink()
+
+
+# -- base tag schemes: yii2-dockerized tags its bases `base-1.0`, `base-1.1` -------------------
+
+
+def _two_part_team(root: Path, engine: sandbox.PrivateEngine,
+                   registry: sandbox.PrivateRegistry, busybox: str, name: str,
+                   base_tags: list[str], from_tag: str) -> TeamRepo:
+    """A team whose CI pushed the bases `base_tags` and whose Dockerfile starts FROM
+    `from_tag`."""
+    team = make_team_repo(root, engine, registry, busybox, name)
+    for tag in base_tags:
+        team.docker("tag", f"{team.repo}:base-1.0.0", f"{team.repo}:{tag}")
+        team.docker("push", f"{team.repo}:{tag}")
+    df = team.path / "Dockerfile"
+    df.write_text(df.read_text().replace("base-1.0.0", from_tag))
+    team.commit(f"FROM {from_tag}")
+    return team
+
+
+def _registry_tags(team: TeamRepo) -> list[str]:
+    import urllib.request
+
+    name = team.repo.split("/", 1)[1]
+    with urllib.request.urlopen(f"{team.registry.url}/v2/{name}/tags/list") as answer:
+        return sorted(json.load(answer)["tags"])
+
+
+def test_two_part_base_tags_bump_build_and_local_bump(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path: Path) -> None:
+    team = _two_part_team(tmp_path, engine, registry, busybox_image, "yiibase",
+                          ["base-1.0", "base-1.1"], "base-1.0")
+    state = tmp_path / "state"
+    df = team.path / "Dockerfile"
+    before = df.read_bytes()
+
+    # bump: the registry's newest base, in its own scheme
+    out = devsync(team.path, "base", "bump", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert df.read_bytes() == before.replace(b"base-1.0", b"base-1.1")
+    assert "Dockerfile: base-1.0 -> base-1.1" in out.stdout
+    team.commit("Bump the base to 1.1")
+
+    # build: after base-1.1 comes base-1.2 (not base-1.2.0, not an error)
+    out = devsync(team.path, "base", "build", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert f"{team.repo}:base-1.2:" in out.stdout
+    assert team.docker("image", "inspect", f"{team.repo}:base-1.2").returncode == 0
+    assert "base-1.2" not in _registry_tags(team)
+
+    # --to a tag the registry lacks is refused, and says how to use the local one
+    bumped = df.read_bytes()
+    out = devsync(team.path, "base", "bump", "--to", "base-1.2", engine=engine, state=state)
+    assert out.returncode == 10, out.stderr
+    assert (f"{team.repo}:base-1.2 is not in the registry "
+            "(its newest: base-1.0, base-1.0.0, base-1.1)") in out.stderr
+    assert "devsync base bump --to base-1.2 --local" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert df.read_bytes() == bumped
+
+    # --local: it must exist on this machine
+    out = devsync(team.path, "base", "bump", "--to", "base-1.3", "--local", engine=engine,
+                  state=state)
+    assert out.returncode == 10, out.stderr
+    assert f"{team.repo}:base-1.3 is not an image on this machine" in out.stderr
+    out = devsync(team.path, "base", "bump", "--to", f"{team.repo}:base-1.2", "--local",
+                  engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert df.read_bytes() == bumped.replace(b"base-1.1", b"base-1.2")
+    team.commit("Bump the base to the local 1.2")
+
+    # a plain bump never goes back to the registry's older newest
+    out = devsync(team.path, "base", "bump", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert "FROM already uses base-1.2, newer than any base in the registry" in out.stdout
+    assert b"base-1.2" in df.read_bytes()
+
+    # the next build follows the FROM line's base-1.2 and is pushed; bump then finds it
+    out = devsync(team.path, "base", "build", "--push", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert "base-1.3" in _registry_tags(team)
+    out = devsync(team.path, "base", "bump", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert "Dockerfile: base-1.2 -> base-1.3" in out.stdout
+
+
+def test_base_tags_order_as_versions_in_the_registry(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path: Path) -> None:
+    team = _two_part_team(tmp_path, engine, registry, busybox_image, "tenbase",
+                          ["base-1.9", "base-1.10", "base-1.2"], "base-1.9")
+    state = tmp_path / "state"
+    out = devsync(team.path, "base", "bump", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert "Dockerfile: base-1.9 -> base-1.10" in out.stdout
+    out = devsync(team.path, "base", "build", "--json", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert f"{team.repo}:base-1.11" in out.stdout
+
+
+def test_calendar_base_tags_build_todays_base(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path: Path) -> None:
+    import datetime
+
+    team = _two_part_team(tmp_path, engine, registry, busybox_image, "calbase",
+                          ["base-20240430", "base-20240501"], "base-20240430")
+    state = tmp_path / "state"
+    out = devsync(team.path, "base", "bump", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert "Dockerfile: base-20240430 -> base-20240501" in out.stdout
+    out = devsync(team.path, "base", "build", "--push", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    today = f"base-{datetime.date.today():%Y%m%d}"
+    assert today in _registry_tags(team)
+    # a second base the same day is counted up
+    out = devsync(team.path, "base", "build", "--push", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert f"{today}.1" in _registry_tags(team)
+
+
+def test_base_commands_refuse_bad_versions_with_a_usage_error(team: TeamRepo,
+                                                              tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    before = (team.path / "Dockerfile").read_bytes()
+    out = devsync(team.path, "base", "build", "--version", "1.x", engine=team.engine,
+                  state=state)
+    assert out.returncode == 2, out.stderr
+    assert "--version 1.x: not a version (e.g. 1.2, 1.2.0, 2024.05 or 20240501)" in out.stderr
+    for args, message in [(("--to", "other/repo:base-1.1"), "expected a tag of"),
+                          (("--to", "Base 1.1"), "--to Base 1.1:"),
+                          (("--local",), "--local needs --to TAG")]:
+        out = devsync(team.path, "base", "bump", *args, engine=team.engine, state=state)
+        assert out.returncode == 2, (args, out.stderr)
+        assert message in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+    assert (team.path / "Dockerfile").read_bytes() == before
+
+
+def test_bump_to_with_the_registry_down_says_how_to_bump_offline(tmp_path: Path) -> None:
+    from tests.support.teamrepo import git
+
+    root = tmp_path / "offline"
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / "Dockerfile").write_text("FROM 127.0.0.1:9/yii2:base-1.0\nCOPY . /app\n")
+    (root / "Dockerfile.base").write_text("FROM alpine\n")
+    out = devsync(root, "base", "bump", "--to", "base-1.1", state=tmp_path / "state")
+    assert out.returncode == 8, out.stderr
+    assert "devsync base bump --to base-1.1 --local" in out.stderr
+    out = devsync(root, "base", "bump", state=tmp_path / "state")
+    assert out.returncode == 8, out.stderr
+    assert (root / "Dockerfile").read_text().startswith("FROM 127.0.0.1:9/yii2:base-1.0\n")
