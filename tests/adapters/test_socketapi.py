@@ -25,6 +25,7 @@ import pytest
 
 from devsync.adapters import engine as engine_mod
 from devsync.adapters.dockerconfig import Credentials
+from devsync.adapters.engine import _connect
 from devsync.adapters.engine import socketapi as enginesocket
 from devsync.errors import EngineError
 
@@ -103,7 +104,7 @@ def test_credentials_are_asked_for_the_registry_the_sdk_names(
         return None
 
     monkeypatch.setattr("devsync.adapters.dockerconfig.get_credentials", get_credentials)
-    assert engine_mod._auth_config(ref) is None
+    assert _connect.auth_config(ref) is None
     repo, _ = docker.utils.parse_repository_tag(ref)
     assert asked == [docker.auth.resolve_repository_name(repo)[0]]
 
