@@ -22,15 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devsync.errors import StateLockedError, StateReadOnlyError, StateWriteError
+from devsync.model.states import IN_SYNC, STALE, UNKNOWN, normalise
 from devsync.prompt import statestore
 
 SCHEMA_VERSION = statestore.SCHEMA_VERSION
 
-# Conventional `ImageRecord.status` values (writers may add others; readers must tolerate them).
-STATUS_UNKNOWN = "unknown"
-STATUS_IN_SYNC = "in_sync"
-STATUS_STALE = "stale"
-STATUS_ERROR = "error"
+# `ImageRecord.status` values: the one spelling of states (devsync.model.states); a record
+# written by an earlier devsync ("in_sync", "error") is read in today's spelling.
+STATUS_UNKNOWN = UNKNOWN
+STATUS_IN_SYNC = IN_SYNC
+STATUS_STALE = STALE
 
 
 class _BadShape(ValueError):
@@ -96,7 +97,7 @@ class ImageRecord:
             synced_revision=_opt_str(d, "synced_revision"),
             synced_at=_opt_num(d, "synced_at"),
             synced_deployed=_opt_str(d, "synced_deployed"),
-            status=_opt_str(d, "status") or STATUS_UNKNOWN,
+            status=normalise(_opt_str(d, "status")),
             reason=_opt_str(d, "reason"),
             line=_opt_str(d, "line") or "",
             watched=_str_map(d.get("watched", {}), "watched"),

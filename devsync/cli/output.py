@@ -28,6 +28,7 @@ from devsync.events import (
     StepStarted,
     Warning_,
 )
+from devsync.ops.verdict import IN_SYNC, MISSING, STALE, UNKNOWN
 from devsync.prompt.sanitize import clean
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class _Style:
         return f"\x1b[{code}m{text}\x1b[0m" if self.on else text
 
 
-STATE_COLOUR = {"in-sync": "32", "stale": "33", "missing": "31", "unknown": "2"}
+STATE_COLOUR = {IN_SYNC: "32", STALE: "33", MISSING: "31", UNKNOWN: "2"}
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> list[str]:
@@ -73,11 +74,13 @@ def print_status(project: Project, git: GitRepo, statuses: list[ImageStatus],
     print(f"{clean(project.root)}  {style(clean(branch), '1')} @ {head}", file=stream)
     if engine_problem:
         print(style(f"engine: {clean(engine_problem)}", "31"), file=stream)
-    headers = ["IMAGE", "STATE", "LOCAL", "DEPLOYED", "WHY"]
+    headers = ["IMAGE", "STATE", "LOCAL", "DEPLOYED", "WHY", "NEXT"]
     rows = []
     for s in statuses:
         local = s.tag if s.local_id else "-"
-        rows.append([s.name, s.state, clean(local), clean(s.deployed or "-"), clean(s.reason)])
+        verdict = s.verdict
+        rows.append([s.name, verdict.state, clean(local), clean(s.deployed or "-"),
+                     clean(verdict.cause), clean(verdict.action or "-")])
     lines = _table(rows, headers)
     print(style(lines[0], "1"), file=stream)
     for s, line in zip(statuses, lines[1:], strict=True):

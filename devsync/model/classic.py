@@ -198,8 +198,14 @@ class BuildSimulator:
                  images: ImageLookup, sources: Sequence[ImageInfo],
                  build_args: Mapping[str, str] | None = None, target: str | None = None,
                  flavor: TarFlavor = TarFlavor.CLI_MODERN,
-                 hash_after_miss: bool = True) -> None:
-        """With `hash_after_miss=False`, a COPY/ADD after its stage's first miss gets no
+                 hash_after_miss: bool = True,
+                 unchanged_stages: Sequence[str] = ()) -> None:
+        """`unchanged_stages`: names (or indexes) of earlier stages whose inputs are known
+        not to have changed since the cache source was built; a `COPY --from` one of them
+        counts as that source's COPY (as for a stage whose every step was reused). Only the
+        final stage is in an image, so this is how an earlier stage counts.
+
+        With `hash_after_miss=False`, a COPY/ADD after its stage's first miss gets no
         `created_by` (None): the builder rebuilds it whatever its files hash to, so only its
         sources are checked (a missing one fails the build). A plan that tries several
         flavors saves hashing the whole context for every flavor that lost early."""
@@ -211,6 +217,7 @@ class BuildSimulator:
         self.target = target
         self.flavor = flavor
         self.hash_after_miss = hash_after_miss
+        self.unchanged_stages = frozenset(str(n).lower() for n in unchanged_stages)
         self.lexer = Lexer(dockerfile.escape)
         self.display = dockerfile.path.name
 
@@ -577,7 +584,8 @@ class BuildSimulator:
         stage_state = results.get(name)
         if stage_state is None and name.isdigit():
             stage_state = by_index.get(int(name))
-        if stage_state is None or not stage_state.fully_cached:
+        known_same = name in self.unchanged_stages
+        if not known_same and (stage_state is None or not stage_state.fully_cached):
             return None
         entry = source.history[n].created_by
         dest = step.instruction.value[-1] if step.instruction.value else ""

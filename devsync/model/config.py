@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from devsync.errors import ConfigError
+from devsync.model.states import ROLES
 from devsync.model.versions import InvalidReferenceError, split_reference
 
 __all__ = ["CONFIG_NAME", "DevsyncConfig", "ImageConfig", "load_config"]
@@ -49,7 +50,7 @@ _IMAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _HOST_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
 _HOST_PORT = re.compile(rf"(?P<host>{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa-f:.]+\])"
                         r"(?::(?P<port>[0-9]{1,5}))?")
-_ROLES = ("app", "base")
+_ROLES = ROLES
 _SETTINGS = ("registry_check_minutes", "insecure_registries", "base_drift_threshold",
              "layer_warning")
 _IMAGE_KEYS = ("dockerfile", "context", "tag", "deployed", "role", "target", "build_args")

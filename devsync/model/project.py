@@ -18,19 +18,18 @@ from devsync.errors import ConfigError, DockerfileError, NotARepoError
 from devsync.model.config import DevsyncConfig, load_config
 from devsync.model.dockerfiles import Dockerfile, parse_file
 from devsync.model.shellwords import Lexer
+from devsync.model.states import ROLE_APP, ROLE_BASE
 from devsync.model.versions import is_base_tag, split_reference
 
 _SKIP_DIRS = {".git", "node_modules", "vendor", ".venv", "venv", "__pycache__", ".tox", "dist",
               "build-output", "target"}
 _DOCKERFILE_NAME = re.compile(r"^(Dockerfile|Containerfile)(\..+)?$|^.+\.(Dockerfile|dockerfile)$")
-ROLE_APP = "app"
-ROLE_BASE = "base"
 
 
 @dataclass
 class ImageSpec:
     name: str
-    role: str  # "app" or "base"
+    role: str  # ROLE_APP or ROLE_BASE
     dockerfile: Path  # absolute
     context: Path  # absolute
     tag: str  # the local tag devsync builds (for a base: the FROM tag itself)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from devsync.adapters import state as state_mod
 from devsync.errors import DevsyncError
+from devsync.ops.status import watched_inputs
+from devsync.ops.verdict import IN_SYNC
 
 if TYPE_CHECKING:
     from devsync.adapters.gitrepo import GitRepo
@@ -17,8 +19,6 @@ if TYPE_CHECKING:
     from devsync.ops.plan import ImagePlan
     from devsync.ops.status import ImageStatus
 
-_STATUS = {"in-sync": state_mod.STATUS_IN_SYNC, "stale": state_mod.STATUS_STALE,
-           "missing": state_mod.STATUS_STALE, "unknown": state_mod.STATUS_UNKNOWN}
 
 
 def _digest_files(project: Project, paths: list[str]) -> dict[str, str]:
@@ -44,14 +44,12 @@ def record_statuses(project: Project, statuses: list[ImageStatus], git: GitRepo 
             rec.deployed_ref = s.deployed
             rec.deployed_digest = s.deployed_digest
             rec.local_image_id = s.local_id
-            rec.status = _STATUS.get(s.state, state_mod.STATUS_UNKNOWN)
-            rec.reason = s.reason
-            rec.line = s.line
-            if s.state == "in-sync" or not rec.watched:
+            rec.status = s.verdict.state
+            rec.reason = s.verdict.cause
+            rec.line = s.verdict.line(s.name)
+            if s.verdict.state == IN_SYNC or not rec.watched:
+                # (for an image never synced there is nothing to compare against yet)
                 rec.watched = _digest_files(project, s.watched)
-                if s.state != "in-sync":
-                    # never synced: nothing to compare against yet; the line says so
-                    pass
             st.images[s.name] = rec
         if complete:  # images no longer in the project are forgotten
             known = {s.name for s in statuses}
@@ -79,8 +77,6 @@ class BuiltFrom:
 
 
 def built_from(project: Project, spec: ImageSpec, git: GitRepo | None) -> BuiltFrom:
-    from devsync.ops.status import watched_inputs
-
     return BuiltFrom(revision=git.head if git is not None else None,
                      watched=_digest_files(project, watched_inputs(project, spec)))
 
@@ -97,20 +93,13 @@ def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, image_id: st
         rec.synced_revision = built.revision
         rec.synced_at = time.time()
         rec.synced_deployed = plan.deployed
-        rec.status = state_mod.STATUS_IN_SYNC
+        rec.status = IN_SYNC
         rec.reason = "synced"
         rec.line = ""
         rec.watched = dict(built.watched)
         st.images[spec.name] = rec
 
     _safe_update(project, mutate)
-
-
-def last_synced_deployed(project: Project) -> dict[str, str]:
-    """Per image: the deployed image its last sync built on (to notice newer deployments)."""
-    loaded = state_mod.load(project.root)
-    return {name: rec.synced_deployed for name, rec in loaded.state.images.items()
-            if rec.synced_deployed}
 
 
 def _safe_update(project: Project, mutate: object) -> None:

@@ -1,35 +1,53 @@
-"""Each image's state — in-sync, stale, missing, unknown — and why, for `status`, the TUI and
-the state that `--check` reads."""
+"""Each image's status: the facts (local and deployed image, the plan, commits since the
+image's revision) and the one verdict made of them (`devsync.ops.verdict`), for `status`,
+the TUI and the state that `--check` reads.
+
+Only the stage an image is built from (the final one, or the target) is compared with an
+image: earlier stages are not in it, and count through what their `COPY --from` brings in,
+i.e. through their own inputs (their Dockerfile lines and the files they copy).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devsync.errors import DevsyncError
-from devsync.model.classic import BuildSimulator
+from devsync.model.classic import BuildSimulator, SimResult, SimStep, StepKind
 from devsync.model.context import scan_context
-from devsync.model.project import ROLE_BASE, ImageSpec, Project
+from devsync.model.project import ImageSpec, Project
 from devsync.ops.plan import REVISION_LABEL, ImagePlan, plan_image
+from devsync.ops.verdict import (
+    GIT_PULL,
+    IN_SYNC,
+    MISSING,
+    ROLE_BASE,
+    STALE,
+    SYNC,
+    UNKNOWN,
+    Verdict,
+    culprit,
+)
 
 if TYPE_CHECKING:
     from devsync.adapters.gitrepo import GitRepo
     from devsync.adapters.resolver import Resolver
+    from devsync.model.context import BuildContext
+    from devsync.model.dockerfiles import Dockerfile
+    from devsync.model.images import ImageInfo
 
-IN_SYNC = "in-sync"
-STALE = "stale"
-MISSING = "missing"
-UNKNOWN = "unknown"
+__all__ = ["IN_SYNC", "MISSING", "STALE", "UNKNOWN", "ImageStatus", "SyncRecord",
+           "collect_statuses", "image_status", "watched_inputs"]
 
 
 @dataclass
 class ImageStatus:
     name: str
     role: str
-    state: str
-    reason: str
     tag: str
+    verdict: Verdict = field(default_factory=lambda: Verdict(UNKNOWN, ""))
     local_id: str | None = None
     local_revision: str | None = None
     deployed: str | None = None
@@ -44,19 +62,27 @@ class ImageStatus:
     untracked: list[str] = field(default_factory=list)
 
     @property
+    def state(self) -> str:
+        return self.verdict.state
+
+    @property
+    def reason(self) -> str:
+        return self.verdict.cause
+
+    @property
+    def action(self) -> str:
+        return self.verdict.action
+
+    @property
     def line(self) -> str:
-        """The one line `--check` prints ("" when in sync)."""
-        if self.state == IN_SYNC:
-            return ""
-        if self.state == MISSING:
-            return f"devsync: {self.name} image not built yet - run devsync sync"
-        if self.state == STALE:
-            return f"devsync: {self.name}: {self.reason} - run devsync sync"
-        return ""
+        """The one line `--check` prints ("" when nothing needs doing)."""
+        return self.verdict.line(self.name)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "role": self.role, "state": self.state, "reason": self.reason,
+            "name": self.name, "role": self.role, "state": self.state,
+            "cause": self.verdict.cause, "action": self.verdict.action,
+            "reason": self.verdict.cause,  # (the cause, under its older name)
             "tag": self.tag, "local_id": self.local_id, "local_revision": self.local_revision,
             "deployed": self.deployed, "deployed_digest": self.deployed_digest,
             "dockerfile": self.dockerfile, "commits": self.commits,
@@ -64,107 +90,280 @@ class ImageStatus:
         }
 
 
+@dataclass(frozen=True)
+class SyncRecord:
+    """What the last sync of an image recorded: the deployed image it built on, HEAD then,
+    and the digests of its watched inputs as that build read them."""
+
+    deployed: str | None = None
+    revision: str | None = None
+    watched: dict[str, str] = field(default_factory=dict)
+
+
+def sync_records(project: Project) -> dict[str, SyncRecord]:
+    from devsync.adapters import state as state_mod
+
+    loaded = state_mod.load(project.root)
+    return {name: SyncRecord(rec.synced_deployed, rec.synced_revision, dict(rec.watched))
+            for name, rec in loaded.state.images.items() if rec.synced_at}
+
+
 def collect_statuses(project: Project, resolver: Resolver,
                      git: GitRepo | None) -> list[ImageStatus]:
-    """Every image's status, knowing which deployed image each one was last synced from."""
-    from devsync.ops.recording import last_synced_deployed
-
-    synced = last_synced_deployed(project)
-    return [image_status(project, spec, resolver, git, synced_deployed=synced.get(spec.name))
+    """Every image's status; one image that cannot be judged is that image's `unknown`."""
+    records = sync_records(project)
+    return [image_status(project, spec, resolver, git, record=records.get(spec.name))
             for spec in project.images]
 
 
 def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
-                 git: GitRepo | None, *, synced_deployed: str | None = None) -> ImageStatus:
-    rel_df = spec.rel_dockerfile(project.root)
-    status = ImageStatus(name=spec.name, role=spec.role, state=UNKNOWN, reason="",
-                         tag=spec.tag, dockerfile=rel_df,
-                         watched=watched_inputs(project, spec))
+                 git: GitRepo | None, *, record: SyncRecord | None = None) -> ImageStatus:
+    status = ImageStatus(name=spec.name, role=spec.role, tag=spec.tag,
+                         dockerfile=spec.rel_dockerfile(project.root))
     try:
-        plan = plan_image(project, spec, resolver, git)
+        status.watched = watched_inputs(project, spec)
+        judge = _Judge(project, spec, resolver, git, record or SyncRecord(), status)
+        status.verdict = judge.base() if spec.role == ROLE_BASE else judge.app()
     except DevsyncError as exc:
-        status.reason = exc.message
-        return status
-    status.plan = plan
-    status.deployed = plan.deployed
-    status.deployed_digest = plan.deployed_digest
-    local = resolver.local(spec.tag)
-    if spec.role == ROLE_BASE:
-        return _base_status(status, plan, local, git, project, spec)
-    if local is None:
-        status.state = MISSING
-        status.reason = f"{spec.tag} is not built here yet"
-        return status
-    status.local_id = local.image_id
-    status.local_revision = local.labels.get(REVISION_LABEL)
-    # is the local image what this checkout builds? replay the build against it alone
-    df = project.dockerfile(spec)
-    context = plan.scanned_context or scan_context(spec.context,
-                                                   _rel(spec.dockerfile, spec.context))
-    sim = BuildSimulator(df, context=context, images=resolver.base, sources=[local],
-                         build_args=spec.build_args, target=spec.target,
-                         flavor=plan.flavor).run()
-    miss = sim.first_miss
-    if git is not None and status.local_revision:
-        status.commits = _commits_since(git, status.local_revision, _inputs(project, spec))
-    if git is not None:
-        _working_changes(status, project, spec, git, context)
-    if miss is None:
-        status.state = IN_SYNC
-        status.reason = f"{spec.tag} matches this checkout"
-        if plan.deployed and synced_deployed and synced_deployed != plan.deployed:
-            status.state = STALE
-            status.reason = f"{plan.deployed} is deployed since your last sync"
-        return status
-    status.state = STALE
-    line = miss.instruction.line
-    changed = next((s for s in plan.steps if s.line == line), None)
-    why = changed.reason if changed is not None and not changed.cached else ""
-    culprit = _culprit(git, status.local_revision, miss, context, project, spec) \
-        if git is not None and status.local_revision else None
-    if culprit is not None:
-        status.reason = culprit
-    elif why:
-        status.reason = f"line {line} ({miss.instruction.cmd}) changed: {why}"
-    else:
-        status.reason = f"line {line} ({miss.instruction.text[:40]}) changed since your image"
+        status.verdict = Verdict(UNKNOWN, exc.message)
     return status
 
 
-def _base_status(status: ImageStatus, plan: ImagePlan, local: Any, git: GitRepo | None,
-                 project: Project, spec: ImageSpec) -> ImageStatus:
-    rel_df = status.dockerfile
-    if plan.deployed is None:
-        status.state = MISSING
-        status.reason = (f"{spec.tag} is not in its registry: build and push it "
-                         "(devsync base build --push)")
-        return status
-    if local is None:
-        status.state = MISSING
-        status.reason = f"{spec.tag} is not pulled yet"
-        return status
-    status.local_id = local.image_id
-    if plan.first_rebuild is not None:
-        status.state = STALE
-        reason = plan.first_rebuild.reason
+class _Judge:
+    """The facts of one image, gathered once, and the verdict made of them."""
+
+    def __init__(self, project: Project, spec: ImageSpec, resolver: Resolver,
+                 git: GitRepo | None, record: SyncRecord, status: ImageStatus) -> None:
+        self.project, self.spec, self.resolver, self.git = project, spec, resolver, git
+        self.record, self.status = record, status
+        self.df: Dockerfile = project.dockerfile(spec)
+        self.prefix = spec.rel_context(project.root)
+
+    # -- app images -----------------------------------------------------------------------
+
+    def app(self) -> Verdict:
+        status, spec, git = self.status, self.spec, self.git
+        plan = self._plan()
+        local = self.resolver.local(spec.tag)
+        behind = self._behind(plan)
+        if local is None:
+            if behind:
+                return behind
+            return Verdict(MISSING, f"{spec.tag} is not built here yet", SYNC)
+        status.local_id = local.image_id
+        status.local_revision = local.labels.get(REVISION_LABEL)
+        context = self._context(plan)
+        if git is not None and status.local_revision:
+            status.commits = _commits_since(git, status.local_revision, self._inputs())
+        if git is not None:
+            _working_changes(status, self.project, spec, git, context)
+        if behind:
+            return behind
+        sim = self._simulate([local], context, plan)
+        miss = sim.first_miss
+        if miss is None:
+            if plan.deployed and self.record.deployed and self.record.deployed != plan.deployed:
+                return Verdict(STALE, f"{plan.deployed} is deployed since your last sync", SYNC)
+            return Verdict(IN_SYNC, f"{spec.tag} matches this checkout")
+        revision = status.local_revision or self.record.revision
+        return Verdict(STALE, self._cause(miss, sim, context, revision, spec.tag), SYNC)
+
+    def _behind(self, plan: ImagePlan) -> Verdict | None:
+        """The deployed image was built from a commit this checkout does not have."""
         revision = plan.deployed_revision
-        if git is not None and revision:
-            commits = _commits_since(git, revision, [rel_df])
-            status.commits = commits
-            if commits:
-                c = commits[0]
-                reason = f"{c['short']} by {c['author']}: {c['summary']}"
-        status.reason = (f"{rel_df} changed since {spec.tag} was built ({reason}); "
-                         "build a new base: devsync base build --push")
-        return status
-    remote = plan.deployed_digest
-    if local.digest and remote and not local.digest.endswith(remote.split("@")[-1]):
-        status.state = STALE
-        status.reason = f"the registry's {spec.tag} differs from your local copy"
-        return status
-    status.state = IN_SYNC
-    status.reason = f"{spec.tag} is up to date"
-    return status
+        git = self.git
+        if not revision or not plan.deployed or git is None or git.head is None:
+            return None
+        try:
+            known = git.resolve(revision) is not None and git.is_ancestor(revision, "HEAD")
+        except DevsyncError:
+            return None
+        if known:
+            return None
+        from devsync.model.versions import split_reference
+
+        _repo, tag, _digest = split_reference(plan.deployed)
+        return Verdict(STALE, f"{tag or plan.deployed} was built from {revision[:7]}, which "
+                       "this checkout does not have", GIT_PULL)
+
+    # -- base images ----------------------------------------------------------------------
+
+    def base(self) -> Verdict:
+        """A base is in sync when the local image is what this checkout's base Dockerfile
+        builds. A sync pulls the registry's when that one is (else it builds it here, and
+        only CI or the base's owner publishes a new one)."""
+        status, spec = self.status, self.spec
+        plan = self._plan()
+        local = self.resolver.local(spec.tag)
+        context = self._context(plan)
+        deployed = self.resolver.remote(plan.deployed) if plan.deployed else None
+        if local is not None:
+            status.local_id = local.image_id
+            status.local_revision = local.labels.get(REVISION_LABEL)
+            sim = self._simulate([local], context, plan,
+                                 self._revision(local))
+            if sim.first_miss is None:
+                if deployed is not None and local.digest and plan.deployed_digest \
+                        and not local.digest.endswith(plan.deployed_digest.split("@")[-1]) \
+                        and local.image_id != deployed.image_id:
+                    return Verdict(IN_SYNC, f"{spec.tag} is built here from "
+                                   f"{status.dockerfile}, as this checkout has it")
+                return Verdict(IN_SYNC, f"{spec.tag} is up to date")
+        if deployed is not None:
+            sim_deployed = self._simulate([deployed], context, plan, self._revision(deployed))
+            if sim_deployed.first_miss is None:
+                if local is None:
+                    return Verdict(MISSING, f"{spec.tag} is not pulled yet", SYNC)
+                return Verdict(STALE, f"the registry's {spec.tag} differs from your local "
+                               "copy", SYNC)
+        if local is None and deployed is None:
+            return Verdict(MISSING, f"{spec.tag} is not in its registry and not built here",
+                           SYNC)
+        against = local if local is not None else deployed
+        assert against is not None
+        revision = self._revision(against)
+        sim = self._simulate([against], context, plan, revision)
+        miss = sim.first_miss
+        if self.git is not None and revision:
+            status.commits = _commits_since(self.git, revision, self._inputs())
+        if miss is None:  # (only when the sources' stages disagree; say the plain thing)
+            return Verdict(STALE, f"{status.dockerfile} changed since {spec.tag} was built",
+                           SYNC)
+        return Verdict(STALE, self._cause(miss, sim, context, revision, spec.tag), SYNC)
+
+    def _revision(self, image: ImageInfo | None) -> str | None:
+        """The commit an image was built from: its revision label, else (for the image the
+        last sync left here) HEAD at that sync."""
+        if image is not None and image.labels.get(REVISION_LABEL):
+            return image.labels[REVISION_LABEL]
+        return self.record.revision
+
+    # -- shared ---------------------------------------------------------------------------
+
+    def _plan(self) -> ImagePlan:
+        plan = plan_image(self.project, self.spec, self.resolver, self.git)
+        self.status.plan = plan
+        self.status.deployed = plan.deployed
+        self.status.deployed_digest = plan.deployed_digest
+        return plan
+
+    def _context(self, plan: ImagePlan) -> BuildContext:
+        return plan.scanned_context or scan_context(self.spec.context,
+                                                    _rel(self.spec.dockerfile,
+                                                         self.spec.context))
+
+    def _simulate(self, sources: list[ImageInfo], context: BuildContext, plan: ImagePlan,
+                  revision: str | None = None) -> SimResult:
+        """Replay the build against `sources` alone; earlier stages whose inputs are the same
+        as at `revision` count as that source's (see the module doc)."""
+        unchanged = self._unchanged_stages(revision, context)
+        return BuildSimulator(self.df, context=context, images=self.resolver.base,
+                              sources=sources, build_args=self.spec.build_args,
+                              target=self.spec.target, flavor=plan.flavor,
+                              unchanged_stages=unchanged).run()
+
+    def _unchanged_stages(self, revision: str | None, context: BuildContext) -> list[str]:
+        stages = self.df.stages
+        if len(stages) < 2:
+            return []
+        target = len(stages) - 1
+        if self.spec.target:
+            found = self.df.stage_named(self.spec.target)
+            target = found.index if found is not None else target
+        old = self._dockerfile_at(revision) if revision else None
+        out: list[str] = []
+        for stage in stages[:target]:
+            if not self._stage_same(stage.index, old, revision, context):
+                continue
+            out.append(str(stage.index))
+            if stage.name:
+                out.append(stage.name)
+        return out
+
+    def _dockerfile_at(self, revision: str) -> Dockerfile | None:
+        if self.git is None:
+            return None
+        from devsync.model.dockerfiles import parse_text
+
+        try:
+            raw = self.git.file_at(revision, self.status.dockerfile)
+            return parse_text(raw.decode(), self.spec.dockerfile) if raw is not None else None
+        except (DevsyncError, UnicodeDecodeError):
+            return None
+
+    def _stage_same(self, index: int, old: Dockerfile | None, revision: str | None,
+                    context: BuildContext) -> bool:
+        """Whether stage `index` has the same lines and copies the same files as at
+        `revision` (no revision known: taken as the same, as the image was pulled)."""
+        if revision is None or self.git is None:
+            return True
+        if old is None or len(old.stages) <= index:
+            return False
+        stage, before = self.df.stages[index], old.stages[index]
+        lines = [i.text for i in (stage.from_instruction, *stage.instructions)]
+        if lines != [i.text for i in (before.from_instruction, *before.instructions)]:
+            return False
+        if [i.text for i in self.df.meta_args] != [i.text for i in old.meta_args]:
+            return False
+        files = self._stage_files(stage.index, context)
+        return not (files and culprit(self.git, revision, files) is not None)
+
+    def _stage_files(self, index: int, context: BuildContext) -> list[str]:
+        out: list[str] = []
+        for ins in self.df.stages[index].instructions:
+            if ins.cmd in ("COPY", "ADD") and not ins.flag("from"):
+                try:
+                    out += context.files_under(list(ins.value[:-1]))
+                except DevsyncError:
+                    continue
+        return [self._repo_path(f) for f in out]
+
+    def _repo_path(self, rel: str) -> str:
+        return rel if self.prefix in ("", ".") else f"{self.prefix}/{rel}"
+
+    def _inputs(self) -> list[str]:
+        """Repo-relative paths a build reads: the Dockerfile and the whole context."""
+        return sorted({self.status.dockerfile, self.prefix})
+
+    def _cause(self, miss: SimStep, sim: SimResult, context: BuildContext,
+               revision: str | None, image: str) -> str:
+        """The first cause of the first step that does not match `image`, in words."""
+        dockerfile = self.status.dockerfile
+        line = miss.instruction.line
+        paths: list[str]
+        if miss.kind == StepKind.COPY and miss.sources:
+            try:
+                paths = [self._repo_path(f) for f in context.files_under(list(miss.sources))]
+            except DevsyncError:
+                paths = []
+            paths.append(dockerfile)  # (an edited COPY line changes the step too)
+        elif miss.kind == StepKind.COPY_STAGE:
+            stage = self.df.stage_named(miss.copy_from or "")
+            paths = [dockerfile] + (self._stage_files(stage.index, context)
+                                    if stage is not None else [])
+        else:
+            paths = [dockerfile]
+        if self.git is not None:
+            baselines = self.record.watched if self.record.revision == revision else None
+            found = culprit(self.git, revision, paths, baselines=baselines,
+                            digest=self._digest)
+            if found:
+                return found
+        if miss.miss == "parent":
+            base = sim.stage_bases.get(miss.stage, "")
+            return f"its base {base} is not the one {image} was built on"
+        if miss.kind == StepKind.COPY_STAGE:
+            return (f"line {line} copies what stage {miss.copy_from} builds, and that stage "
+                    f"changed since {image} was built")
+        if miss.kind == StepKind.COPY:
+            return f"files that line {line} copies differ from {image}"
+        return f"{dockerfile} line {line} ({miss.instruction.cmd}) differs from {image}"
+
+    def _digest(self, path: str) -> str:
+        try:
+            return hashlib.sha256((self.project.root / path).read_bytes()).hexdigest()
+        except OSError:
+            return ""
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -172,39 +371,6 @@ def _rel(path: Path, root: Path) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
-
-
-def _culprit(git: GitRepo, revision: str | None, miss: Any, context: Any, project: Project,
-             spec: ImageSpec) -> str | None:
-    """"src/app.php changed in 3f2a1c by Ana: fix login": the newest commit since the local
-    image's revision that touched what the first rebuilt step reads."""
-    from devsync.model.classic import StepKind
-
-    prefix = spec.rel_context(project.root)
-    if miss.kind == StepKind.COPY and miss.sources:
-        try:
-            files = context.files_under(list(miss.sources))
-        except DevsyncError:
-            files = []
-        paths = [f if prefix in ("", ".") else f"{prefix}/{f}" for f in files]
-    else:
-        paths = [spec.rel_dockerfile(project.root)]
-    if not paths or revision is None:
-        return None
-    try:
-        found = git.commits_touching(paths, revision, limit=1)
-    except DevsyncError:
-        return None
-    if not found:
-        return None
-    c = found[0]
-    what = paths[0] if len(paths) == 1 else f"{' '.join(miss.sources)}"
-    return f"{what} changed in {c.short} by {c.author}: {c.summary}"
-
-
-def _inputs(project: Project, spec: ImageSpec) -> list[str]:
-    """Repo-relative paths a build reads: the Dockerfile and the whole context."""
-    return sorted({spec.rel_dockerfile(project.root), spec.rel_context(project.root)})
 
 
 def _working_changes(status: ImageStatus, project: Project, spec: ImageSpec, git: GitRepo,

@@ -33,7 +33,7 @@ import time
 from contextlib import suppress
 
 from devsync.errors import DevsyncError
-from devsync.prompt import statestore
+from devsync.prompt import statestore, wording
 from devsync.prompt.fingerprint import git_fingerprint
 from devsync.prompt.gitsafe import SAFE_GIT_CONFIG
 from devsync.prompt.sanitize import one_line
@@ -47,7 +47,6 @@ DEFAULT_REGISTRY_CHECK_MINUTES = 30.0
 NO_REFRESH_ENV = "DEVSYNC_NO_REFRESH"
 DEADLINE_ENV = "DEVSYNC_CHECK_DEADLINE"  # seconds, read by main() only
 DEFAULT_DEADLINE = 0.2
-_SYNC_HINT = " - run devsync sync"
 _MAX_LINE = 300
 # A file modified this close to when we looked could change again within the filesystem's
 # timestamp granularity without its stat changing ("racy git"); such stats are not cached.
@@ -186,7 +185,7 @@ def _check(cwd: str, end: float) -> tuple[str, bool]:
     ):
         line, stale, minutes = cached["line"], cached["stale"], cached["minutes"]
     else:
-        line, stale = _recompute(root, images, end)
+        line, stale = _recompute(root, images, end, _revisions(doc))
         minutes = _registry_check_minutes(root) if config_stat != _MISSING_STAT else None
         if fingerprint is not None:
             _store(root, doc, fingerprint, stats, line, stale, minutes)
@@ -204,6 +203,13 @@ def find_root(cwd: str) -> str | None:
         if parent == d:
             return None
         d = parent
+
+
+def _revisions(doc: dict[str, Any]) -> dict[str, str]:
+    """Per image: HEAD when its last sync read the build's inputs."""
+    images = doc.get("images", {})
+    return {str(name): img["synced_revision"] for name, img in images.items()
+            if isinstance(img, dict) and isinstance(img.get("synced_revision"), str)}
 
 
 def _images(doc: dict[str, Any]) -> list[tuple[str, dict[str, str], str]]:
@@ -269,36 +275,32 @@ def _stat(path: str) -> list[int]:
 
 
 def _recompute(
-    root: str, images: list[tuple[str, dict[str, str], str]], end: float
+    root: str, images: list[tuple[str, dict[str, str], str]], end: float,
+    revisions: dict[str, str] | None = None,
 ) -> tuple[str, bool]:
+    """The first watched file that differs from its baseline, worded as the core's verdict
+    words it (`devsync.prompt.wording`), else the lines the last sync or refresh stored."""
     digests: dict[str, str | None] = {}
-    changed: dict[str, None] = {}
-    for _, watched, _ in images:
+    changed: dict[str, str] = {}  # path -> the first image it makes stale
+    for name, watched, _ in images:
         for path, baseline in sorted(watched.items()):
             if not _safe_relpath(path):
                 continue
             if path not in digests:
                 digests[path] = _sha256_file(os.path.join(root, path))
             if digests[path] != baseline:
-                changed.setdefault(path, None)
+                changed.setdefault(path, name)
     if changed:
-        first, *rest = changed
-        deleted = digests[first] is None
-        verb = "deleted" if deleted else "changed"
-        how = _describe_change(root, first, deleted, end)
-        more = f", +{len(rest)} more" if rest else ""
-        return f"devsync: {first} {verb}{how}{more}{_SYNC_HINT}", True
+        (first, image), *rest = changed.items()
+        cause = _describe_change(root, first, digests[first] is None, end,
+                                 (revisions or {}).get(image))
+        return wording.with_more(wording.prompt_line(image, cause, wording.SYNC),
+                                 len(rest)), True
     lines = [line for _, _, line in images if line]
     if not lines:
         return "", False
     line = lines[0] if lines[0].startswith("devsync:") else "devsync: " + lines[0]
-    if len(lines) > 1:
-        more = f", +{len(lines) - 1} more"
-        if line.endswith(_SYNC_HINT):
-            line = line[: -len(_SYNC_HINT)] + more + _SYNC_HINT
-        else:
-            line += more
-    return line, True
+    return wording.with_more(line, len(lines) - 1), True
 
 
 _NOT_REGULAR = "not-a-regular-file"
@@ -335,56 +337,90 @@ def _hash_regular(path: str, algorithm: str, *, blob_header: bool) -> str | None
         os.close(fd)
 
 
-def _describe_change(root: str, path: str, deleted: bool, end: float) -> str:
-    """" in <commit> by <author>" when HEAD's history explains the change, " (uncommitted)"
-    when the file differs from what the last commit touching it left, "" if unknown."""
+def _describe_change(root: str, path: str, deleted: bool, end: float,
+                     synced: str | None = None) -> str:
+    """Why `path` differs from what the last sync built, as the core's verdict says it:
+    "PATH changed in SHORT by AUTHOR: SUBJECT" when a commit since that sync (`synced`, when
+    known) explains it, "PATH changed (uncommitted)" when the file is not as HEAD has it,
+    "PATH changed since your last sync" when it is (an edit that was built, then reverted);
+    "PATH changed" if git cannot tell in time."""
+    unexplained = wording.changed_unexplained(path, deleted=deleted)
     timeout = end - time.monotonic() - 0.03  # leave time to store the answer
     if timeout < 0.02:
-        return ""
+        return unexplained
+    since = synced if synced and _is_hex_sha(synced) else None
+    args = ["log", "-1", "--no-show-signature", "--no-ext-diff", "--no-textconv",
+            "--no-renames", "--no-color", "--no-decorate", "--raw",
+            "--format=%h%x1f%an%x1f%s", f"{since}..HEAD" if since else "HEAD", "--",
+            f":(top,literal){path}"]
+    out = _git(root, args, timeout)
+    if out is None and since is not None:  # (a revision this clone lacks: all of history)
+        since = None
+        args[args.index(f"{synced}..HEAD")] = "HEAD"
+        out = _git(root, args, end - time.monotonic() - 0.03)
+    if out is None:
+        return unexplained
+    lines = out.splitlines()
+    if not lines or "\x1f" not in lines[0]:
+        if since is not None:
+            # no commit since the sync touched it: is the file as HEAD has it?
+            head = _git(root, ["rev-parse", "-q", "--verify", f"HEAD:{path}"],
+                        end - time.monotonic() - 0.03)
+            if head is not None and not deleted and _blob_matches(root, path, head.strip()):
+                return wording.changed_since_sync(path)
+        return wording.changed_uncommitted(path, deleted=deleted)
+    short, author, subject = [*lines[0].split("\x1f"), "", ""][:3]
+    raw = next((ln for ln in lines[1:] if ln.startswith(":")), None)
+    if raw is None:
+        return unexplained  # e.g. a merge: history names it but shows no diff
+    fields = raw.split("\t", 1)[0].split()
+    if len(fields) < 5:
+        return unexplained
+    new_blob, status = fields[3].rstrip("."), fields[4]
+    committed = status.startswith("D") if deleted else _blob_matches(root, path, new_blob)
+    if not committed:
+        return wording.changed_uncommitted(path, deleted=deleted)
+    return wording.changed_in(path, short, author, subject, deleted=deleted)
+
+
+def _is_hex_sha(text: str) -> bool:
+    return 7 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _blob_matches(root: str, path: str, blob: str) -> bool:
+    """Whether the file's content is git object `blob` (abbreviated like %h: git picks a
+    unique length, so a prefix of our own id is a match)."""
+    full = os.path.join(root, path)
+    return len(blob) >= 7 and any((blob_id or "").startswith(blob)
+                                  for blob_id in (_git_blob_id(full, "sha1"),
+                                                  _git_blob_id(full, "sha256")))
+
+
+def _git(root: str, args: list[str], timeout: float) -> str | None:
+    """`git ARGS` in `root` with every repository setting that could run a program
+    neutralised (see SAFE_GIT_CONFIG); its output, or None on failure or timeout."""
+    if timeout < 0.02:
+        return None
     import subprocess
 
     git = _find_git()
     if git is None:
-        return ""
+        return None
     env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_ENV}
     env.update(GIT_PAGER="cat", PAGER="cat", GIT_TERMINAL_PROMPT="0", GIT_NO_LAZY_FETCH="1",
                GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
     cmd = [git, "--no-pager", "--no-optional-locks"]
     for setting in SAFE_GIT_CONFIG:
         cmd += ["-c", setting]
-    cmd += ["-C", root, "log", "-1", "--no-show-signature", "--no-ext-diff", "--no-textconv",
-            "--no-renames", "--no-color", "--no-decorate", "--raw",
-            "--format=%h%x1f%an", "--", f":(top,literal){path}"]
+    cmd += ["-C", root, *args]
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=env,
                               timeout=timeout, check=False)
     except (OSError, subprocess.SubprocessError):
-        return ""
+        return None
     if proc.returncode != 0:
-        return ""
-    lines = proc.stdout.decode("utf-8", "replace").splitlines()
-    if not lines or "\x1f" not in lines[0]:
-        return " (uncommitted)"  # no commit ever touched it: a new, uncommitted file
-    short, author = lines[0].split("\x1f", 1)
-    raw = next((ln for ln in lines[1:] if ln.startswith(":")), None)
-    if raw is None:
-        return ""  # e.g. a merge: history names it but shows no diff
-    fields = raw.split("\t", 1)[0].split()
-    if len(fields) < 5:
-        return ""
-    new_blob, status = fields[3].rstrip("."), fields[4]
-    if deleted:
-        committed = status.startswith("D")
-    else:
-        # Abbreviated like %h (git picks a unique length); a prefix of our own id is a match.
-        full = os.path.join(root, path)
-        committed = len(new_blob) >= 7 and any(
-            (blob_id or "").startswith(new_blob)
-            for blob_id in (_git_blob_id(full, "sha1"), _git_blob_id(full, "sha256"))
-        )
-    if not committed:
-        return " (uncommitted)"
-    return f" in {short} by {author}"
+        return None
+    return proc.stdout.decode("utf-8", "replace")
 
 
 def _find_git() -> str | None:

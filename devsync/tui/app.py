@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from devsync.ops.verdict import IN_SYNC, MISSING, ROLE_BASE, STALE, UNKNOWN
 from devsync.tui.errors import WorkerCancel, describe, is_cancellation
 from devsync.tui.messages import FilesChanged, SnapshotReady
 from devsync.tui.screens.dashboard import DashboardScreen
@@ -35,26 +36,6 @@ if TYPE_CHECKING:
 
 DARK = "textual-dark"
 LIGHT = "textual-light"
-
-
-def stale_message(status: ImageStatus) -> str:
-    """"Dockerfile.base changed in 3f2a1c by Ana: bump PHP to 8.3", or the reason."""
-    step = status.plan.first_rebuild if status.plan is not None else None
-    commits = (step.commits if step is not None and step.commits else None) or status.commits
-    what = step.files[0] if step is not None and step.files else status.dockerfile
-    if commits:
-        c = commits[0]
-        return f"{what} changed in {c.get('short', '')} by {c.get('author', '')}: " \
-               f"{c.get('summary', '')}"
-    return f"{status.name} is stale: {status.reason}"
-
-
-def _stale_key(status: ImageStatus) -> tuple[str, ...]:
-    """What a stale image's staleness is about: a new key is news worth a notification."""
-    step = status.plan.first_rebuild if status.plan is not None else None
-    if step is not None:
-        return status.state, str(step.line), step.reason
-    return status.state, status.reason
 
 
 class DevsyncApp(App[int]):
@@ -128,16 +109,16 @@ class DevsyncApp(App[int]):
                 self.action_onboarding()
 
     def _notify_stale(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
+        """A toast with the verdict's own words when an image goes stale, or goes stale
+        for another cause."""
         if previous is None:
             return
-        old = {s.name: s for s in previous.statuses}
+        old = {s.name: s.verdict for s in previous.statuses}
         for status in snapshot.statuses:
-            before = old.get(status.name)
-            if status.state != "stale":
+            verdict = status.verdict
+            if verdict.state != STALE or old.get(status.name) == verdict:
                 continue
-            if before is not None and _stale_key(before) == _stale_key(status):
-                continue
-            self.notify(stale_message(status), title=f"{status.name} is stale",
+            self.notify(verdict.text, title=f"{status.name} is stale",
                         severity="warning", markup=False, timeout=8)
 
     def _schedule_registry_check(self, minutes: float) -> None:
@@ -196,7 +177,7 @@ class DevsyncApp(App[int]):
             self.notify("Another operation is running.", severity="warning")
             return
         screen = OperationScreen(title, runner, [s.plan for s in plans
-                                                 if s.plan is not None and s.role != "base"])
+                                                 if s.plan is not None and s.role != ROLE_BASE])
 
         def finished(_ok: bool | None) -> None:
             self.refresh_status(registry=True)
@@ -215,14 +196,8 @@ class DevsyncApp(App[int]):
             statuses = [s for s in snapshot.statuses if s.name in names]
         else:
             statuses = [s for s in snapshot.statuses if _needs_sync(s)]
-            for base in snapshot.statuses:
-                if base.role == "base" and base.state == "stale":
-                    # a sync pulls the team's base; a changed Dockerfile.base needs a new one
-                    self.notify(f"{stale_message(base)}\nPress b to build and push a new base.",
-                                title=f"{base.name} needs a new build", markup=False,
-                                severity="warning", timeout=8)
         if not statuses:
-            if not any(s.state == "stale" for s in snapshot.statuses):
+            if not any(s.state == STALE for s in snapshot.statuses):
                 self.notify("Every image is in sync.", severity="information")
             return
         chosen = [s.name for s in statuses]
@@ -333,10 +308,12 @@ class DevsyncApp(App[int]):
 
 
 def _needs_sync(status: ImageStatus) -> bool:
-    """What `s` syncs: app images not in sync, and bases that are not pulled yet."""
-    if status.role == "base":
-        return status.state in ("missing", "unknown") and not status.local_id
-    return status.state != "in-sync"
+    """What `s` syncs: app images not in sync; bases that are stale (a sync pulls the team's
+    base, or builds a changed one here) or not pulled yet."""
+    if status.role == ROLE_BASE:
+        return status.state in (STALE, MISSING) or (status.state == UNKNOWN
+                                                    and not status.local_id)
+    return status.state != IN_SYNC
 
 
 def _next_patch(status: ImageStatus) -> str:

@@ -189,7 +189,7 @@ def _stat(path: Path) -> tuple[int, int, int]:
 def test_uncommitted_edit_of_a_watched_file(repo: Path) -> None:
     assert_in_sync(repo)
     (repo / "app.py").write_text("print('changed')\n")
-    expected = "devsync: app.py changed (uncommitted) - run devsync sync\n"
+    expected = "devsync: app: app.py changed (uncommitted) - run devsync sync\n"
     assert run(repo, exit_code=True) == (1, expected)
     assert run(repo) == (0, expected)  # the cached answer, same line
     stored = state.load(repo).state.check
@@ -209,23 +209,23 @@ def test_commit_names_commit_and_author(repo: Path) -> None:
     (repo / "Dockerfile.base").write_text("FROM reg/busybox:1\nRUN echo base v2\n")
     short = commit_all(repo, "bump base", author="Bob")
     assert run(repo, exit_code=True) == (
-        1, f"devsync: Dockerfile.base changed in {short} by Bob - run devsync sync\n")
+        1, f"devsync: base: Dockerfile.base changed in {short} by Bob: bump base - run devsync sync\n")
 
 
 def test_committed_then_edited_again_is_uncommitted(repo: Path) -> None:
     (repo / "Dockerfile").write_text("FROM reg/app:base-1.1\nCOPY app.py /app/\n")
     commit_all(repo, "bump")
     (repo / "Dockerfile").write_text("FROM reg/app:base-1.2\nCOPY app.py /app/\n")
-    assert run(repo) == (0, "devsync: Dockerfile changed (uncommitted) - run devsync sync\n")
+    assert run(repo) == (0, "devsync: app: Dockerfile changed (uncommitted) - run devsync sync\n")
 
 
 def test_deleted_watched_file(repo: Path) -> None:
     (repo / "app.py").unlink()
     assert run(repo, exit_code=True) == (
-        1, "devsync: app.py deleted (uncommitted) - run devsync sync\n")
+        1, "devsync: app: app.py deleted (uncommitted) - run devsync sync\n")
     short = commit_all(repo, "drop app.py", author="Bob")
     assert run(repo, exit_code=True) == (
-        1, f"devsync: app.py deleted in {short} by Bob - run devsync sync\n")
+        1, f"devsync: app: app.py deleted in {short} by Bob: drop app.py - run devsync sync\n")
 
 
 def test_several_changes_name_the_first_and_count_the_rest(repo: Path) -> None:
@@ -233,7 +233,7 @@ def test_several_changes_name_the_first_and_count_the_rest(repo: Path) -> None:
         (repo / name).write_text("changed\n")
     code, out = run(repo, exit_code=True)
     assert code == 1
-    assert out == "devsync: Dockerfile changed (uncommitted), +2 more - run devsync sync\n"
+    assert out == "devsync: app: Dockerfile changed (uncommitted), +2 more - run devsync sync\n"
 
 
 def test_checkout_of_another_branch_and_back(repo: Path) -> None:
@@ -244,7 +244,7 @@ def test_checkout_of_another_branch_and_back(repo: Path) -> None:
     assert_in_sync(repo)
     git(repo, "checkout", "-q", "feature")
     assert run(repo, exit_code=True) == (
-        1, f"devsync: Dockerfile changed in {short} by Ana - run devsync sync\n")
+        1, f"devsync: app: Dockerfile changed in {short} by Ana: feature base - run devsync sync\n")
     git(repo, "checkout", "-q", "main")
     assert_in_sync(repo)
 
@@ -264,7 +264,7 @@ def test_pull_from_a_second_clone(repo: Path, tmp_path: Path) -> None:
     assert_in_sync(repo)
     git(repo, "pull", "-q", "--ff-only")
     assert run(repo, exit_code=True) == (
-        1, f"devsync: app.py changed in {short} by Bob - run devsync sync\n")
+        1, f"devsync: app: app.py changed in {short} by Bob: bob's change - run devsync sync\n")
 
 
 def test_rebase_onto_a_changed_base(repo: Path) -> None:
@@ -279,12 +279,12 @@ def test_rebase_onto_a_changed_base(repo: Path) -> None:
     assert_in_sync(repo)
     git(repo, "rebase", "-q", "main")
     assert run(repo, exit_code=True) == (
-        1, f"devsync: Dockerfile.base changed in {short} by Bob - run devsync sync\n")
+        1, f"devsync: base: Dockerfile.base changed in {short} by Bob: base on main - run devsync sync\n")
 
 
 def test_stash_and_pop(repo: Path) -> None:
     (repo / "Dockerfile").write_text("FROM reg/app:base-9\nCOPY app.py /app/\n")
-    stale = (1, "devsync: Dockerfile changed (uncommitted) - run devsync sync\n")
+    stale = (1, "devsync: app: Dockerfile changed (uncommitted) - run devsync sync\n")
     assert run(repo, exit_code=True) == stale
     git(repo, "stash", "-q")
     assert_in_sync(repo)
@@ -296,7 +296,7 @@ def test_git_add_of_a_watched_file_is_still_uncommitted(repo: Path) -> None:
     assert_in_sync(repo)
     (repo / "app.py").write_text("print('staged')\n")
     git(repo, "add", "app.py")
-    assert run(repo) == (0, "devsync: app.py changed (uncommitted) - run devsync sync\n")
+    assert run(repo) == (0, "devsync: app: app.py changed (uncommitted) - run devsync sync\n")
 
 
 def test_a_new_sync_clears_the_line(repo: Path) -> None:
@@ -322,7 +322,7 @@ def test_stored_image_lines_are_shown(repo: Path) -> None:
 def test_file_changes_take_precedence_over_stored_lines(repo: Path) -> None:
     mark_synced(repo, lines={"app": "devsync: app 1.0.8 is deployed - run devsync sync"})
     (repo / "app.py").write_text("x\n")
-    assert run(repo) == (0, "devsync: app.py changed (uncommitted) - run devsync sync\n")
+    assert run(repo) == (0, "devsync: app: app.py changed (uncommitted) - run devsync sync\n")
 
 
 # -- garbage in state ------------------------------------------------------------------------
@@ -353,14 +353,14 @@ def test_a_garbage_cached_record_is_recomputed(repo: Path) -> None:
     doc["check"] = {"fingerprint": 5, "stats": "no"}
     path.write_text(json.dumps(doc))
     (repo / "app.py").write_text("x\n")
-    assert run(repo)[1] == "devsync: app.py changed (uncommitted) - run devsync sync\n"
+    assert run(repo)[1] == "devsync: app: app.py changed (uncommitted) - run devsync sync\n"
 
 
 def test_state_lock_busy_skips_the_write(repo: Path) -> None:
     (repo / "app.py").write_text("x\n")
     before = Path(statestore.state_path(repo)).read_bytes()
     with statestore.flocked(statestore.lock_path(repo), timeout=None):
-        assert run(repo)[1] == "devsync: app.py changed (uncommitted) - run devsync sync\n"
+        assert run(repo)[1] == "devsync: app: app.py changed (uncommitted) - run devsync sync\n"
     assert Path(statestore.state_path(repo)).read_bytes() == before
 
 
@@ -377,7 +377,7 @@ def test_hostile_file_and_author_names_are_cleaned(repo: Path) -> None:
     assert run(repo)[0] == 0
     out = run(repo)[1]
     # git itself drops the newline from an identity; the OSC sequence is ours to remove
-    assert out == f"devsync: evilname.txt changed in {short} by MalloryX - run devsync sync\n"
+    assert out == f"devsync: app: evilname.txt changed in {short} by MalloryX: change - run devsync sync\n"
     assert "\x1b" not in out and "\u202e" not in out and out.count("\n") == 1
 
 
@@ -428,7 +428,7 @@ def test_watched_fifo_is_never_opened(repo: Path) -> None:
     (repo / "app.py").unlink()
     os.mkfifo(repo / "app.py")
     assert run(repo, exit_code=True, deadline=SLOW_OK) == (
-        1, "devsync: app.py changed (uncommitted) - run devsync sync\n")
+        1, "devsync: app: app.py changed (uncommitted) - run devsync sync\n")
 
 
 def test_a_callers_alarm_timer_and_handler_survive(repo: Path) -> None:
@@ -456,7 +456,7 @@ def test_off_the_main_thread_it_still_answers(repo: Path) -> None:
     t = threading.Thread(target=lambda: results.append(run(repo)))
     t.start()
     t.join()
-    assert results == [(0, "devsync: app.py changed (uncommitted) - run devsync sync\n")]
+    assert results == [(0, "devsync: app: app.py changed (uncommitted) - run devsync sync\n")]
 
 
 def test_stand_alone_entry_point(repo: Path) -> None:
@@ -466,7 +466,7 @@ def test_stand_alone_entry_point(repo: Path) -> None:
     (repo / "Dockerfile").write_text("changed\n")
     proc = _check_subprocess(repo, "--exit-code", env=env)
     assert proc.returncode == 1
-    assert proc.stdout == "devsync: Dockerfile changed (uncommitted) - run devsync sync\n"
+    assert proc.stdout == "devsync: app: Dockerfile changed (uncommitted) - run devsync sync\n"
     assert proc.stderr == ""
     assert _check_subprocess(repo, env=env).returncode == 0
 
@@ -507,7 +507,7 @@ def test_the_check_imports_nothing_heavy(repo: Path, stale: bool) -> None:
     code, out, heavy = json.loads(proc.stdout)
     assert heavy == []
     if stale:
-        assert code == 1 and out.startswith("devsync: Dockerfile changed in ")
+        assert code == 1 and out.startswith("devsync: app: Dockerfile changed in ")
     else:
         assert (code, out) == (0, "")
 
@@ -581,10 +581,10 @@ def test_malicious_repository_config_runs_nothing(repo: Path, tmp_path: Path) ->
     for _ in range(2):  # slow path, then fast path
         code, out = run(repo, exit_code=True)
         assert (code, out) == (
-            1, f"devsync: Dockerfile changed in {short} by Eve - run devsync sync\n")
+            1, f"devsync: app: Dockerfile changed in {short} by Eve: signed - run devsync sync\n")
     (repo / "app.py").write_text("uncommitted\n")
-    assert run(repo)[1] == "devsync: Dockerfile changed in " \
-        f"{short} by Eve, +1 more - run devsync sync\n"
+    assert run(repo)[1] == "devsync: app: Dockerfile changed in " \
+        f"{short} by Eve: signed, +1 more - run devsync sync\n"
     assert not marker.exists(), marker.read_text()
 
 
@@ -599,7 +599,7 @@ def test_relative_path_entries_cannot_pick_the_repositorys_git(
         (where / "git").chmod(0o755)
     monkeypatch.chdir(repo)
     monkeypatch.setenv("PATH", os.pathsep.join(["", ".", "bin", os.environ["PATH"]]))
-    assert run(repo) == (0, f"devsync: Dockerfile.base changed in {short} by Bob"
+    assert run(repo) == (0, f"devsync: base: Dockerfile.base changed in {short} by Bob: base"
                             " - run devsync sync\n")
     assert not marker.exists()
 
@@ -626,7 +626,7 @@ def test_partial_clone_never_fetches(repo: Path, tmp_path: Path) -> None:
     marker.unlink()
 
     # Without the missing history git cannot say which commit: the line says just that much.
-    assert run(clone, exit_code=True) == (1, "devsync: Dockerfile changed - run devsync sync\n")
+    assert run(clone, exit_code=True) == (1, "devsync: app: Dockerfile changed - run devsync sync\n")
     assert not marker.exists()
 
 
@@ -713,5 +713,5 @@ def test_a_hung_daemon_cannot_touch_the_prompt(repo: Path, tmp_path: Path) -> No
                               cwd=repo, capture_output=True, text=True, timeout=60, env=env)
         connections = len(accepted)
     assert proc.returncode == 1, proc.stderr
-    assert proc.stdout.startswith("devsync: Dockerfile changed")
+    assert proc.stdout.startswith("devsync: app: Dockerfile changed")
     assert connections == 0

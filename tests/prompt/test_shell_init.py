@@ -17,7 +17,7 @@ from devsync.prompt.shell_init import SHELLS, snippet
 
 # -P: `python -m` would otherwise import from the working directory, i.e. the repository
 CHECK = (sys.executable, "-P", "-m", "devsync.prompt.check")
-STALE = "devsync: Dockerfile changed (uncommitted) - run devsync sync"
+STALE = "devsync: app: Dockerfile changed (uncommitted) - run devsync sync"
 
 
 def _git(repo: Path, *args: str) -> None:

@@ -29,6 +29,7 @@ from devsync.events import (
 )
 from devsync.ops.plan import ImagePlan, PlanStep
 from devsync.ops.status import ImageStatus
+from devsync.ops.verdict import IN_SYNC, MISSING, STALE, SYNC, Verdict
 from devsync.tui.services import (
     CHECK_BLOCKED,
     CHECK_FAIL,
@@ -75,10 +76,9 @@ def base_status(state: str = "stale") -> ImageStatus:
                      tag=f"{REG}:base-1.0.0", cache_from=[f"{REG}:base-1.0.0"], steps=steps,
                      deployed=f"{REG}:base-1.0.0", deployed_digest="sha256:" + "b" * 64,
                      deployed_revision="5d4c3b2" + "0" * 33)
-    reason = (f"Dockerfile.base changed since {REG}:base-1.0.0 was built (3f2a1c4 by Ana Lima: "
-              "bump PHP to 8.3); build a new base: devsync base build --push"
-              if state == "stale" else f"{REG}:base-1.0.0 is up to date")
-    return ImageStatus(name="base", role="base", state=state, reason=reason,
+    verdict = (Verdict(STALE, "Dockerfile.base changed in 3f2a1c4 by Ana Lima: bump PHP to 8.3",
+                       SYNC) if state == STALE else Verdict(state, f"{REG}:base-1.0.0 is up to date"))
+    return ImageStatus(name="base", role="base", verdict=verdict,
                        tag=f"{REG}:base-1.0.0", local_id="sha256:" + "a" * 64,
                        deployed=f"{REG}:base-1.0.0", deployed_digest="sha256:" + "b" * 64,
                        dockerfile="Dockerfile.base", plan=plan,
@@ -106,10 +106,11 @@ def app_status(state: str = "stale", summary: str = GUZZLE["summary"]) -> ImageS
                      tag=f"{REG}:dev", cache_from=[f"{REG}:1.0.7", f"{REG}:dev"], steps=steps,
                      deployed=f"{REG}:1.0.7", deployed_digest="sha256:" + "c" * 64,
                      deployed_revision="8e8e8e8" + "0" * 33, base=f"{REG}:base-1.0.0")
-    reasons = {"stale": "Dockerfile or its inputs changed in 9b1e77d by Ben Okafor",
-               "missing": f"{REG}:dev is not built here yet",
-               "in-sync": f"{REG}:dev matches this checkout"}
-    return ImageStatus(name="app", role="app", state=state, reason=reasons[state],
+    verdicts = {STALE: Verdict(STALE, f"composer.json changed in 9b1e77d by Ben Okafor: {summary}",
+                               SYNC),
+                MISSING: Verdict(MISSING, f"{REG}:dev is not built here yet", SYNC),
+                IN_SYNC: Verdict(IN_SYNC, f"{REG}:dev matches this checkout")}
+    return ImageStatus(name="app", role="app", verdict=verdicts[state],
                        tag=f"{REG}:dev",
                        local_id=None if state == "missing" else "sha256:" + "d" * 64,
                        local_revision=None if state == "missing" else "5d4c3b2" + "0" * 33,
@@ -127,8 +128,9 @@ def worker_status() -> ImageStatus:
     plan = ImagePlan(name="worker", role="app", dockerfile="worker/Dockerfile", context=".",
                      tag=f"{reg}:dev", cache_from=[f"{reg}:2.4.1"], steps=steps,
                      deployed=f"{reg}:2.4.1")
-    return ImageStatus(name="worker", role="app", state="in-sync",
-                       reason=f"{reg}:dev matches this checkout", tag=f"{reg}:dev",
+    return ImageStatus(name="worker", role="app",
+                       verdict=Verdict(IN_SYNC, f"{reg}:dev matches this checkout"),
+                       tag=f"{reg}:dev",
                        local_id="sha256:" + "e" * 64, local_revision="3f2a1c4" + "0" * 33,
                        deployed=f"{reg}:2.4.1", dockerfile="worker/Dockerfile", plan=plan)
 

@@ -10,7 +10,7 @@ from textual.widgets import Button, DataTable, Input, RichLog, Static
 
 from devsync.errors import ConfigError, EngineError
 from devsync.events import Done, LogLine
-from devsync.tui.app import DevsyncApp, make_app, stale_message
+from devsync.tui.app import DevsyncApp, make_app
 from devsync.tui.screens.dashboard import DashboardScreen
 from devsync.tui.screens.modals import ConfirmScreen, ErrorScreen, HelpScreen
 from devsync.tui.screens.onboarding import OnboardingScreen
@@ -125,8 +125,9 @@ async def test_sync_shows_layer_progress_steps_and_log_then_cancels() -> None:
         await until(pilot, lambda: isinstance(app.screen, OperationScreen), "sync screen")
         screen = app.screen
         assert isinstance(screen, OperationScreen)
-        # `s` syncs the stale app image; the stale base needs a new build, not a sync
-        assert services.calls[-1] == ("sync", ("app",))
+        # `s` syncs what the verdicts say to sync: the stale base (a sync builds a changed
+        # base here) and the stale app image
+        assert services.calls[-1] == ("sync", ("base", "app"))
         await until(pilot, lambda: services.paused.is_set() and screen.events_seen == 21,
                     "events before the pause drawn")
         layers = list(screen.query(LayerRow))
@@ -405,7 +406,8 @@ async def test_a_change_seen_by_the_watcher_refreshes_and_notifies() -> None:
         assert str(table.get_cell("base", "state")).strip() == "STALE"
         await until(pilot, lambda: bool(app._notifications), "notified")
         note = next(iter(app._notifications))
-        assert note.message == "Dockerfile.base changed in 3f2a1c4 by Ana Lima: bump PHP to 8.3"
+        assert note.message == ("Dockerfile.base changed in 3f2a1c4 by Ana Lima: bump PHP to 8.3"
+                                " - run devsync sync")
         assert note.title == "base is stale"
 
 
@@ -417,16 +419,6 @@ async def test_registry_is_checked_periodically() -> None:
         await loaded(pilot, app)
         await until(pilot, lambda: services.calls.count(("snapshot", True)) >= 3,
                     "periodic registry checks")
-
-
-def test_stale_message_names_the_file_commit_author_and_subject() -> None:
-    assert stale_message(base_status()) == (
-        f"Dockerfile.base changed in {BUMP_PHP['short']} by Ana Lima: bump PHP to 8.3")
-    assert stale_message(app_status()) == (
-        "composer.json changed in 9b1e77d by Ben Okafor: require guzzle 7.9")
-    no_commits = dataclasses.replace(app_status(), commits=[], plan=None)
-    assert stale_message(no_commits) == (
-        "app is stale: Dockerfile or its inputs changed in 9b1e77d by Ben Okafor")
 
 
 async def test_quit_stops_a_running_sync() -> None:

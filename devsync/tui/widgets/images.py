@@ -10,6 +10,7 @@ from textual.events import Resize
 from textual.widgets import DataTable
 
 from devsync.model.versions import split_reference
+from devsync.ops.verdict import IN_SYNC, MISSING, ROLE_APP, ROLE_BASE, STALE, UNKNOWN
 from devsync.tui.text import cell, short
 from devsync.tui.widgets.palette import badge_label, badge_style, style
 
@@ -23,7 +24,7 @@ _MIN_WHY = 20
 def local_text(status: ImageStatus) -> str:
     if not status.local_id:
         return "—"
-    if status.role == "base":
+    if status.role == ROLE_BASE:
         return "pulled"
     if status.local_revision:
         return f"@{status.local_revision[:7]}"
@@ -85,7 +86,7 @@ class ImagesTable(DataTable[Text]):
                 Text(badge_label(s.state), style=badge_style(self.app, s.state)),
                 Text(local_text(s), style=style(self.app, "muted") if not s.local_id else ""),
                 cell(short(deployed_text(s), _FIXED["deployed"])),
-                cell(short(s.reason, why_width)),
+                cell(short(s.verdict.cause, why_width)),
                 key=s.name,
             )
         names = [s.name for s in self._statuses]
@@ -93,7 +94,7 @@ class ImagesTable(DataTable[Text]):
             self.move_cursor(row=names.index(keep))
         elif names:
             # first the image that needs attention
-            order = {"stale": 0, "missing": 1, "unknown": 2, "in-sync": 3}
+            order = {STALE: 0, MISSING: 1, UNKNOWN: 2, IN_SYNC: 3}
             first = min(range(len(names)), key=lambda i: (order.get(self._statuses[i].state, 4),
-                                                          self._statuses[i].role != "app", i))
+                                                          self._statuses[i].role != ROLE_APP, i))
             self.move_cursor(row=first)

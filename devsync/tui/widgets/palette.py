@@ -7,10 +7,7 @@ from typing import Any
 
 from textual.app import App
 
-IN_SYNC = "in-sync"
-STALE = "stale"
-MISSING = "missing"
-UNKNOWN = "unknown"
+from devsync.ops.verdict import IN_SYNC, MISSING, STALE, UNKNOWN
 
 _LABELS = {IN_SYNC: "IN SYNC", STALE: "STALE", MISSING: "MISSING", UNKNOWN: "UNKNOWN"}
 _ROLES = {IN_SYNC: "success", STALE: "warning", MISSING: "error", UNKNOWN: "foreground"}
