@@ -244,7 +244,8 @@ def _plan_steps(sim: SimResult, spec: ImageSpec, context: BuildContext,
     out: list[PlanStep] = []
     df = project.dockerfile(spec)
     by_line = {s.instruction.line: s for s in sim.steps}
-    first_miss_line: int | None = None
+    first_miss_lines: dict[int, int] = {}  # per stage: a miss busts only its own stage
+    chain = _image_stages(df, sim)
     for ins in df.instructions:
         step = by_line.get(ins.line)
         if step is None:
@@ -260,13 +261,38 @@ def _plan_steps(sim: SimResult, spec: ImageSpec, context: BuildContext,
         if step.cached:
             plan_step.reason = _hit_reason(step)
         elif step.miss == "busted":
+            first_miss_line = first_miss_lines.get(step.stage)
             plan_step.reason = (f"rebuilds after line {first_miss_line}"
                                 if first_miss_line else "rebuilds after an earlier step")
         else:
-            first_miss_line = first_miss_line or ins.line
-            _explain_miss(plan_step, step, sim, spec, context, deployed, git, project)
+            first_miss_lines.setdefault(step.stage, ins.line)
+            if step.stage not in chain and step.miss in ("parent", "new-step", "command"):
+                plan_step.reason = _earlier_stage_reason(df, step, sim)
+            else:
+                _explain_miss(plan_step, step, sim, spec, context, deployed, git, project)
         out.append(plan_step)
     return out
+
+
+def _image_stages(df: Dockerfile, sim: SimResult) -> set[int]:
+    """The stages whose steps are in the built image: the target and those it is FROM."""
+    chain = {sim.target_stage}
+    index = sim.target_stage
+    while True:
+        found = df.stage_named(sim.stage_bases.get(index, ""))
+        if found is None or found.index in chain or found.index >= index:
+            return chain
+        index = found.index
+        chain.add(index)
+
+
+def _earlier_stage_reason(df: Dockerfile, step: SimStep, sim: SimResult) -> str:
+    """A step of a stage before the final one: no image keeps such a stage (only the final
+    stage is in an image), so there is nothing of it to compare with; it is built here."""
+    stage = df.stages[step.stage]
+    name = f"stage {stage.name}" if stage.name else f"stage {step.stage}"
+    return (f"{name} is built here: an image keeps only its final stage, so no cache source "
+            "holds its steps")
 
 
 def _not_run_reason(cmd: str) -> str:

@@ -60,6 +60,9 @@ class ImageStatus:
     # from HEAD: what a build would pick up that no commit explains
     uncommitted: list[str] = field(default_factory=list)
     untracked: list[str] = field(default_factory=list)
+    # for a base: what a sync does about it: "pull" the registry's (it is what this checkout
+    # builds), "build" it here (neither the local nor the registry's is), or "" (nothing)
+    next_sync: str = ""
 
     @property
     def state(self) -> str:
@@ -127,6 +130,14 @@ def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
     except DevsyncError as exc:
         status.verdict = Verdict(UNKNOWN, exc.message)
     return status
+
+
+def base_next_sync(project: Project, spec: ImageSpec, resolver: Resolver,
+                   git: GitRepo | None) -> str:
+    """What a sync does about a base: "pull", "build" (here) or "" (nothing)."""
+    status = image_status(project, spec, resolver, git,
+                          record=sync_records(project).get(spec.name))
+    return status.next_sync
 
 
 class _Judge:
@@ -212,10 +223,12 @@ class _Judge:
         if deployed is not None:
             sim_deployed = self._simulate([deployed], context, plan, self._revision(deployed))
             if sim_deployed.first_miss is None:
+                status.next_sync = "pull"
                 if local is None:
                     return Verdict(MISSING, f"{spec.tag} is not pulled yet", SYNC)
                 return Verdict(STALE, f"the registry's {spec.tag} differs from your local "
                                "copy", SYNC)
+        status.next_sync = "build"
         if local is None and deployed is None:
             return Verdict(MISSING, f"{spec.tag} is not in its registry and not built here",
                            SYNC)

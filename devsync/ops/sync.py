@@ -154,10 +154,8 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
     for note in plan.notes:
         yield Warning_(spec.name, note)
     if spec.role == ROLE_BASE:
-        # developers pull the team's base; building a new one is `devsync base build`
-        yield PhaseStarted(spec.name, "pull", spec.tag)
-        yield from pull_missing(engine, [spec.tag], cancel)
-        yield Done(ok=True, summary=f"{spec.tag} is local")
+        yield from _sync_base(project, spec, plan, engine=engine, resolver=resolver, git=git,
+                              cancel=cancel)
         return
     refs: list[str] = []
     if plan.deployed and plan.deployed in plan.cache_from:
@@ -191,6 +189,43 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
     yield Done(ok=True, summary=f"{spec.tag}: {reused}/{dockerfile_steps} Dockerfile steps "
                "reused", details={"image_id": built.image_id, "tag": spec.tag,
                                   "deployed": plan.deployed})
+
+
+def _sync_base(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: Engine,
+               resolver: Resolver, git: GitRepo | None,
+               cancel: threading.Event | None) -> Iterator[Event]:
+    """A developer's base: the registry's when it is what this checkout builds (pulled when
+    not here), else built here from the checkout's base Dockerfile under the same tag, so
+    the app builds on it. Publishing a new base is CI's or the base owner's job."""
+    from devsync.ops.status import base_next_sync
+
+    how = base_next_sync(project, spec, resolver, git)
+    if how == "build":
+        yield PhaseStarted(spec.name, "build", f"{spec.rel_dockerfile(project.root)} changed "
+                           f"since {spec.tag} was built: building it here")
+        missing = [ref for ref in _external_bases(project, spec, plan)
+                   if not engine.has_image(ref)]
+        for ref in missing:
+            yield from engine.pull(ref, cancel=cancel)
+        built: ImageBuilt | None = None
+        for event in build_image(project, spec, plan, engine=engine, git=git, tag=spec.tag,
+                                 cancel=cancel):
+            if isinstance(event, ImageBuilt):
+                built = event
+            yield event
+        if built is None:
+            raise DevsyncError(f"the build of {spec.name} ended without an image")
+        resolver.forget_local()  # (the apps' plans build on this one now)
+        yield Done(ok=True, summary=f"{spec.tag} built here from "
+                   f"{spec.rel_dockerfile(project.root)}",
+                   details={"image_id": built.image_id, "tag": spec.tag})
+        return
+    yield PhaseStarted(spec.name, "pull", spec.tag)
+    if how == "pull" and engine.has_image(spec.tag):
+        yield from engine.pull(spec.tag, cancel=cancel)  # (the local one differs)
+    else:
+        yield from pull_missing(engine, [spec.tag], cancel)
+    yield Done(ok=True, summary=f"{spec.tag} is local")
 
 
 def _external_bases(project: Project, spec: ImageSpec, plan: ImagePlan) -> list[str]:
@@ -309,6 +344,18 @@ class _PlanAhead:
         return plan
 
 
+def _built_here_first(session: Session, spec: ImageSpec) -> bool:
+    from devsync.ops.status import base_next_sync
+
+    if spec.role != ROLE_BASE or session.engine is None \
+            or not session.engine.has_image(spec.tag):
+        return False
+    try:
+        return base_next_sync(session.project, spec, session.resolver, session.git) == "build"
+    except DevsyncError:
+        return False
+
+
 class _AnyEvent:
     """Looks like a threading.Event to the engine: set when either event is."""
 
@@ -352,8 +399,11 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
     project, engine, resolver = session.project, session.engine, session.resolver
     if engine is None:
         raise DevsyncError(f"cannot sync without a Docker engine: {session.engine_problem}")
-    # apps first: their pulls bring the base's layers along, in parallel with their own
-    specs = sorted(specs, key=lambda s: s.role == ROLE_BASE)
+    # apps first: their pulls bring the base's layers along, in parallel with their own;
+    # but a base that is built here goes first, for the apps build on it (asked only of a
+    # base that is here already: a fresh machine pulls the team's, and starts its pulls
+    # before it opens git)
+    specs = sorted(specs, key=lambda s: (not _built_here_first(session, s), s.role == ROLE_BASE))
     with operation_lock(project.root, "sync"):
         ahead: _PlanAhead | None = None
         for position, spec in enumerate(specs):

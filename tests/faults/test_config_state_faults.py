@@ -202,7 +202,7 @@ def test_two_syncs_of_one_repository(fault: FaultRecorder, bigshop: BigShop,
     expect_ok(first)
     assert any(e["event"] == "image_built" for e in first.events)
     doc = json.loads(state.repo_file(repo).read_bytes())
-    assert fault.intact(state.valid() and doc["images"]["app"]["status"] == "in_sync")
+    assert fault.intact(state.valid() and doc["images"]["app"]["status"] == "in-sync")
 
     out = devsync(repo, "sync", "--yes", engine=engine, state=state.path)
     fault.recovered(out.returncode == 0)

@@ -221,7 +221,7 @@ def test_an_edit_made_while_the_engine_builds_leaves_the_image_stale(team: TeamR
         assert out.returncode == 0, out.stderr
         # (silent before: the state claimed the edit had been built)
         assert out.stdout.strip() == (
-            "devsync: composer.lock changed (uncommitted) - run devsync sync")
+            "devsync: app: composer.lock changed (uncommitted) - run devsync sync")
 
         # once the edit is undone, what was built is what is on disk again
         lock.write_text(lock_original)

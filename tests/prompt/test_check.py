@@ -209,7 +209,8 @@ def test_commit_names_commit_and_author(repo: Path) -> None:
     (repo / "Dockerfile.base").write_text("FROM reg/busybox:1\nRUN echo base v2\n")
     short = commit_all(repo, "bump base", author="Bob")
     assert run(repo, exit_code=True) == (
-        1, f"devsync: base: Dockerfile.base changed in {short} by Bob: bump base - run devsync sync\n")
+        1, f"devsync: base: Dockerfile.base changed in {short} by Bob: bump base"
+        " - run devsync sync\n")
 
 
 def test_committed_then_edited_again_is_uncommitted(repo: Path) -> None:
@@ -279,7 +280,8 @@ def test_rebase_onto_a_changed_base(repo: Path) -> None:
     assert_in_sync(repo)
     git(repo, "rebase", "-q", "main")
     assert run(repo, exit_code=True) == (
-        1, f"devsync: base: Dockerfile.base changed in {short} by Bob: base on main - run devsync sync\n")
+        1, f"devsync: base: Dockerfile.base changed in {short} by Bob: base on main"
+        " - run devsync sync\n")
 
 
 def test_stash_and_pop(repo: Path) -> None:
@@ -377,7 +379,8 @@ def test_hostile_file_and_author_names_are_cleaned(repo: Path) -> None:
     assert run(repo)[0] == 0
     out = run(repo)[1]
     # git itself drops the newline from an identity; the OSC sequence is ours to remove
-    assert out == f"devsync: app: evilname.txt changed in {short} by MalloryX: change - run devsync sync\n"
+    assert out == (f"devsync: app: evilname.txt changed in {short} by MalloryX: change"
+                   " - run devsync sync\n")
     assert "\x1b" not in out and "\u202e" not in out and out.count("\n") == 1
 
 
@@ -626,7 +629,8 @@ def test_partial_clone_never_fetches(repo: Path, tmp_path: Path) -> None:
     marker.unlink()
 
     # Without the missing history git cannot say which commit: the line says just that much.
-    assert run(clone, exit_code=True) == (1, "devsync: app: Dockerfile changed - run devsync sync\n")
+    assert run(clone, exit_code=True) == (
+        1, "devsync: app: Dockerfile changed - run devsync sync\n")
     assert not marker.exists()
 
 

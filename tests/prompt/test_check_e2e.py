@@ -65,5 +65,5 @@ def test_new_terminals_after_sync_and_after_a_teammates_change(
     git(mine, "pull", "-q", "origin", "main")
     shown = _new_terminal(mine, rc, env).strip().splitlines()
     assert len(shown) == 1, shown
-    assert shown[0].startswith("devsync: Dockerfile.base changed in ")
+    assert shown[0].startswith("devsync: base: Dockerfile.base changed in ")
     assert sha[:7] in shown[0] and "Ben" in shown[0]

@@ -77,7 +77,8 @@ def base_status(state: str = "stale") -> ImageStatus:
                      deployed=f"{REG}:base-1.0.0", deployed_digest="sha256:" + "b" * 64,
                      deployed_revision="5d4c3b2" + "0" * 33)
     verdict = (Verdict(STALE, "Dockerfile.base changed in 3f2a1c4 by Ana Lima: bump PHP to 8.3",
-                       SYNC) if state == STALE else Verdict(state, f"{REG}:base-1.0.0 is up to date"))
+                       SYNC) if state == STALE
+               else Verdict(state, f"{REG}:base-1.0.0 is up to date"))
     return ImageStatus(name="base", role="base", verdict=verdict,
                        tag=f"{REG}:base-1.0.0", local_id="sha256:" + "a" * 64,
                        deployed=f"{REG}:base-1.0.0", deployed_digest="sha256:" + "b" * 64,

@@ -20,7 +20,6 @@ from devsync.tui.widgets.images import ImagesTable
 from devsync.tui.widgets.plan_view import PlanView
 from devsync.tui.widgets.progress import LayerRow
 from tests.support.tui_fakes import (
-    BUMP_PHP,
     FakeServices,
     app_status,
     base_status,
