@@ -197,7 +197,8 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     cache_from = [ref for _info, ref in best_order]
     if best.flavor.git_modes and git_modes_matter:
         notes.append(_git_modes_note(context))
-    steps = _plan_steps(best, spec, context, deployed, git, project)
+    steps = _plan_steps(best, spec, context, deployed, git, project,
+                        {ref: info for info, ref in best_order})
     if not cache_from:
         _local_cache_caveat(steps, best, df, resolver, notes)
     pull_bytes = 0
@@ -240,7 +241,8 @@ def _rel_to(path: Any, root: Any) -> str:
 
 def _plan_steps(sim: SimResult, spec: ImageSpec, context: BuildContext,
                 deployed: ImageInfo | None, git: GitRepo | None,
-                project: Project) -> list[PlanStep]:
+                project: Project, sources: dict[str, ImageInfo] | None = None
+                ) -> list[PlanStep]:
     out: list[PlanStep] = []
     df = project.dockerfile(spec)
     by_line = {s.instruction.line: s for s in sim.steps}
@@ -269,7 +271,10 @@ def _plan_steps(sim: SimResult, spec: ImageSpec, context: BuildContext,
             if step.stage not in chain and step.miss in ("parent", "new-step", "command"):
                 plan_step.reason = _earlier_stage_reason(df, step, sim)
             else:
-                _explain_miss(plan_step, step, sim, spec, context, deployed, git, project)
+                # (what the step is compared with: the cache source the builder is on,
+                # e.g. your own labelled build when it is the first source)
+                source = (sources or {}).get(step.counterpart_ref or "") or deployed
+                _explain_miss(plan_step, step, sim, spec, context, source, git, project)
         out.append(plan_step)
     return out
 
@@ -365,8 +370,14 @@ def _explain_changed(out: PlanStep, step: SimStep, sim: SimResult, context: Buil
                 for n in names)
             out.reason = f"build argument changed ({detail})"
             return
-    before = _readable(theirs)
-    out.reason = f"instruction changed (deployed: {before})" if before else "instruction changed"
+    before, after = _readable(theirs), _readable(ours)
+    if not before:
+        out.reason = "instruction changed"
+    elif not after or ours_copy or theirs_copy:
+        out.reason = f"instruction changed (deployed: {_clip(before)})"
+    else:
+        old_part, new_part = _where_they_differ(before, after)
+        out.reason = f"instruction changed: deployed {old_part}, now {new_part}"
 
 
 def _split_args(created_by: str) -> tuple[dict[str, str], str]:
@@ -380,16 +391,47 @@ def _split_args(created_by: str) -> tuple[dict[str, str], str]:
 
 
 def _readable(created_by: str) -> str:
+    """A history entry as a person reads it: `RUN apk add nginx`, `COPY (files) /etc/php7`
+    (the builder's content hash says nothing to a reader)."""
     text = created_by
     if "#(nop) " in text:
         text = text.split("#(nop) ", 1)[1].strip()
+        copy = re.match(r"^(COPY|ADD) (--chown=\S+ )?(?:file|dir|multi):[0-9a-f]+ in (.*)$",
+                        text)
+        if copy:
+            text = f"{copy.group(1)} {copy.group(2) or ''}(files) {copy.group(3)}".strip()
     else:
         _args, cmd = _split_args(text)
         text = cmd
         for prefix in ("/bin/sh -c ",):
             if text.startswith(prefix):
                 text = "RUN " + text[len(prefix):]
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text
+
+
+def _clip(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _where_they_differ(old: str, new: str, context: int = 12,
+                       width: int = 40) -> tuple[str, str]:
+    """Both sides of a changed line, each cut around the first place they differ, so the
+    difference shows (cutting both at the same column could hide it)."""
+    start = 0
+    while start < min(len(old), len(new)) and old[start] == new[start]:
+        start += 1
+    begin = max(0, start - context)
+    # (on a word boundary, when one is near)
+    space = old.rfind(" ", 0, begin + 1)
+    if begin and space >= 0 and begin - space < context:
+        begin = space + 1
+
+    def window(text: str) -> str:
+        part = text[begin:begin + width]
+        return (("..." if begin else "") + part
+                + ("..." if begin + width < len(text) else ""))
+
+    return f"`{window(old)}`", f"`{window(new)}`"
 
 
 def _git_modes_note(context: BuildContext) -> str:
@@ -483,11 +525,13 @@ def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildC
         out.reason = (f"files under {what} differ from the deployed build; modes here: {modes} "
                       "(CI usually checks out 0644/0755: check your umask, or chmod)")
         return
+    image = ("the deployed image" if deployed is None or deployed.origin == "registry"
+             else deployed.reference)
     if revision is None:
-        out.reason = (f"files under {what} differ from the deployed image (it carries no "
+        out.reason = (f"files under {what} differ from {image} (it carries no "
                       f"{REVISION_LABEL} label, so devsync cannot say which)")
     else:
-        out.reason = f"files under {what} differ from the deployed image (revision {revision[:8]})"
+        out.reason = f"files under {what} differ from {image} (revision {revision[:8]})"
 
 
 def _changed_files(git: GitRepo, repo_files: list[str], revision: str | None
