@@ -10,6 +10,7 @@ unknown keys only produce warnings, so a newer file still loads in an older devs
     insecure_registries = ["reg:5000"]   # host[:port] reached over plain HTTP
     base_drift_threshold = 0.5           # warn when app layers exceed this fraction of the base
     layer_warning = 100                  # warn when an image's layer count reaches this
+    docker_cli = "/usr/bin/docker"       # the docker CLI for BuildKit builds that need one
 
     [images.NAME]                        # NAME: [a-z0-9][a-z0-9._-]*
     dockerfile = "Dockerfile"            # relative to the repository root
@@ -52,7 +53,7 @@ _HOST_PORT = re.compile(rf"(?P<host>{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa
                         r"(?::(?P<port>[0-9]{1,5}))?")
 _ROLES = ROLES
 _SETTINGS = ("registry_check_minutes", "insecure_registries", "base_drift_threshold",
-             "layer_warning")
+             "layer_warning", "docker_cli")
 _IMAGE_KEYS = ("dockerfile", "context", "tag", "deployed", "role", "target", "build_args")
 
 
@@ -76,6 +77,9 @@ class DevsyncConfig:
     insecure_registries: list[str] = field(default_factory=list)
     base_drift_threshold: float = DEFAULT_BASE_DRIFT_THRESHOLD
     layer_warning: int = DEFAULT_LAYER_WARNING
+    # the docker CLI BuildKit builds go through (a name on PATH or a path; "none": never);
+    # None: the first on PATH that can (DEVSYNC_DOCKER_CLI wins over both)
+    docker_cli: str | None = None
     images: dict[str, ImageConfig] = field(default_factory=dict)
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
@@ -171,6 +175,8 @@ class _Loader:
                 if config.layer_warning > OVERLAY2_MAX_LAYERS:
                     self.warn(path, f"{config.layer_warning} is above overlay2's limit of "
                                     f"{OVERLAY2_MAX_LAYERS} layers: builds fail before it warns")
+            elif key == "docker_cli":
+                config.docker_cli = self.string(value, path)
             else:
                 self.unknown(path, _SETTINGS)
 

@@ -23,6 +23,7 @@ build succeeded, so an interrupted or failed build never moves or creates a tag.
   _history    `LocalImage`, `HistoryEntry`: inspect and history translated, empty layers
               worked out
   _failures   engine and registry errors as one-line DevsyncErrors
+  _dockercli  the docker CLI that builds with BuildKit (`find_buildkit_cli`), and its builds
   socketapi   the standard-library unix-socket path a sync's calls take
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
@@ -37,6 +39,7 @@ from typing import IO, TYPE_CHECKING, Any
 from devsync.adapters.engine import _connect
 from devsync.adapters.engine import socketapi as enginesocket
 from devsync.adapters.engine._connect import DEFAULT_HOST, EndpointLike, auth_config, login
+from devsync.adapters.engine._dockercli import CLIChoice, DockerCLI, find_buildkit_cli
 from devsync.adapters.engine._failures import (
     build_request_failure,
     call_failures,
@@ -71,10 +74,13 @@ __all__ = [
     "DEFAULT_HOST",
     "STREAM_IDLE_TIMEOUT",
     "TRANSFER_IDLE_TIMEOUT",
+    "CLIChoice",
+    "DockerCLI",
     "EndpointLike",
     "Engine",
     "HistoryEntry",
     "LocalImage",
+    "find_buildkit_cli",
 ]
 
 CONNECT_TIMEOUT = 5.0  # seconds for the first ping: a live local daemon answers in milliseconds
@@ -100,13 +106,16 @@ class Engine:
     def __init__(self, client: docker.DockerClient | None, *, host: str, source: str = "",
                  stream_idle_timeout: float | None = STREAM_IDLE_TIMEOUT,
                  make_client: Callable[[], docker.DockerClient] | None = None,
-                 socket_path: str | None = None, api_timeout: float = API_TIMEOUT) -> None:
+                 socket_path: str | None = None, api_timeout: float = API_TIMEOUT,
+                 context_name: str = "default") -> None:
         """`client`, or `make_client` to make it on first use (with `socket_path`, the unix
-        socket that the calls before then go through)."""
+        socket that the calls before then go through). `context_name`: the Docker context
+        the engine was found through ("default" for DOCKER_HOST and the default socket)."""
         if client is None and make_client is None:
             raise ValueError("an Engine needs an SDK client or a way to make one")
         self.host = host
         self.source = source
+        self.context_name = context_name
         self.stream_idle_timeout = stream_idle_timeout
         self._api_timeout = api_timeout
         self._socket = socket_path
@@ -154,18 +163,20 @@ class Engine:
         elif isinstance(endpoint, str):
             endpoint = _connect.PlainEndpoint(endpoint, source="given")
         resolved = endpoint
+        context_name = endpoint.context_name or "default"
         path = enginesocket.socket_path(endpoint.host)
         if path is None:
             return cls(_connect.sdk_client(endpoint, timeout=timeout, api_timeout=api_timeout),
                        host=endpoint.host, source=endpoint.source,
-                       stream_idle_timeout=stream_idle_timeout, api_timeout=api_timeout)
+                       stream_idle_timeout=stream_idle_timeout, api_timeout=api_timeout,
+                       context_name=context_name)
         try:
             enginesocket.ping(path, timeout=timeout)
         except Exception as exc:
             raise _connect.connect_failure(exc, endpoint, timeout) from None
         return cls(None, host=endpoint.host, source=endpoint.source,
                    stream_idle_timeout=stream_idle_timeout, socket_path=path,
-                   api_timeout=api_timeout,
+                   api_timeout=api_timeout, context_name=context_name,
                    make_client=lambda: _connect.sdk_client(resolved, timeout=timeout,
                                                            api_timeout=api_timeout))
 
@@ -187,6 +198,20 @@ class Engine:
     def client(self) -> docker.DockerClient:
         """The SDK client, for the rare call this wrapper does not cover."""
         return self._client
+
+    def cli_environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment for a docker CLI that must talk to this engine: `base` (default:
+        this process's) with DOCKER_CONTEXT naming the context devsync found the engine
+        through, else DOCKER_HOST set to its host (TLS settings come from `base`, as they
+        did for devsync)."""
+        env = dict(os.environ if base is None else base)
+        if self.context_name != "default" and not self.source.startswith("DOCKER_HOST"):
+            env.pop("DOCKER_HOST", None)
+            env["DOCKER_CONTEXT"] = self.context_name
+        else:
+            env.pop("DOCKER_CONTEXT", None)
+            env["DOCKER_HOST"] = self.host
+        return env
 
     def ping(self) -> bool:
         with self._calling("ping the Docker engine"):
