@@ -132,6 +132,20 @@ def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
     return status
 
 
+def behind_cause(project: Project, deployed: str, revision: str) -> str | None:
+    """"1.0.2 was built from 1a2b3c4, which this checkout does not have" when HEAD's history
+    lacks the commit the deployed image was built from (None when it has it, or when git
+    cannot tell, e.g. in a shallow clone)."""
+    from devsync.adapters.gitquick import head_contains
+    from devsync.model.versions import split_reference
+
+    if head_contains(project.root, revision) is not False:
+        return None
+    _repo, tag, _digest = split_reference(deployed)
+    return (f"{tag or deployed} was built from {revision[:7]}, which this checkout does not "
+            "have")
+
+
 def base_next_sync(project: Project, spec: ImageSpec, resolver: Resolver,
                    git: GitRepo | None) -> str:
     """What a sync does about a base: "pull", "build" (here) or "" (nothing)."""
@@ -181,21 +195,10 @@ class _Judge:
 
     def _behind(self, plan: ImagePlan) -> Verdict | None:
         """The deployed image was built from a commit this checkout does not have."""
-        revision = plan.deployed_revision
-        git = self.git
-        if not revision or not plan.deployed or git is None or git.head is None:
+        if not plan.deployed or not plan.deployed_revision or self.git is None:
             return None
-        try:
-            known = git.resolve(revision) is not None and git.is_ancestor(revision, "HEAD")
-        except DevsyncError:
-            return None
-        if known:
-            return None
-        from devsync.model.versions import split_reference
-
-        _repo, tag, _digest = split_reference(plan.deployed)
-        return Verdict(STALE, f"{tag or plan.deployed} was built from {revision[:7]}, which "
-                       "this checkout does not have", GIT_PULL)
+        cause = behind_cause(self.project, plan.deployed, plan.deployed_revision)
+        return Verdict(STALE, cause, GIT_PULL) if cause else None
 
     # -- base images ----------------------------------------------------------------------
 

@@ -344,6 +344,23 @@ class _PlanAhead:
         return plan
 
 
+def _behind_deployment(project: Project, spec: ImageSpec, resolver: Resolver) -> str | None:
+    """Why not to sync an app yet: the deployed image was built from a commit this checkout
+    does not have (asked of the registry's metadata and git, before any pull)."""
+    from devsync.ops.plan import REVISION_LABEL
+    from devsync.ops.status import behind_cause
+
+    if spec.role == ROLE_BASE or not spec.deployed:
+        return None
+    try:
+        ref = resolver.latest_deployed(spec.deployed)
+        info = resolver.remote(ref) if ref else None
+    except DevsyncError:
+        return None
+    revision = info.labels.get(REVISION_LABEL) if info is not None else None
+    return behind_cause(project, ref, revision) if ref and revision else None
+
+
 def _built_here_first(session: Session, spec: ImageSpec) -> bool:
     from devsync.ops.status import base_next_sync
 
@@ -407,6 +424,12 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
     with operation_lock(project.root, "sync"):
         ahead: _PlanAhead | None = None
         for position, spec in enumerate(specs):
+            behind = _behind_deployment(project, spec, resolver)
+            if behind:
+                # its layers would not be this checkout's: pulling them helps nobody
+                yield Warning_(spec.name, f"{behind}: git pull first (nothing was pulled or "
+                               "built)")
+                continue
             fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
                         if prefetch and spec.role != ROLE_BASE else None)
             prepared: BuildInput | None = None

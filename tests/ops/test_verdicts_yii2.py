@@ -123,3 +123,22 @@ def test_a_teammates_base_edit_is_one_sync_away(yii: Yii2Repo, tmp_path: Path) -
     built = yii.docker("run", "--rm", "--entrypoint", "cat", yii.base_ref(),
                        "/etc/packages").stdout
     assert "php7-apcu" in built
+
+
+def test_a_checkout_behind_the_deployment_says_git_pull_and_pulls_nothing(
+        yii: Yii2Repo, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    clone = synced_clone(yii, tmp_path, state)
+    yii.write("views/site/index.php", "<h1>Shipped</h1>\n")
+    yii.commit("Ship the new welcome", author="Ben")
+    deployed = yii.ci_deploy("1.0.1")
+    yii.docker("rmi", deployed)  # (CI's machine is not the developer's)
+    cause = f"1.0.1 was built from {yii.head[:7]}, which this checkout does not have"
+    app = status(yii, clone, state)["app"]
+    assert (app["state"], app["cause"], app["action"]) == ("stale", cause, "git pull")
+    assert check(yii, clone, state) == f"devsync: app: {cause} - git pull"
+    out = run(yii, clone, "sync", "--yes", state=state)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "git pull" in out.stdout
+    assert yii.docker("image", "inspect", deployed, check=False).returncode != 0  # not pulled
+    assert status(yii, clone, state)["app"]["action"] == "git pull"  # never "in sync"
