@@ -185,7 +185,8 @@ def _status(start: Path, *, as_json: bool) -> int:
     from devsync.ops.status import collect_statuses
 
     session = output.open_session(start, need_engine=False)
-    statuses = collect_statuses(session.project, session.resolver, session.git)
+    statuses = collect_statuses(session.project, session.resolver, session.git,
+                                engine_problem=session.engine_problem)
     record_statuses(session.project, statuses, session.git)
     if as_json:
         print(json.dumps({

@@ -9,6 +9,7 @@ i.e. through their own inputs (their Dockerfile lines and the files they copy).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,18 +112,31 @@ def sync_records(project: Project) -> dict[str, SyncRecord]:
             for name, rec in loaded.state.images.items() if rec.synced_at}
 
 
-def collect_statuses(project: Project, resolver: Resolver,
-                     git: GitRepo | None) -> list[ImageStatus]:
-    """Every image's status; one image that cannot be judged is that image's `unknown`."""
+def collect_statuses(project: Project, resolver: Resolver, git: GitRepo | None, *,
+                     engine_problem: str | None = None) -> list[ImageStatus]:
+    """Every image's status; one image that cannot be judged is that image's `unknown`
+    (`engine_problem`: why there is no engine, when there is none)."""
     records = sync_records(project)
-    return [image_status(project, spec, resolver, git, record=records.get(spec.name))
+    return [image_status(project, spec, resolver, git, record=records.get(spec.name),
+                         engine_problem=engine_problem)
             for spec in project.images]
 
 
 def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
-                 git: GitRepo | None, *, record: SyncRecord | None = None) -> ImageStatus:
+                 git: GitRepo | None, *, record: SyncRecord | None = None,
+                 engine_problem: str | None = None) -> ImageStatus:
     status = ImageStatus(name=spec.name, role=spec.role, tag=spec.tag,
                          dockerfile=spec.rel_dockerfile(project.root))
+    if resolver.engine is None:
+        # without the engine nothing says what is here: never "missing"
+        status.watched = watched_inputs(project, spec)
+        status.verdict = Verdict(UNKNOWN, "the Docker engine cannot be reached"
+                                 + (f": {engine_problem}" if engine_problem else ""))
+        with contextlib.suppress(DevsyncError):
+            status.plan = plan_image(project, spec, resolver, git)
+            status.deployed = status.plan.deployed
+            status.deployed_digest = status.plan.deployed_digest
+        return status
     try:
         status.watched = watched_inputs(project, spec)
         judge = _Judge(project, spec, resolver, git, record or SyncRecord(), status)

@@ -136,7 +136,7 @@ class CoreServices:
         resolver = self._resolver_for(project, engine, fresh_remote=registry)
         _check(cancel)
         with open_repo(project.root) as git:
-            statuses = collect_statuses(project, resolver, git)
+            statuses = collect_statuses(project, resolver, git, engine_problem=problem)
             _check(cancel)
             repo = _repo_info(project.root, git)
             record_statuses(project, statuses, git, registry_checked=registry)

@@ -142,3 +142,17 @@ def test_a_checkout_behind_the_deployment_says_git_pull_and_pulls_nothing(
     assert "git pull" in out.stdout
     assert yii.docker("image", "inspect", deployed, check=False).returncode != 0  # not pulled
     assert status(yii, clone, state)["app"]["action"] == "git pull"  # never "in sync"
+
+
+def test_with_the_engine_down_every_image_is_unknown_never_missing(
+        yii: Yii2Repo, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    clone = synced_clone(yii, tmp_path, state)
+    down = {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+    out = devsync(clone, "status", "--json", env=down, state=state)
+    assert out.returncode == 0, out.stderr
+    images = {i["name"]: i for i in json.loads(out.stdout)["images"]}
+    for image in images.values():
+        assert image["state"] == "unknown", image
+        assert image["cause"].startswith("the Docker engine cannot be reached"), image
+    assert check(yii, clone, state) == ""  # (no nagging at every prompt while it is down)
