@@ -4,11 +4,22 @@ Nothing here touches the user's own engine: each `PrivateEngine` has its own dat
 root, pidfile and unix socket, and each `PrivateRegistry` its own storage directory and a port
 on 127.0.0.1. Only the processes started here are stopped here (by the pids recorded at start).
 Starting an engine needs root and Debian's `docker.io`; the registry needs `docker-registry`.
+
+Each engine gets a network bridge of its own (`PrivateBridge`): BuildKit's `RUN` needs a network,
+and `dockerd --bridge=none` makes it fail ("network bridge not found"). The bridge has a name
+and a /24 no other interface or route on the machine uses (several test sessions run side by
+side), the daemon runs with `--iptables=false --ip-masq=false --ip-forward=false`, and only
+that bridge is deleted when the engine stops: the host's `docker0`, firewall and sysctls are
+never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -20,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SYSTEM_PACKAGES = ("docker.io", "docker-registry", "busybox-static")
+SYSTEM_PACKAGES = ("docker.io", "docker-registry", "busybox-static", "iproute2")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -66,7 +77,8 @@ def _stop_pid(pid: int, timeout: float = 20.0) -> None:
 def ensure_system_packages() -> None:
     """Install the engine, registry and busybox from Debian when missing (needs root and apt)."""
     missing = [
-        exe for exe in ("dockerd", "docker-registry", "busybox") if shutil.which(exe) is None
+        exe for exe in ("dockerd", "docker-registry", "busybox", "ip")
+        if shutil.which(exe) is None
     ]
     if not missing:
         return
@@ -86,12 +98,122 @@ def ensure_system_packages() -> None:
     if proc.returncode != 0:
         raise SandboxUnavailable(f"apt-get install failed:\n{proc.stdout[-2000:]}{proc.stderr}")
 
+# Private bridges: names start with this, /24s are taken from this range (10.213.0.0/16), and
+# a lock file shared by every session on the machine makes "find a free one, create it" atomic.
+_BRIDGE_PREFIX = "dsb"
+_BRIDGE_RANGE = ipaddress.IPv4Network("10.213.0.0/16")
+_BRIDGE_LOCK = Path("/tmp/devsync-sandbox-bridges.lock")
+_IFNAMSIZ = 15  # Linux interface names: at most 15 bytes
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("ip")
+    if exe is None:
+        raise SandboxUnavailable("the `ip` tool is missing (apt-get install iproute2)")
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise SandboxUnavailable(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc
+
+
+def _networks_in_use() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 network an interface address or a route on this machine covers."""
+    out: list[ipaddress.IPv4Network] = []
+    for line in _ip("-o", "-4", "addr", "show").stdout.splitlines():
+        words = line.split()
+        if "inet" in words:
+            with contextlib.suppress(ValueError):
+                out.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]).network)
+    for line in _ip("-o", "-4", "route", "show", "table", "all").stdout.splitlines():
+        words = line.split()
+        # "local 127.0.0.0/8 dev lo ...", "192.0.2.0/24 dev eth0 ...", "default via ..."
+        if len(words) > 1 and not any(ch.isdigit() for ch in words[0]) \
+                and words[0] != "default":
+            words = words[1:]
+        dest = words[0] if words else ""
+        if dest and dest != "default":
+            with contextlib.suppress(ValueError):
+                out.append(ipaddress.IPv4Network(dest, strict=False))
+    return out
+
+
+def _link_exists(name: str) -> bool:
+    return _ip("link", "show", "dev", name, check=False).returncode == 0
+
+
+@dataclass
+class PrivateBridge:
+    """A Linux bridge of one private engine: its own name and its own /24."""
+
+    name: str
+    subnet: ipaddress.IPv4Network
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(f"{next(self.subnet.hosts())}/{self.subnet.prefixlen}")
+
+    @classmethod
+    def create(cls, owner: Path) -> PrivateBridge:
+        """Make a bridge for the engine rooted at `owner`, its name derived from that path and
+        its /24 one that nothing on the machine uses (checked under a machine-wide lock)."""
+        seed = hashlib.sha256(str(owner.resolve()).encode()).hexdigest()
+        with open(_BRIDGE_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            name = next(
+                (n for n in _bridge_names(seed) if not _link_exists(n)), None)
+            if name is None:
+                raise SandboxUnavailable("no free name for a private bridge")
+            used = _networks_in_use()
+            start = int(seed[:8], 16)
+            subnets = list(_BRIDGE_RANGE.subnets(new_prefix=24))
+            for i in range(len(subnets)):
+                subnet = subnets[(start + i) % len(subnets)]
+                if not any(subnet.overlaps(n) for n in used):
+                    break
+            else:
+                raise SandboxUnavailable(f"no free /24 left in {_BRIDGE_RANGE} for a bridge")
+            bridge = cls(name, subnet)
+            _ip("link", "add", "name", name, "type", "bridge")
+            try:
+                _ip("addr", "add", str(bridge.gateway), "dev", name)
+                _ip("link", "set", "dev", name, "up")
+            except SandboxUnavailable:
+                bridge.delete()
+                raise
+        return bridge
+
+    def delete(self) -> None:
+        """Delete this bridge (and nothing else); gone already is fine."""
+        if _link_exists(self.name):
+            _ip("link", "delete", "dev", self.name, "type", "bridge", check=False)
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "subnet": str(self.subnet)})
+
+    @classmethod
+    def from_json(cls, text: str) -> PrivateBridge | None:
+        try:
+            data = json.loads(text)
+            return cls(str(data["name"]), ipaddress.IPv4Network(data["subnet"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def _bridge_names(seed: str) -> Iterator[str]:
+    """`dsb` + 10 hex digits of the engine root's hash, then variants of it."""
+    stem = _BRIDGE_PREFIX + seed[:_IFNAMSIZ - len(_BRIDGE_PREFIX)]
+    yield stem[:_IFNAMSIZ - 2]
+    for i in range(1, 256):
+        yield stem[:_IFNAMSIZ - 2] + f"{i:02x}"
+
+
 
 @dataclass
 class PrivateEngine:
     root: Path
     pid: int = 0
     socket_path: Path = field(init=False)
+    bridge: PrivateBridge | None = None
 
     def __post_init__(self) -> None:
         self.socket_path = self.root / "docker.sock"
@@ -118,6 +240,7 @@ class PrivateEngine:
         if len(str(self.socket_path)) > 100:
             raise SandboxUnavailable(f"socket path too long: {self.socket_path}")
         self.root.mkdir(parents=True, exist_ok=True)
+        bridge = self._own_bridge()
         log = self.root / "dockerd.log"
         cmd = [
             dockerd,
@@ -125,8 +248,9 @@ class PrivateEngine:
             "--exec-root", str(self.root / "exec"),
             "--pidfile", str(self.root / "dockerd.pid"),
             "-H", self.url,
-            # no bridge: this engine must not touch the host's networking
-            "--bridge=none",
+            # a bridge of its own (BuildKit's RUN needs one); the host's firewall and
+            # forwarding settings are left alone
+            "--bridge", bridge.name,
             "--iptables=false",
             "--ip-masq=false",
             "--ip-forward=false",
@@ -138,7 +262,11 @@ class PrivateEngine:
                 start_new_session=True,
             )
         self.pid = proc.pid
-        _wait_for(self._answers, timeout, "private dockerd", log)
+        try:
+            _wait_for(self._answers, timeout, "private dockerd", log)
+        except SandboxUnavailable:
+            self.stop()
+            raise
         return self
 
     def _answers(self) -> bool:
@@ -153,10 +281,28 @@ class PrivateEngine:
         except OSError:
             return False
 
+    def _own_bridge(self) -> PrivateBridge:
+        """This engine's bridge: the one recorded under its root when it still exists (a
+        restart after a crash), else a new one."""
+        record = self.root / "bridge.json"
+        if self.bridge is None and record.exists():
+            self.bridge = PrivateBridge.from_json(record.read_text())
+        if self.bridge is None or not _link_exists(self.bridge.name):
+            self.bridge = PrivateBridge.create(self.root)
+            record.write_text(self.bridge.to_json())
+        return self.bridge
+
     def stop(self) -> None:
         if self.pid:
             _stop_pid(self.pid)
             self.pid = 0
+        record = self.root / "bridge.json"
+        if self.bridge is None and record.exists():
+            self.bridge = PrivateBridge.from_json(record.read_text())
+        if self.bridge is not None:
+            self.bridge.delete()
+            self.bridge = None
+            record.unlink(missing_ok=True)
 
 
 @dataclass
