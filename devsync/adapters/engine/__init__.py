@@ -20,6 +20,8 @@ build succeeded, so an interrupted or failed build never moves or creates a tag.
   _connect    which engine (the docker CLI's choice), the SDK and its client, connect failures
   _streams    cancellable streams: the request's helper thread, the watcher, the context upload
   _progress   pull/push layer progress and the classic builder's output as step events
+  _buildkit_progress  a BuildKit build's vertices, from `/build?version=2`'s trace messages or
+              the docker CLI's `--progress=plain`
   _history    `LocalImage`, `HistoryEntry`: inspect and history translated, empty layers
               worked out
   _failures   engine and registry errors as one-line DevsyncErrors
@@ -38,6 +40,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from devsync.adapters.engine import _connect
 from devsync.adapters.engine import socketapi as enginesocket
+from devsync.adapters.engine._buildkit_progress import (
+    BuildkitTrace,
+    BuildkitVertex,
+    PlainProgress,
+    parse_plain_progress,
+)
 from devsync.adapters.engine._connect import DEFAULT_HOST, EndpointLike, auth_config, login
 from devsync.adapters.engine._dockercli import CLIChoice, DockerCLI, find_buildkit_cli
 from devsync.adapters.engine._failures import (
@@ -74,13 +82,17 @@ __all__ = [
     "DEFAULT_HOST",
     "STREAM_IDLE_TIMEOUT",
     "TRANSFER_IDLE_TIMEOUT",
+    "BuildkitTrace",
+    "BuildkitVertex",
     "CLIChoice",
     "DockerCLI",
     "EndpointLike",
     "Engine",
     "HistoryEntry",
     "LocalImage",
+    "PlainProgress",
     "find_buildkit_cli",
+    "parse_plain_progress",
 ]
 
 CONNECT_TIMEOUT = 5.0  # seconds for the first ping: a live local daemon answers in milliseconds
