@@ -16,25 +16,39 @@ user's back (which could make their own `git commit` fail) and never rewrites th
 A clone may come from someone else (a tarball with its `.git`, a shared checkout), so no
 setting of the repository's own config may make these commands start a program: see
 `SAFE_GIT_CONFIG` and `_neutralise_filters`.
+
+The pathspecs devsync passes, the parsing of what git prints and the redaction of credentials
+from URLs and messages live in `_parse`.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devsync.adapters.gitrepo._parse import (
+    LOG_FORMAT,
+    as_bytes,
+    as_list,
+    first_error_line,
+    match_paths,
+    pathspec,
+    plausible_rev,
+    read_chunks,
+    redact_url,
+    relative_to,
+    split_records,
+    too_many,
+    under,
+)
 from devsync.errors import DevsyncError, NotARepoError
 from devsync.prompt.fingerprint import git_fingerprint  # re-exported: the prompt's fast path
 from devsync.prompt.gitsafe import SAFE_GIT_CONFIG
-
-__all__ = ["CommitInfo", "CommitList", "GitRepo", "WorkingChanges", "git_fingerprint",
-           "open_repo"]
 
 if TYPE_CHECKING:
     import git
@@ -62,15 +76,6 @@ __all__ = [
 #   promisor remotes, ssh, creds a lazy fetch of a partial clone's missing object
 #   filter.<driver>.clean/process  see _neutralise_filters (driver names are the repo's)
 
-# Past this many bytes of pathspecs (a `COPY .` of 50,000 files) one command line would hit
-# the kernel's argument limit (E2BIG): ask about everything and filter here instead.
-_MAX_PATHSPEC_BYTES = 64 * 1024
-
-# %x1e starts a record, %x1f separates fields; the summary goes last so that an odd
-# character in it cannot shift the other fields.
-_LOG_FORMAT = "--format=%x1e%H%x1f%h%x1f%aN%x1f%aE%x1f%aI%x1f%s"
-_RECORD_START = re.compile(rb"^[0-9a-f]{40}(?:[0-9a-f]{24})?\x1f")
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 _UNMERGED = frozenset({"DD", "AU", "UD", "UA", "DU", "AA", "UU"})
 
 
@@ -272,7 +277,7 @@ class GitRepo:
         if not specs or self.head is None or limit <= 0:
             return CommitList(since_found=since_found)
         rev = f"{since_sha}..HEAD" if since_sha else "HEAD"
-        if _too_many(specs):
+        if too_many(specs):
             commits = self._log_filtered(self._wanted(paths), limit + 1, rev)
         else:
             commits = self._log(f"--max-count={limit + 1}", rev, "--", *specs)
@@ -297,22 +302,22 @@ class GitRepo:
         that path later; the batch then names the later side's commit.
         """
         wanted: dict[str, list[str]] = {}
-        for p in _as_list(paths):
+        for p in as_list(paths):
             wanted.setdefault(self._relpath(p), []).append(p)
         if not wanted or self.head is None:
             return {}
-        specs = [_pathspec(p) for p in wanted]
-        if _too_many(specs):
+        specs = [pathspec(p) for p in wanted]
+        if too_many(specs):
             specs = []  # every commit; the loop below picks the paths
         proc = self._spawn_log("--no-renames", "-c", "--name-only", "HEAD", "--", *specs)
         found: dict[str, CommitInfo] = {}
         popen = proc.proc
         finished = False
         try:
-            for record in _split_records(_read_chunks(popen.stdout)):
+            for record in split_records(read_chunks(popen.stdout)):
                 header, _, rest = record.partition(b"\0")
                 names = rest.removeprefix(b"\n").split(b"\0")
-                hits = _match_paths(names, wanted)
+                hits = match_paths(names, wanted)
                 if hits:
                     info = _parse_header(header)
                     for key in hits:
@@ -336,7 +341,7 @@ class GitRepo:
             specs = self._pathspecs(paths)
             if not specs:
                 return WorkingChanges([], [], [])
-            if _too_many(specs):
+            if too_many(specs):
                 keep = self._wanted(paths)
             else:
                 args += ["--", *specs]
@@ -364,7 +369,7 @@ class GitRepo:
                         deleted.add(source)
                 (deleted if "D" in xy else modified).add(name)
         if keep is not None:
-            modified, untracked, deleted = (_under(keep, names)
+            modified, untracked, deleted = (under(keep, names)
                                             for names in (modified, untracked, deleted))
         return WorkingChanges(sorted(modified), sorted(untracked), sorted(deleted))
 
@@ -374,11 +379,11 @@ class GitRepo:
         specs = self._pathspecs(paths)
         if not specs or self.resolve(rev) is None:
             return []
-        many = _too_many(specs)
+        many = too_many(specs)
         out = self._run_bytes("diff", "--name-only", "-z", "--no-renames", "--no-ext-diff",
                               "--no-textconv", rev, "--", *([] if many else specs))
         names = {n for n in out.decode("utf-8", "surrogateescape").split("\0") if n}
-        return sorted(_under(self._wanted(paths), names) if many else names)
+        return sorted(under(self._wanted(paths), names) if many else names)
 
     # -- revisions ----------------------------------------------------------------------
 
@@ -386,7 +391,7 @@ class GitRepo:
         """Full sha of the commit `rev` names (branch, tag, sha, `HEAD~2`...), or None."""
         if rev in self._commits:
             return rev
-        if not _plausible_rev(rev):
+        if not plausible_rev(rev):
             return None
         status, out, _ = self._try("rev-parse", "-q", "--verify", f"{rev}^{{commit}}")
         if status != 0 or not out:
@@ -408,7 +413,7 @@ class GitRepo:
 
     def remote_url(self, name: str = "origin") -> str | None:
         """The remote's fetch URL (after `insteadOf` rewriting) with credentials removed."""
-        if not _plausible_rev(name):
+        if not plausible_rev(name):
             return None
         status, out, _ = self._try("remote", "get-url", name)
         if status != 0 or not out:
@@ -418,7 +423,7 @@ class GitRepo:
     def file_at(self, rev: str, path: str) -> bytes | None:
         """The raw blob of `path` at `rev` (no smudge or eol filters), None when the revision
         or the file does not exist there (or `path` is a directory there)."""
-        if not _plausible_rev(rev):
+        if not plausible_rev(rev):
             return None
         spec = f"{rev}:{self._relpath(path)}"
         status, data, err = self._try_bytes("cat-file", "blob", spec)
@@ -435,7 +440,7 @@ class GitRepo:
     def _relpath(self, path: str | os.PathLike[str]) -> str:
         raw = os.fspath(path)
         if os.path.isabs(raw):
-            rel = _relative_to(raw, self.root)
+            rel = relative_to(raw, self.root)
             if rel is None:
                 raise NotARepoError(f"not inside the git repository at {self.root}: {raw}")
             raw = rel
@@ -447,10 +452,10 @@ class GitRepo:
         return norm
 
     def _pathspecs(self, paths: Iterable[str]) -> list[str]:
-        return [_pathspec(self._relpath(p)) for p in _as_list(paths)]
+        return [pathspec(self._relpath(p)) for p in as_list(paths)]
 
     def _wanted(self, paths: Iterable[str]) -> set[str]:
-        return {self._relpath(p) for p in _as_list(paths)}
+        return {self._relpath(p) for p in as_list(paths)}
 
     def _log_filtered(self, wanted: set[str], limit: int, rev: str) -> list[CommitInfo]:
         """`git log rev -- PATHS` for more paths than a command line holds: every commit in
@@ -462,10 +467,10 @@ class GitRepo:
         found: list[CommitInfo] = []
         finished = False
         try:
-            for record in _split_records(_read_chunks(popen.stdout)):
+            for record in split_records(read_chunks(popen.stdout)):
                 header, _, rest = record.partition(b"\0")
                 names = rest.removeprefix(b"\n").split(b"\0")
-                if "" in wanted or _match_paths(names, keyed):
+                if "" in wanted or match_paths(names, keyed):
                     found.append(_parse_header(header))
                     if len(found) >= limit:
                         break
@@ -489,13 +494,13 @@ class GitRepo:
             raise self._failure(stderr.decode("utf-8", "replace"))
 
     def _log(self, *args: str) -> list[CommitInfo]:
-        out = self._run_bytes("log", "--no-color", "-z", _LOG_FORMAT, *args)
-        return [_parse_header(rec.partition(b"\0")[0]) for rec in _split_records([out])]
+        out = self._run_bytes("log", "--no-color", "-z", LOG_FORMAT, *args)
+        return [_parse_header(rec.partition(b"\0")[0]) for rec in split_records([out])]
 
     def _spawn_log(self, *args: str) -> Any:
         git = _import_git()
         try:
-            return self._repo.git.log("--no-color", "-z", _LOG_FORMAT, *args, as_process=True)
+            return self._repo.git.log("--no-color", "-z", LOG_FORMAT, *args, as_process=True)
         except git.GitCommandNotFound as exc:
             raise _git_missing(exc) from None
 
@@ -528,10 +533,10 @@ class GitRepo:
             raise _git_missing(exc) from None
         except OSError as exc:
             raise NotARepoError(f"git could not run in {self.root}: {exc}") from None
-        return int(status), _as_bytes(out), _as_bytes(err)
+        return int(status), as_bytes(out), as_bytes(err)
 
     def _failure(self, stderr: str) -> NotARepoError:
-        message = _first_error_line(stderr)
+        message = first_error_line(stderr)
         if "dubious ownership" in message:
             return NotARepoError(
                 f"git refuses this repository: {message}",
@@ -543,7 +548,7 @@ class GitRepo:
         )
 
 
-# -- parsing helpers -----------------------------------------------------------------------
+# -- helpers -----------------------------------------------------------------------------
 
 
 def _import_git() -> Any:
@@ -558,11 +563,6 @@ def _import_git() -> Any:
     return git
 
 
-def _as_list(paths: Iterable[str]) -> list[str]:
-    # A lone string would otherwise be taken one character at a time.
-    return [paths] if isinstance(paths, str) else list(paths)
-
-
 def _nearest_dotgit(start: Path) -> Path | None:
     for directory in (start.absolute(), *start.absolute().parents):
         candidate = directory / ".git"
@@ -571,100 +571,9 @@ def _nearest_dotgit(start: Path) -> Path | None:
     return None
 
 
-def _as_bytes(value: str | bytes | None) -> bytes:
-    # GitPython decodes stderr even when asked for bytes on stdout.
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    return value or b""
-
-
 def _git_missing(exc: Exception) -> DevsyncError:
     return DevsyncError(f"git could not be started: {exc}",
                         hint="install git; devsync needs it to read the repository")
-
-
-def _first_error_line(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith(("fatal:", "error:")):
-            return redact_text(ln)
-    return redact_text(lines[0]) if lines else "unknown error"
-
-
-def _too_many(specs: list[str]) -> bool:
-    return sum(len(s) + 1 for s in specs) > _MAX_PATHSPEC_BYTES
-
-
-def _under(wanted: set[str], names: Iterable[str]) -> set[str]:
-    """The names that are one of `wanted` or inside one of them ("" is the whole tree)."""
-    if "" in wanted:
-        return set(names)
-    out = set()
-    for name in names:
-        probe = name
-        while probe:
-            if probe in wanted:
-                out.add(name)
-                break
-            probe = probe.rpartition("/")[0]
-    return out
-
-
-def _pathspec(rel: str) -> str:
-    # top: relative to the root whatever the cwd; literal: `*` or `?` in a name is a name.
-    return f":(top,literal){rel}"
-
-
-def _plausible_rev(rev: str) -> bool:
-    # A leading "-" would be read as an option.
-    return bool(rev) and not rev.startswith("-") and "\0" not in rev and "\n" not in rev
-
-
-def _relative_to(path: str, root: Path) -> str | None:
-    for base in (os.fspath(root), os.path.realpath(root)):
-        for candidate in (path, os.path.join(os.path.realpath(os.path.dirname(path)),
-                                              os.path.basename(path))):
-            rel = os.path.relpath(candidate, base)
-            if rel != ".." and not rel.startswith("../"):
-                return rel
-    return None
-
-
-def _read_chunks(stream: Any) -> Iterator[bytes]:
-    while True:
-        chunk = stream.read1(65536)
-        if not chunk:
-            return
-        yield chunk
-
-
-def _split_records(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Records of `_LOG_FORMAT` output; a \\x1e inside a summary or a file name does not
-    start a record, since what follows it is not a sha and a field separator."""
-    pending: bytes | None = None
-    tail = b""
-    for chunk in chunks:
-        pieces = (tail + chunk).split(b"\x1e")
-        tail = pieces.pop()
-        for piece in pieces:
-            if pending is None:
-                pending = piece
-            elif _RECORD_START.match(piece):
-                if pending:
-                    yield pending
-                pending = piece
-            else:
-                pending += b"\x1e" + piece
-    if pending is None:
-        pending = tail
-    elif _RECORD_START.match(tail):
-        if pending:
-            yield pending
-        pending = tail
-    else:
-        pending += b"\x1e" + tail
-    if pending:
-        yield pending
 
 
 def _parse_header(header: bytes) -> CommitInfo:
@@ -672,51 +581,3 @@ def _parse_header(header: bytes) -> CommitInfo:
         "\x1f", 5)
     return CommitInfo(sha=sha, short=short, author=author, email=email,
                       date=datetime.fromisoformat(date), summary=summary)
-
-
-def _match_paths(names: list[bytes], wanted: dict[str, list[str]]) -> set[str]:
-    hits: set[str] = set()
-    for raw in names:
-        if not raw:
-            continue
-        name = raw.decode("utf-8", "surrogateescape")
-        while True:
-            if name in wanted:
-                hits.add(name)
-            if not name:
-                break
-            cut = name.rfind("/")
-            name = name[:cut] if cut > 0 else ""
-    return hits
-
-
-def redact_url(url: str) -> str:
-    """`url` without credentials: `https://user:token@host/x` -> `https://host/x`.
-
-    For ssh URLs the user name is kept (it is an account such as `git`, not a secret) and
-    only a password is dropped; scp-like `git@host:path` and local paths are unchanged.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    end = len(rest)
-    for stop in "/?#":
-        pos = rest.find(stop)
-        if pos != -1:
-            end = min(end, pos)
-    authority, path = rest[:end], rest[end:]
-    at = authority.rfind("@")
-    if at == -1:
-        return url
-    userinfo, host = authority[:at], authority[at + 1:]
-    if scheme.lower() in ("ssh", "git+ssh", "ssh+git"):
-        user = userinfo.partition(":")[0]
-        return f"{scheme}://{user}@{host}{path}" if user else f"{scheme}://{host}{path}"
-    return f"{scheme}://{host}{path}"
-
-
-def redact_text(text: str) -> str:
-    """Free text (an error message) with credentials removed from any URL in it."""
-    return _URL_USERINFO.sub(r"\1", text)
-
-
