@@ -13,7 +13,6 @@ read-only.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -260,26 +259,37 @@ def update(
     """
     real = os.path.realpath(os.fspath(root))
     path = statestore.state_path(real)
+    updated: list[RepoState] = []
+
+    def apply(doc: dict[str, Any]) -> None:
+        try:
+            state = RepoState.from_json(doc, real)
+        except _BadShape:  # JSON, but not a state we understand: move it aside, start afresh
+            statestore.quarantine(path)
+            state = empty_state(real)
+        before_core = _core(state)
+        before_check = state.check
+        mutate(state)
+        if state.check is before_check and _core(state) != before_core:
+            state.check = None
+        doc.clear()
+        doc.update(state.to_json())
+        updated.append(state)
+
     try:
-        with statestore.flocked(statestore.lock_path(real), timeout=timeout):
-            state = _load_locked(real, path)
-            before_core = _core(state)
-            before_check = state.check
-            mutate(state)
-            if state.check is before_check and _core(state) != before_core:
-                state.check = None
-            state.version = SCHEMA_VERSION
-            state.root = real
-            state.updated_at = time.time()
-            statestore.write_atomic(path, _encode(state))
-            return state
+        doc = statestore.update_raw(real, apply, timeout=timeout)
     except statestore.LockBusy:
         raise StateLockedError(
             "devsync state for this repository is busy (another devsync is writing it)",
             hint="try again in a moment",
         ) from None
+    except statestore.FutureState:
+        raise StateReadOnlyError(_future_problem(path), hint="upgrade devsync") from None
     except OSError as exc:
         raise _write_error(exc) from None
+    state = updated[0]
+    state.version, state.root, state.updated_at = doc["version"], doc["root"], doc["updated_at"]
+    return state
 
 
 def problems(root: str | os.PathLike[str]) -> list[str]:
@@ -363,25 +373,6 @@ def _doing(what: str) -> str:
     return f"running `devsync {what}` in"
 
 
-def _load_locked(real: str, path: str) -> RepoState:
-    """Load while holding the state lock: move a corrupt file aside, refuse a future one."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return empty_state(real)
-    doc, outcome = statestore.decode(data)
-    if outcome == statestore.FUTURE:
-        raise StateReadOnlyError(_future_problem(path), hint="upgrade devsync")
-    if doc is not None:
-        try:
-            return RepoState.from_json(doc, real)
-        except _BadShape:
-            pass
-    statestore.quarantine(path)
-    return empty_state(real)
-
-
 def _quarantine_if_still_bad(root: str | os.PathLike[str], path: str) -> str:
     """Move a corrupt state file aside, unless a writer is busy (it will replace it anyway)."""
     try:
@@ -414,10 +405,6 @@ def _core(state: RepoState) -> dict[str, Any]:
     for volatile in ("check", "registry_checked_at", "updated_at", "version", "root"):
         doc.pop(volatile, None)
     return doc
-
-
-def _encode(state: RepoState) -> bytes:
-    return (json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
 
 def _dict(value: object, what: str) -> dict[str, Any]:

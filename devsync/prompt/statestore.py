@@ -1,37 +1,34 @@
 """Where devsync keeps per-repository state on disk, and how it touches those files safely.
 
-This is the low level under `devsync.adapters.state`: paths, keys, `flock` locks, atomic writes
-and a
-tolerant raw read. It deliberately imports almost nothing (no `dataclasses`, `tempfile`,
-`hashlib` or `platformdirs` on Linux) because `devsync --check` reads state on every shell
-prompt and interpreter start-up time is most of its budget.
+This is the low level under `devsync.adapters.state`, and the only place that reads, locks or
+writes a state file: paths, keys, `flock` locks, atomic writes, a tolerant raw read and
+`update_raw`, the one read-modify-write under the lock. Standard library only, and little of
+it on the read path (no `json`, `re`, `contextlib`, `tempfile` or `hashlib`): `devsync --check`
+reads state on every shell prompt, and interpreter start-up time is most of its budget.
 
 Layout under the state directory:
     repos/<key>.json           one JSON document per repository
     repos/.<key>.json.tmp      the next version while it is being written (then os.replace)
     repos/<key>.json.corrupt-<ts>   an unreadable file moved aside, never deleted
-    locks/<key>.lock           short read-modify-write lock (`devsync.adapters.state.update`)
+    locks/<key>.lock           short read-modify-write lock (`update_raw`)
     locks/<key>.op.lock        long operation lock (sync, refresh), records pid and start time
 where <key> is the first 16 hex digits of sha256(realpath(repository root)).
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~4 ms at start-up; annotations are strings anyway
+    from collections.abc import Callable
     from typing import IO, Any
 
 SCHEMA_VERSION = 1
 STATE_DIR_ENV = "DEVSYNC_STATE_DIR"
+APP_NAME = "devsync"
 
 # Outcomes of `read_raw`.
 MISSING = "missing"
@@ -47,6 +44,14 @@ class LockBusy(Exception):
         self.holder = holder
 
 
+class FutureState(Exception):
+    """The state file was written by a newer devsync: it is left untouched."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
 def _sha256_hex(data: bytes) -> str:
     # hashlib pulls in OpenSSL (~3-5 ms at start-up); the builtin module is enough for one key.
     try:
@@ -60,22 +65,36 @@ def _sha256_hex(data: bytes) -> str:
 
 
 def state_dir() -> str:
-    """The state directory: `$DEVSYNC_STATE_DIR`, else platformdirs' `user_state_dir("devsync")`."""
+    """The state directory: `$DEVSYNC_STATE_DIR`, else the platform's per-user state directory
+    (the same answer as platformdirs' `user_state_dir("devsync")`, without its import)."""
     override = os.environ.get(STATE_DIR_ENV, "")
     if override:
         return os.path.abspath(override)
-    if sys.platform.startswith("linux"):
-        # Same answer as platformdirs.user_state_dir("devsync") on Linux (tested), without its
-        # ~10 ms import. Anything unusual (relative $HOME, other platforms) goes to platformdirs.
-        xdg = os.environ.get("XDG_STATE_HOME", "")
-        if os.path.isabs(xdg):
-            return os.path.join(xdg, "devsync")
-        home = os.environ.get("HOME", "")
-        if os.path.isabs(home):
-            return os.path.join(home.rstrip("/") or "/", ".local", "state", "devsync")
-    import platformdirs
+    return default_state_dir(os.environ, sys.platform)
 
-    return str(platformdirs.user_state_dir("devsync"))
+
+def default_state_dir(environ: Any, platform: str) -> str:
+    """The per-user state directory platformdirs names on `platform` ("linux", "darwin", other
+    unixes as linux): `$XDG_STATE_HOME/devsync` when that is an absolute path (macOS too), else
+    `~/.local/state/devsync`, or `~/Library/Application Support/devsync` on macOS; `~` is $HOME
+    when that is absolute, else the account's home directory. Raises OSError when there is
+    no home directory to be found."""
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if xdg.startswith("/"):
+        return os.path.join(xdg, APP_NAME)
+    home = environ.get("HOME")
+    if home is None or not home.startswith("/"):
+        try:
+            import pwd
+
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except (ImportError, KeyError):
+            home = ""
+        if not home.startswith("/"):
+            raise OSError(2, "cannot find your home directory for devsync's state: "
+                             f"set HOME or {STATE_DIR_ENV}")
+    base = "Library/Application Support" if platform == "darwin" else ".local/state"
+    return f"{home.rstrip('/')}/{base}/{APP_NAME}"
 
 
 def repo_key(root: str | os.PathLike[str]) -> str:
@@ -101,7 +120,7 @@ def _ensure_dir(path: str) -> None:
 def decode(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """Parse a state document. Returns (document, None) or (None, CORRUPT | FUTURE)."""
     try:
-        doc = json.loads(data)
+        doc = _loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None, CORRUPT
     if not isinstance(doc, dict):
@@ -114,18 +133,175 @@ def decode(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
     return doc, None
 
 
+def encode(doc: dict[str, Any]) -> bytes:
+    """A state document as written to disk: `json.dumps(doc, indent=2, sort_keys=True)` and a
+    newline (diffable by a person), byte for byte, without importing `json` (see `_loads`)."""
+    out: list[str] = []
+    try:
+        from _json import encode_basestring_ascii
+
+        _dump(doc, encode_basestring_ascii, out, "\n")
+    except (ImportError, _NotPlain):
+        pass
+    else:
+        out.append("\n")
+        return "".join(out).encode()
+    import json
+
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+class _NotPlain(Exception):
+    """A value `_dump` leaves to `json` (a non-string key, a type JSON does not have)."""
+
+
+def _dump(value: object, quote: Callable[[str], str], out: list[str], newline: str) -> None:
+    # json's own pure-Python encoder with indent=2, sort_keys=True, ensure_ascii=True.
+    if isinstance(value, str):
+        out.append(quote(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        if value != value:
+            out.append("NaN")
+        elif value in (float("inf"), float("-inf")):
+            out.append("Infinity" if value > 0 else "-Infinity")
+        else:
+            out.append(float.__repr__(value))
+    elif isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        if not all(isinstance(key, str) for key in value):
+            raise _NotPlain
+        inner = newline + "  "
+        out.append("{")
+        for n, (key, item) in enumerate(sorted(value.items())):
+            out.append(inner if n == 0 else "," + inner)
+            out.append(quote(key))
+            out.append(": ")
+            _dump(item, quote, out, inner)
+        out.append(newline + "}")
+    elif isinstance(value, list | tuple):
+        if not value:
+            out.append("[]")
+            return
+        inner = newline + "  "
+        out.append("[")
+        for n, item in enumerate(value):
+            out.append(inner if n == 0 else "," + inner)
+            _dump(item, quote, out, inner)
+        out.append(newline + "]")
+    else:
+        raise _NotPlain
+
+
+class _ScanContext:
+    # What the C scanner reads from a `json.JSONDecoder`, with json's defaults.
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"NaN": float("nan"), "Infinity": float("inf"),
+                      "-Infinity": float("-inf")}.__getitem__
+
+
+_scan: Callable[[str, int], tuple[object, int]] | None = None
+
+
+def _loads(data: bytes) -> object:
+    """`json.loads(data)` for the documents we write, without importing `json` (which imports
+    `re`: ~3 ms of the prompt check's start-up). The scanner is the C one `json` itself uses;
+    anything it cannot take goes to `json`, which then decides (and raises ValueError)."""
+    global _scan
+    text = data.decode("utf-8")
+    try:
+        if _scan is None:
+            from _json import make_scanner
+
+            _scan = make_scanner(_ScanContext())  # type: ignore[arg-type]
+        start = len(text) - len(text.lstrip(" \t\n\r"))
+        doc, end = _scan(text, start)
+        if not text[end:].strip(" \t\n\r"):
+            return doc
+    except Exception:  # StopIteration, a scanner error, no _json: let json say what it is
+        pass
+    import json
+
+    return json.loads(text)
+
+
 def read_raw(root: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
     """The repository's state document without validation beyond version and top-level shape.
 
     Returns (document, None), or (None, MISSING | CORRUPT | FUTURE). Never raises for a bad
     file; I/O errors other than "not found" propagate.
     """
-    try:
-        with open(state_path(root), "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
+    data = _read_file(state_path(root))
+    if data is None:
         return None, MISSING
     return decode(data)
+
+
+def _read_file(path: str) -> bytes | None:
+    # os.open/os.read: a Python file object costs more than the syscalls themselves here.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def update_raw(
+    root: str | os.PathLike[str],
+    mutate: Callable[[dict[str, Any]], None],
+    *,
+    timeout: float | None,
+) -> dict[str, Any]:
+    """Read the repository's state document, let `mutate` change it in place, and write it
+    back atomically; return it. The one read-modify-write of a state file (the prompt check's
+    cached answer and `devsync.adapters.state.update` both go through here).
+
+    Runs under the repository's state lock (`timeout` as in `flocked`), so concurrent updates
+    from several processes are serialised and none is lost. A missing document starts empty
+    (`{"version": SCHEMA_VERSION, "root": ...}`); a corrupt one is moved aside first (never
+    deleted) and starts empty too. If `mutate` raises, nothing is written. `version`, `root`
+    and `updated_at` are set on the way out.
+
+    Raises LockBusy, FutureState (a newer devsync's file, left untouched), OSError.
+    """
+    real = os.path.realpath(os.fspath(root))
+    path = state_path(real)
+    with flocked(lock_path(real), timeout=timeout):
+        data = _read_file(path)
+        doc: dict[str, Any] | None = None
+        if data is not None:
+            doc, outcome = decode(data)
+            if outcome == FUTURE:
+                raise FutureState(path)
+            if doc is None:
+                quarantine(path)
+        if doc is None:
+            doc = {"version": SCHEMA_VERSION, "root": real}
+        mutate(doc)
+        doc["version"] = SCHEMA_VERSION
+        doc["root"] = real
+        doc["updated_at"] = time.time()
+        write_atomic(path, encode(doc))
+        return doc
 
 
 def quarantine(path: str) -> str:
@@ -146,6 +322,8 @@ def write_atomic(path: str, data: bytes) -> None:
     Only call this while holding the file's lock: the temporary name is fixed per file, so a
     leftover from a killed writer is simply overwritten next time.
     """
+    import errno
+
     directory, name = os.path.split(path)
     _ensure_dir(directory)
     tmp = os.path.join(directory, f".{name}.tmp")
@@ -175,54 +353,80 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 def _unlink_quietly(path: str) -> None:
-    with suppress(OSError):
+    # (not contextlib.suppress: this module stays free of contextlib's import)
+    try:  # noqa: SIM105
         os.unlink(path)
+    except OSError:
+        pass
 
 
 def _read_holder(f: IO[bytes]) -> dict[str, Any]:
     try:
         f.seek(0)
-        info = json.loads(f.read(4096) or b"{}")
+        info = _loads(f.read(4096) or b"{}")
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
 
 
-@contextmanager
-def flocked(
-    path: str, *, timeout: float | None, holder: dict[str, Any] | None = None
-) -> Iterator[IO[bytes]]:
+class flocked:  # lower case: used like the function it was, `with flocked(path, ...)`
     """Hold an exclusive `flock` on `path` (created if needed) for the `with` block.
 
     timeout: None waits forever, 0 does not wait, otherwise poll up to that many seconds. On
     failure raise `LockBusy` carrying what the holder recorded. `holder` (pid, start time, ...)
     is written into the lock file once acquired so a blocked process can say who holds it.
     The kernel drops a `flock` when its process dies, so a crashed holder never blocks anyone.
+    (A class, not a `contextlib.contextmanager`: contextlib costs the prompt check ~2 ms.)
     """
-    _ensure_dir(os.path.dirname(path))
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    f = os.fdopen(fd, "r+b", buffering=0)
-    try:
-        _acquire(f, timeout)
-        if holder is not None:
+
+    def __init__(self, path: str, *, timeout: float | None,
+                 holder: dict[str, Any] | None = None) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.holder = holder
+        self.file: IO[bytes] | None = None
+
+    def __enter__(self) -> IO[bytes]:
+        _ensure_dir(os.path.dirname(self.path))
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        f = os.fdopen(fd, "r+b", buffering=0)
+        try:
+            _acquire(f, self.timeout)
+        except BaseException:
+            f.close()
+            raise
+        if self.holder is not None:
+            import json
+
             try:
                 f.seek(0)
                 f.truncate()
-                f.write(json.dumps(holder).encode())
+                f.write(json.dumps(self.holder).encode())
             except OSError:
                 pass  # only used for messages
+        self.file = f
+        return f
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        f, self.file = self.file, None
+        if f is None:
+            return
         try:
-            yield f
-        finally:
-            if holder is not None:
-                with suppress(OSError):
+            if self.holder is not None:
+                try:  # noqa: SIM105 - as in _unlink_quietly
                     f.truncate(0)
+                except OSError:
+                    pass
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-    finally:
-        f.close()
+        finally:
+            f.close()
 
 
 def _acquire(f: IO[bytes], timeout: float | None) -> None:
+    import fcntl
+
     if timeout is None:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         return

@@ -55,21 +55,6 @@ def test_state_dir_override_and_layout(root: Path, state_dir: Path) -> None:
     assert sorted(p.name for p in (state_dir / "repos").iterdir()) == [f"{key}.json"]
 
 
-@pytest.mark.parametrize("xdg", [None, "/tmp/some-xdg-state", "relative/ignored"])
-def test_default_state_dir_matches_platformdirs(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, xdg: str | None
-) -> None:
-    import platformdirs
-
-    monkeypatch.delenv("DEVSYNC_STATE_DIR")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    if xdg is None:
-        monkeypatch.delenv("XDG_STATE_HOME", raising=False)
-    else:
-        monkeypatch.setenv("XDG_STATE_HOME", xdg)
-    assert statestore.state_dir() == platformdirs.user_state_dir("devsync")
-
-
 def test_key_uses_real_path(root: Path, tmp_path: Path) -> None:
     link = tmp_path / "link"
     link.symlink_to(root)
