@@ -2,15 +2,20 @@
 
 Runs on every prompt, so it is built for start-up time and for never getting in the way:
 
-* Fast path: the git fingerprint (`devsync.adapters.gitrepo.git_fingerprint`, a few reads in `.git`)
-  plus a stat() of every watched path. If both equal what the last check stored, print the
-  stored line and stop. Nothing heavy is imported on this path: no docker, GitPython,
-  textual, TOML parser, subprocess, hashlib or the dataclass-based `devsync.adapters.state` (the raw
-  document is read through `devsync.prompt.statestore`).
+* Fast path: the git fingerprint (`devsync.prompt.fingerprint`, a few reads in `.git`) plus a
+  stat() of every watched path. If both equal what the last check stored, print the stored
+  line and stop. This path imports nothing a bare interpreter has not already loaded beyond
+  devsync's own prompt modules: no `re`, `enum`, `typing`, `dataclasses`, `json`,
+  `contextlib`, `signal` (its enums), TOML parser, subprocess or hashlib (`python -X
+  importtime` shows it; tests/prompt/test_check.py keeps it so).
 * Otherwise hash the watched files and compare them with the baselines recorded at the last
   sync; name the first changed file (and the commit that changed it, from one `git log` with
   a timeout) or fall back to the lines the last sync/refresh stored per image. Store the
-  answer for the next prompt, skipping the write if another process holds the state lock.
+  answer for the next prompt (a raw-document update in `statestore`, under the state lock),
+  skipping the write if another process holds the lock.
+* A repository that looks like a devsync project (`.devsync.toml`, `Dockerfile` or
+  `Dockerfile.base` at its top) but has no state at all, such as a brand-new clone, gets one
+  nudge ("not synced yet"), once per repository: the state then records that it was given.
 * A watchdog bounds the whole check (default 200 ms) because a read on a hung network mount
   cannot be cancelled otherwise; on timeout, or on any error at all, the check prints
   nothing and exits 0. It never touches the network; at most it starts a detached
@@ -26,28 +31,35 @@ terminal escape sequences.
 from __future__ import annotations
 
 import os
-import signal
 import stat as stat_mod
 import sys
 import time
-from contextlib import suppress
 
-from devsync.errors import DevsyncError
 from devsync.prompt import statestore, wording
 from devsync.prompt.fingerprint import git_fingerprint
 from devsync.prompt.gitsafe import SAFE_GIT_CONFIG
 from devsync.prompt.sanitize import one_line
+
+try:  # the C module under `signal`: `signal` itself imports `enum` (~2 ms) for its constants
+    import _signal as signal
+except ImportError:  # pragma: no cover - not CPython
+    import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~4 ms at start-up; annotations are strings anyway
     from typing import Any, NoReturn, TextIO
 
 CONFIG_NAME = ".devsync.toml"
+# The one default for `registry_check_minutes` (the TUI's schedule imports it from here).
 DEFAULT_REGISTRY_CHECK_MINUTES = 30.0
 NO_REFRESH_ENV = "DEVSYNC_NO_REFRESH"
 DEADLINE_ENV = "DEVSYNC_CHECK_DEADLINE"  # seconds, read by main() only
 DEFAULT_DEADLINE = 0.2
 _MAX_LINE = 300
+NOT_SYNCED_LINE = "devsync: not synced yet - run devsync"
+# At the top of a repository, any of these says "a devsync project" when it has no state yet.
+_PROJECT_MARKERS = (CONFIG_NAME, "Dockerfile", "Dockerfile.base")
+_NUDGED_NOTE = "prompt_not_synced_nudge_at"
 # A file modified this close to when we looked could change again within the filesystem's
 # timestamp granularity without its stat changing ("racy git"); such stats are not cached.
 _RACY_NS = 2_000_000_000
@@ -162,13 +174,12 @@ def _check(cwd: str, end: float) -> tuple[str, bool]:
     if root is None:
         return "", False
     doc, outcome = statestore.read_raw(root)
-    config_stat = _stat(os.path.join(root, CONFIG_NAME))
     if outcome == statestore.MISSING:
-        if config_stat == _MISSING_STAT:
-            return "", False  # not a devsync project
-        doc = {}
-    elif outcome is not None or doc is None:
+        nudge = _nudge_once(root)
+        return nudge, bool(nudge)
+    if outcome is not None or doc is None:
         return "", False  # corrupt or from a newer devsync: unknown, so silent
+    config_stat = _stat(os.path.join(root, CONFIG_NAME))
     images = _images(doc)
     cached = _cached_check(doc.get("check"))
 
@@ -186,11 +197,38 @@ def _check(cwd: str, end: float) -> tuple[str, bool]:
         line, stale, minutes = cached["line"], cached["stale"], cached["minutes"]
     else:
         line, stale = _recompute(root, images, end, _revisions(doc))
-        minutes = _registry_check_minutes(root) if config_stat != _MISSING_STAT else None
+        if cached is not None and cached["stats"].get(CONFIG_NAME) == config_stat:
+            minutes = cached["minutes"]  # .devsync.toml unchanged: no TOML parser
+        else:
+            minutes = _registry_check_minutes(root) if config_stat != _MISSING_STAT else None
         if fingerprint is not None:
             _store(root, doc, fingerprint, stats, line, stale, minutes)
-    _maybe_refresh(root, doc.get("registry_checked_at"), minutes)
+    if images or config_stat != _MISSING_STAT:  # (a state with just the nudge: nothing to check)
+        _maybe_refresh(root, doc.get("registry_checked_at"), minutes)
     return one_line(line, _MAX_LINE), stale
+
+
+def _nudge_once(root: str) -> str:
+    """`NOT_SYNCED_LINE` the first time a project without any devsync state is seen, "" for
+    anything else (not a devsync project; nudged before, by this or another shell).
+
+    The nudge is recorded in a new state document before it is shown, under the state lock,
+    so that it is shown once per repository however many shells look at once, and not at all
+    when it cannot be recorded (it would come back at every prompt).
+    """
+    if not any(os.path.isfile(os.path.join(root, name)) for name in _PROJECT_MARKERS):
+        return ""
+
+    def record(doc: dict[str, Any]) -> None:
+        if set(doc) - {"version", "root"}:
+            raise _Skip  # another process wrote a state since we looked
+        doc["notes"] = {_NUDGED_NOTE: time.time()}
+
+    try:
+        statestore.update_raw(root, record, timeout=0)
+    except (_Skip, statestore.LockBusy, statestore.FutureState, OSError):
+        return ""
+    return NOT_SYNCED_LINE
 
 
 def find_root(cwd: str) -> str | None:
@@ -315,8 +353,6 @@ def _sha256_file(path: str) -> str | None:
 def _hash_regular(path: str, algorithm: str, *, blob_header: bool) -> str | None:
     # O_NONBLOCK + fstat: a FIFO or device planted in the repository must never be read
     # (opening a FIFO for reading blocks until a writer appears).
-    import hashlib
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -327,7 +363,7 @@ def _hash_regular(path: str, algorithm: str, *, blob_header: bool) -> str | None
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
             return _NOT_REGULAR
-        h = hashlib.new(algorithm)
+        h = _new_hash(algorithm, st.st_size)
         if blob_header:  # git's object id: "blob <size>\0" + content
             h.update(b"blob %d\0" % st.st_size)
         while chunk := os.read(fd, 1 << 20):
@@ -335,6 +371,31 @@ def _hash_regular(path: str, algorithm: str, *, blob_header: bool) -> str | None
         return h.hexdigest()
     finally:
         os.close(fd)
+
+
+_SMALL_FILE = 256 << 10
+
+
+def _new_hash(algorithm: str, size: int) -> Any:
+    """A sha256 or sha1 object for `size` bytes: the interpreter's own implementation for a
+    small file, OpenSSL's (`hashlib`, ~8x faster) for a big one. Importing hashlib loads
+    OpenSSL, which costs more than hashing the few small files a prompt usually reads."""
+    if size <= _SMALL_FILE:
+        try:
+            if algorithm == "sha1":
+                from _sha1 import sha1
+
+                return sha1()
+            try:
+                from _sha256 import sha256  # CPython <= 3.11
+            except ImportError:
+                from _sha2 import sha256  # CPython >= 3.12
+            return sha256()
+        except ImportError:
+            pass
+    import hashlib
+
+    return hashlib.new(algorithm)
 
 
 def _describe_change(root: str, path: str, deleted: bool, end: float,
@@ -441,20 +502,43 @@ def _git_blob_id(path: str, algorithm: str) -> str | None:
 
 
 def _registry_check_minutes(root: str) -> float | None:
-    """`registry_check_minutes` from .devsync.toml; None (the default) if it can't be had."""
+    """`registry_check_minutes` from .devsync.toml; None (the default) if it can't be had.
+
+    Read with `tomllib` alone (the slow path only; the answer is cached with the check), and
+    held to the rule `devsync.model.config` applies: an integer of at least 1.
+    """
     try:
-        if not stat_mod.S_ISREG(os.stat(os.path.join(root, CONFIG_NAME)).st_mode):
-            return None  # a FIFO would block the read until the deadline, on every prompt
-        from pathlib import Path
+        data = _read_regular(os.path.join(root, CONFIG_NAME), 1 << 20)
+        if data is None:
+            return None
+        import tomllib
 
-        from devsync.model.config import load_config
-
-        value = load_config(Path(root)).registry_check_minutes
+        settings = tomllib.loads(data.decode("utf-8-sig")).get("devsync", {})
+        value = settings.get("registry_check_minutes") if isinstance(settings, dict) else None
     except Exception:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if type(value) is int and value >= 1:
         return float(value)
     return None
+
+
+def _read_regular(path: str, limit: int) -> bytes | None:
+    """The content of a regular file of at most `limit` bytes, else None. Never opens a FIFO
+    or device for a blocking read (that would hold up the prompt until the deadline)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _store(
@@ -466,9 +550,8 @@ def _store(
     stale: bool,
     minutes: float | None,
 ) -> None:
-    """Remember the answer for the next prompt; skip quietly if the state is busy."""
-    from devsync.adapters import state
-
+    """Remember the answer for the next prompt (the state's `check` record, in the shape
+    `devsync.adapters.state.CheckRecord` reads); skip quietly if the state is busy."""
     now_ns = time.time_ns()
     cached = {
         path: (list(_NEVER_MATCHES) if st != _MISSING_STAT and abs(now_ns - st[0]) < _RACY_NS
@@ -477,17 +560,22 @@ def _store(
     }
     basis = _basis(_images(doc))
 
-    def mutate(s: state.RepoState) -> None:
-        current = _basis([(n, i.watched, i.line) for n, i in s.images.items()])
-        if current != basis:
+    def mutate(current: dict[str, Any]) -> None:
+        try:
+            unchanged = _basis(_images(current)) == basis
+        except _Unknown:
+            unchanged = False
+        if not unchanged:
             raise _Skip  # a sync or refresh changed the images since we read them
-        s.check = state.CheckRecord(
-            fingerprint=fingerprint, stats=cached, line=line, stale=stale,
-            computed_at=time.time(), registry_check_minutes=minutes,
-        )
+        current["check"] = {
+            "fingerprint": fingerprint, "stats": cached, "line": line, "stale": stale,
+            "computed_at": time.time(), "registry_check_minutes": minutes,
+        }
 
-    with suppress(_Skip, DevsyncError, OSError):
-        state.update(root, mutate, timeout=0)
+    try:
+        statestore.update_raw(root, mutate, timeout=0)
+    except (_Skip, statestore.LockBusy, statestore.FutureState, OSError):
+        return  # busy or not writable: the next prompt works it out again
 
 
 def _basis(images: list[tuple[str, dict[str, str], str]]) -> list[tuple[str, Any, str]]:
@@ -510,16 +598,15 @@ def _maybe_refresh(root: str, checked_at: object, minutes: float | None) -> None
         return  # registry_check_minutes = 0: automatic refresh switched off
     if not _due(checked_at, interval):
         return
-    from devsync.adapters import state
 
-    def mark(s: state.RepoState) -> None:
-        if not _due(s.registry_checked_at, interval):
+    def mark(doc: dict[str, Any]) -> None:
+        if not _due(doc.get("registry_checked_at"), interval):
             raise _Skip  # another shell got here first
-        s.registry_checked_at = time.time()
+        doc["registry_checked_at"] = time.time()
 
     try:
-        state.update(root, mark, timeout=0)
-    except (_Skip, DevsyncError, OSError):
+        statestore.update_raw(root, mark, timeout=0)
+    except (_Skip, statestore.LockBusy, statestore.FutureState, OSError):
         return
     import subprocess
 

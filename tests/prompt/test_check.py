@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import pytest
 
 from devsync.adapters import state
 from devsync.prompt import check, statestore
+from tests.support.startup import imported_modules
 
 AUTHOR = "Ana"
 SLOW_OK = 30.0  # deadline for correctness tests
@@ -132,18 +132,63 @@ def test_repository_without_devsync_is_silent_and_writes_nothing(tmp_path: Path)
     r = tmp_path / "other"
     r.mkdir()
     git(r, "init", "-q")
-    (r / "Dockerfile").write_text("FROM x\n")
+    (r / "README").write_text("no Dockerfile, no .devsync.toml\n")
+    (r / "docker").mkdir()
+    (r / "docker" / "Dockerfile").write_text("FROM x\n")  # only the top level is looked at
     commit_all(r, "x")
     assert run(r / ".", exit_code=True) == (0, "")
+    assert run(r / "docker", exit_code=True) == (0, "")
     assert not (tmp_path / "state").exists()
 
 
-def test_project_with_config_but_no_state_yet_is_silent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("marker", [".devsync.toml", "Dockerfile", "Dockerfile.base"])
+def test_a_project_never_synced_gets_one_nudge(tmp_path: Path, marker: str) -> None:
+    """A brand-new clone: no devsync state at all. The first check says so, once per
+    repository (the state records it), not at every prompt nor in every new shell."""
     r = tmp_path / "fresh"
     r.mkdir()
     git(r, "init", "-q")
-    (r / ".devsync.toml").write_text("[devsync]\nregistry_check_minutes = 5\n")
+    (r / marker).write_text("[devsync]\nregistry_check_minutes = 5\n" if marker ==
+                            ".devsync.toml" else "FROM x\n")
+    (r / "src").mkdir()
+    assert run(r / "src", exit_code=True) == (1, check.NOT_SYNCED_LINE + "\n")
+    assert check.NOT_SYNCED_LINE == "devsync: not synced yet - run devsync"
     assert run(r, exit_code=True) == (0, "")
+    # another process (another shell) too
+    proc = subprocess.run([sys.executable, "-P", "-c",
+                           "from devsync.prompt.check import main; main()"],
+                          cwd=r, capture_output=True, text=True, timeout=60, check=False,
+                          env=dict(os.environ, DEVSYNC_CHECK_DEADLINE="10"))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    # what the state keeps of it does not get in the way of devsync's own state
+    loaded = state.load(r)
+    assert loaded.problem is None and loaded.state.images == {}
+    mark_synced(r, {"app": [marker]})
+    assert run(r, exit_code=True) == (0, "")
+
+
+def test_no_nudge_when_it_cannot_be_remembered(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unwritable state: showing the nudge would show it at every prompt, so it is not."""
+    r = tmp_path / "fresh"
+    r.mkdir()
+    git(r, "init", "-q")
+    (r / "Dockerfile").write_text("FROM x\n")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("DEVSYNC_STATE_DIR", str(blocker / "state"))
+    assert run(r, exit_code=True) == (0, "")
+    assert run(r, exit_code=True) == (0, "")
+
+
+def test_no_nudge_while_another_devsync_writes_the_state(tmp_path: Path) -> None:
+    r = tmp_path / "fresh"
+    r.mkdir()
+    git(r, "init", "-q")
+    (r / "Dockerfile").write_text("FROM x\n")
+    with statestore.flocked(statestore.lock_path(r), timeout=None):
+        assert run(r, exit_code=True) == (0, "")
+    assert run(r, exit_code=True) == (1, check.NOT_SYNCED_LINE + "\n")
 
 
 def test_in_sync_is_silent_and_the_answer_is_cached(repo: Path) -> None:
@@ -486,33 +531,46 @@ def test_deleted_working_directory_is_silent(tmp_path: Path) -> None:
 
 # -- imports -----------------------------------------------------------------------------------
 
-_IMPORTS = textwrap.dedent("""
-    import io, json, sys
-    from devsync.prompt.check import run_check
-    out = io.StringIO()
-    code = run_check(sys.argv[1], exit_code=True, deadline=30, out=out)
-    heavy = sorted(m for m in sys.modules
-                   if m.split(".")[0] in ("docker", "git", "textual", "tomllib", "argparse"))
-    print(json.dumps([code, out.getvalue(), heavy]))
-""")
+# What the hook's command (`python -P -c 'from devsync.prompt.check import main; main()'`)
+# may import. The fast path: nothing but devsync's prompt modules and a few small C modules
+# on top of a bare interpreter (issue 17: no `re`, `enum`, `typing`, `dataclasses`).
+_NEVER = ("docker", "git", "textual", "argparse", "platformdirs", "devsync.errors",
+          "devsync.events", "devsync.adapters", "devsync.model", "devsync.ops", "devsync.cli")
+_NOT_ON_THE_FAST_PATH = ("re", "enum", "typing", "dataclasses", "json", "contextlib", "signal",
+                         "collections", "functools", "tomllib", "subprocess", "hashlib",
+                         "threading", "pathlib", "datetime", "locale", "fcntl")
+_HOOK = "from devsync.prompt.check import main; main()"
 
 
-@pytest.mark.parametrize("stale", [False, True])
-def test_the_check_imports_nothing_heavy(repo: Path, stale: bool) -> None:
-    if stale:  # the slow path: hashing, `git log`, a state write
-        (repo / "Dockerfile").write_text("changed\n")
-        commit_all(repo, "change")
-    else:  # the fast path: answer cached by a previous check
-        assert_in_sync(repo)
-    proc = subprocess.run([sys.executable, "-c", _IMPORTS, str(repo)], capture_output=True,
-                          text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    code, out, heavy = json.loads(proc.stdout)
-    assert heavy == []
-    if stale:
-        assert code == 1 and out.startswith("devsync: app: Dockerfile changed in ")
-    else:
-        assert (code, out) == (0, "")
+def _top(module: str) -> set[str]:
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+def test_the_fast_path_imports_only_what_it_needs(repo: Path) -> None:
+    assert_in_sync(repo)
+    stored = state.load(repo).state.check
+    loaded = imported_modules(_HOOK, cwd=repo)
+    assert state.load(repo).state.check == stored  # answered from the cached record
+    found = sorted(m for m in loaded if _top(m) & {*_NEVER, *_NOT_ON_THE_FAST_PATH})
+    assert found == [], loaded
+    # and nothing else but devsync's prompt modules and these C modules
+    assert {m for m in loaded if not m.startswith("devsync")} <= {
+        "os", "stat", "_stat", "posixpath", "genericpath", "os.path", "_collections_abc",
+        "zlib", "_sha256", "_sha2", "_json", "errno", "_signal", "time", "_thread",
+        "__future__"}, loaded
+
+
+def test_the_slow_path_imports_nothing_heavy(repo: Path) -> None:
+    """Hashing, `git log`, a state write; .devsync.toml read with tomllib alone."""
+    (repo / ".devsync.toml").write_text("[devsync]\nregistry_check_minutes = 7\n")
+    (repo / "Dockerfile").write_text("changed\n")
+    commit_all(repo, "change")
+    loaded = imported_modules(_HOOK, cwd=repo)
+    assert sorted(m for m in loaded if _top(m) & set(_NEVER)) == [], loaded
+    record = state.load(repo).state.check
+    assert record is not None and record.line.startswith("devsync: app: Dockerfile changed in ")
+    assert record.registry_check_minutes == 7
 
 
 # -- untrusted repositories ------------------------------------------------------------------
