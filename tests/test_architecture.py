@@ -18,10 +18,6 @@ MAX_TOP_LEVEL_MODULES = 8
 # TRANSITIONAL (issue 15): import circles still being untied.
 _CIRCLES_FOR_NOW: list[list[str]] = []
 _TUI_CIRCLE_FOR_NOW = "devsync.tui.app"
-# TRANSITIONAL (issues 15 and 17): what the prompt check still imports beyond the stdlib.
-_PROMPT_EXCEPTIONS_FOR_NOW = {("check", "devsync.adapters"), ("check", "devsync.errors"),
-                              ("check", "devsync.model.config"),
-                              ("shell_init", "devsync.errors"), ("statestore", "platformdirs")}
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -90,8 +86,6 @@ def test_the_prompt_check_imports_only_the_standard_library() -> None:
             # (private accelerator modules such as _sha256 are the stdlib's own)
             if name.startswith("devsync.prompt") or top in sys.stdlib_module_names \
                     or name == "__future__" or top.startswith("_"):
-                continue
-            if (path.stem, name) in _PROMPT_EXCEPTIONS_FOR_NOW:
                 continue
             found.append(f"prompt/{path.name}:{line} imports {name}")
     assert found == []

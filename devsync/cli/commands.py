@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("shell-init", help="print the snippet for your shell's rc file")
     s.add_argument("shell", choices=["bash", "zsh", "fish"])
-    s.add_argument("--on-cd", action="store_true", help="also check when entering a repo")
+    # (the hook now checks at every prompt, entering a repository included; kept for old rc files)
+    s.add_argument("--on-cd", action="store_true", help=argparse.SUPPRESS)
 
     s = sub.add_parser("refresh", help=argparse.SUPPRESS)
     s.add_argument("root", nargs="?")
@@ -149,7 +150,7 @@ def _main(argv: list[str]) -> int:
     if command == "shell-init":
         from devsync.prompt.shell_init import snippet
 
-        print(snippet(args.shell, on_cd=args.on_cd), end="")
+        print(snippet(args.shell), end="")
         return 0
     if command == "demo":
         from devsync.devtools.demo import run_demo

@@ -1,31 +1,49 @@
-"""`devsync shell-init`: snippets for bash, zsh and fish, run in the real shells."""
+"""`devsync shell-init`: the prompt hook for bash, zsh and fish, run in the real shells.
+
+Real interactive sessions in a terminal (tmux): the line shows when the shell starts, on
+entering a repository and when it changes (a teammate's commit arriving by `git pull`, an
+edit, a sync); between those the prompts stay silent. Cheaper checks run the shells on a
+pipe.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devsync.adapters import state
-from devsync.errors import UsageError
-from devsync.prompt.shell_init import SHELLS, snippet
+from devsync.prompt.check import NOT_SYNCED_LINE
+from devsync.prompt.shell_init import SHELLS, check_command, snippet
+from tests.support.terminal import Terminal, terminal
 
-# -P: `python -m` would otherwise import from the working directory, i.e. the repository
-CHECK = (sys.executable, "-P", "-m", "devsync.prompt.check")
 STALE = "devsync: app: Dockerfile changed (uncommitted) - run devsync sync"
+PROMPT = re.compile(r"^@@(\d+) ?(.*)$")
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=repo, check=True,
-                   capture_output=True,
-                   env=dict(os.environ, GIT_AUTHOR_NAME="Ana", GIT_AUTHOR_EMAIL="a@x",
-                            GIT_COMMITTER_NAME="Ana", GIT_COMMITTER_EMAIL="a@x",
-                            GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1"))
+def _git(repo: Path, *args: str, author: str = "Ana") -> str:
+    proc = subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *args], cwd=repo, check=True,
+        capture_output=True, text=True,
+        env=dict(os.environ, GIT_AUTHOR_NAME=author, GIT_AUTHOR_EMAIL=f"{author}@x",
+                 GIT_COMMITTER_NAME=author, GIT_COMMITTER_EMAIL=f"{author}@x",
+                 GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1"))
+    return proc.stdout.strip()
+
+
+def _mark_synced(repo: Path, paths: tuple[str, ...] = ("Dockerfile",)) -> None:
+    """What a sync records: the watched inputs' content hashes, the image in sync."""
+    watched = {p: hashlib.sha256((repo / p).read_bytes()).hexdigest() for p in paths}
+    state.update(repo, lambda s: s.images.update(
+        app=state.ImageRecord(name="app", status=state.STATUS_IN_SYNC, watched=watched)))
 
 
 def _stale_repo(path: Path) -> Path:
@@ -36,23 +54,34 @@ def _stale_repo(path: Path) -> Path:
     (path / "sub" / "keep").write_text("")
     _git(path, "add", "-A")
     _git(path, "commit", "-q", "-m", "init")
-    digest = hashlib.sha256(b"FROM x\n").hexdigest()
-    state.update(path, lambda s: s.images.update(
-        app=state.ImageRecord(name="app", watched={"Dockerfile": digest})))
+    _mark_synced(path)
     (path / "Dockerfile").write_text("FROM y\n")
     return path
 
 
+def _is_stale_line(line: str) -> bool:
+    return line == STALE
+
+
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A user's environment: a clean HOME, `devsync` on PATH (this installation's console
+    script), state in tmp_path; a generous deadline so a busy machine cannot silence it."""
     monkeypatch.setenv("DEVSYNC_STATE_DIR", str(tmp_path / "state"))
     home = tmp_path / "home"
-    home.mkdir()
+    (home / ".config" / "fish").mkdir(parents=True)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "devsync").symlink_to(Path(sys.executable).parent / "devsync")
+    keep = {k: v for k, v in os.environ.items()
+            if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PROMPT_COMMAND", "ZDOTDIR",
+                                 "XDG_", "TMUX"))}
     return dict(
-        os.environ, DEVSYNC_STATE_DIR=str(tmp_path / "state"), DEVSYNC_NO_REFRESH="1",
-        DEVSYNC_CHECK_DEADLINE="10", HOME=str(home), PS1="$ ", PROMPT_COMMAND="",
+        keep, DEVSYNC_STATE_DIR=str(tmp_path / "state"), DEVSYNC_NO_REFRESH="1",
+        DEVSYNC_CHECK_DEADLINE="10", HOME=str(home), PATH=f"{bindir}:{os.environ['PATH']}",
         XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
-        ZDOTDIR=str(home),
+        ZDOTDIR=str(home), GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1",
+        TERM="xterm-256color",
     )
 
 
@@ -61,76 +90,132 @@ def repos(tmp_path: Path, env: dict[str, str]) -> tuple[Path, Path]:
     return _stale_repo(tmp_path / "one"), _stale_repo(tmp_path / "two")
 
 
+def _need(shell: str) -> str:
+    path = shutil.which(shell)
+    if path is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{shell} is not installed (.ci/test installs it)", pytrace=False)
+        pytest.skip(f"{shell} is not installed")
+    return path
+
+
+# -- the snippet ------------------------------------------------------------------------------
+
+
 def test_unsupported_shell() -> None:
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(ValueError, match="tcsh"):
         snippet("tcsh")
-    assert "tcsh" in info.value.message and info.value.hint is not None
+
+
+def test_the_cli_refuses_another_shell(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "devsync", "shell-init", "tcsh"],
+                          cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "tcsh" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-@pytest.mark.parametrize("on_cd", [False, True])
-def test_snippets_name_the_check_once(shell: str, on_cd: bool) -> None:
-    text = snippet(shell, on_cd=on_cd)
-    assert text.count("devsync --check") == 1
+def test_snippets_name_this_installation_by_absolute_path(shell: str) -> None:
+    """As `starship init` does: the hook runs the devsync that printed it, whatever PATH."""
+    text = snippet(shell)
+    assert check_command()[0] == sys.executable and os.path.isabs(sys.executable)
+    assert text.count(sys.executable) == 1
     assert text.endswith("\n")
-    hook = {"bash": "PROMPT_COMMAND", "zsh": "add-zsh-hook chpwd", "fish": "--on-variable PWD"}
-    assert (hook[shell] in text) == on_cd
+    hook = {"bash": "PROMPT_COMMAND", "zsh": "add-zsh-hook precmd", "fish": "fish_prompt"}
+    assert hook[shell] in text
 
 
-@pytest.mark.parametrize("on_cd", [False, True])
-def test_bash_syntax(on_cd: bool) -> None:
-    proc = subprocess.run(["bash", "-n"], input=snippet("bash", on_cd=on_cd), text=True,
-                          capture_output=True, check=False)
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_cli_prints_the_snippet_with_its_own_interpreter(shell: str, tmp_path: Path,
+                                                            env: dict[str, str]) -> None:
+    devsync = Path(sys.executable).parent / "devsync"
+    # the console script's own interpreter (its #! line), by absolute path
+    interpreter = devsync.read_text().splitlines()[0].removeprefix("#!")
+    expected = snippet(shell, command=(interpreter, *check_command()[1:]))
+    proc = subprocess.run([str(devsync), "shell-init", shell], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout == expected
+    # the old opt-in flag is accepted (rc files have it); its behaviour is always on now
+    proc = subprocess.run([str(devsync), "shell-init", shell, "--on-cd"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, check=True)
+    assert proc.stdout == expected
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_syntax(shell: str) -> None:
+    exe = _need(shell)
+    argv = [exe, "--no-execute"] if shell == "fish" else [exe, "-n"]
+    proc = subprocess.run(argv, input=snippet(shell), text=True, capture_output=True,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
 
 
-def test_bash_shows_the_line_when_a_shell_starts(repos: tuple[Path, Path], tmp_path: Path,
-                                                 env: dict[str, str]) -> None:
-    rc = tmp_path / "bashrc"
-    rc.write_text(snippet("bash", command=CHECK))
-    proc = subprocess.run(["bash", "--rcfile", str(rc), "-i", "-c", "echo ready"],
+def test_fish_quoting_keeps_backslashes_and_quotes() -> None:
+    fish = _need("fish")
+    odd = "/tmp/a b/it's\\x"
+    text = snippet("fish", command=("printf", "%s|", odd))
+    m = re.search(r"set line \((.*) 2>/dev/null\)", text)
+    assert m is not None
+    out = subprocess.run([fish, "--no-config", "-c", m.group(1)], capture_output=True,
+                         text=True, check=True).stdout
+    assert out == f"{odd}|"
+
+
+# -- a shell on a pipe ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_new_shell_shows_the_line(shell: str, repos: tuple[Path, Path], tmp_path: Path,
+                                    env: dict[str, str]) -> None:
+    """The documented rc line, with `devsync` from PATH; `-i -c`: no prompt, still said."""
+    exe = _need(shell)
+    rc = _write_rc(shell, tmp_path, env, prompt=False)
+    proc = subprocess.run([*_interactive_argv(shell, exe, rc), "-c", "echo ready"],
                           cwd=repos[0] / "sub", env=env, capture_output=True, text=True,
                           timeout=120, check=False)
-    assert proc.stdout == f"{STALE}\nready\n", proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and _is_stale_line(lines[0]) and lines[1] == "ready", proc.stderr
     # Sourcing it in a non-interactive shell does nothing at all.
-    proc = subprocess.run(["bash", "-c", f"source {rc}; echo ready"], cwd=repos[0], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.stdout == "ready\n"
+    source = {"bash": ["bash", "-c", f"source {rc}; echo ready"],
+              "zsh": [exe, "-c", f"source {rc}; echo ready"],
+              "fish": [exe, "--no-config", "-c", f"source {rc}; echo ready"]}[shell]
+    proc = subprocess.run(source, cwd=repos[0], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.stdout == "ready\n", proc.stderr
 
 
-def test_bash_eval_in_rc_file(repos: tuple[Path, Path], tmp_path: Path,
-                              env: dict[str, str]) -> None:
-    """The documented form, `eval "$(devsync shell-init bash)"`, with a stand-in devsync."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    fake = bindir / "devsync"
-    args = " ".join(CHECK)
-    init = ("import sys; from devsync.prompt.shell_init import snippet; "
-            "print(snippet('bash'), end='')")
-    fake.write_text(f'#!/bin/sh\nif [ "$1" = shell-init ]; then exec {sys.executable} -c '
-                    f'"{init}"; fi\nexec {args} "$@"\n')
-    fake.chmod(0o755)
-    rc = tmp_path / "bashrc"
-    rc.write_text('eval "$(devsync shell-init bash)"\n')
-    env = dict(env, PATH=f"{bindir}:{env['PATH']}")
-    proc = subprocess.run(["bash", "--rcfile", str(rc), "-i", "-c", "echo ready"],
-                          cwd=repos[0], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
-    assert proc.stdout == f"{STALE}\nready\n", proc.stderr
+def _interactive_argv(shell: str, exe: str, rc: Path) -> list[str]:
+    if shell == "bash":
+        return [exe, "--noprofile", "--rcfile", str(rc), "-i"]
+    return [exe, "-i"]  # zsh: $ZDOTDIR/.zshrc; fish: $XDG_CONFIG_HOME/fish/config.fish
 
 
-def _interactive(argv: list[str], cwd: Path, env: dict[str, str], script: str) -> str:
-    proc = subprocess.run(argv, cwd=cwd, env=env, input=script, capture_output=True,
-                          text=True, timeout=120, check=False)
-    return proc.stdout
+def _write_rc(shell: str, tmp_path: Path, env: dict[str, str], *, prompt: bool,
+              before: str = "") -> Path:
+    """The user's rc file: the documented line (plus a recognisable prompt showing the last
+    exit status, for the terminal tests)."""
+    home = Path(env["HOME"])
+    if shell == "bash":
+        rc = tmp_path / "bashrc"
+        text = before + ("PS1='@@$? '\n" if prompt else "") + 'eval "$(devsync shell-init bash)"\n'
+    elif shell == "zsh":
+        rc = home / ".zshrc"
+        text = before + ("PS1='@@%? '\nunsetopt PROMPT_SP\n" if prompt else "") + \
+            'eval "$(devsync shell-init zsh)"\n'
+    else:
+        rc = home / ".config" / "fish" / "config.fish"
+        text = before + "set -g fish_greeting ''\n" + \
+            ("function fish_prompt; printf '@@%s ' $status; end\n" if prompt else "") + \
+            "devsync shell-init fish | source\n"
+    rc.write_text(text)
+    return rc
 
 
-def _cd_script(tmp_path: Path, repos: tuple[Path, Path], exit_cmd: str = "exit") -> str:
+def _cd_script(tmp_path: Path, repos: tuple[Path, Path]) -> str:
     one, two = repos
     # Start outside any repository, enter one, wander inside it, leave, re-enter, switch.
     steps = [f"cd {one}", "echo step1", f"cd {one / 'sub'}", "echo step2", f"cd {one}",
              "echo step3", f"cd {tmp_path}", "echo step4", f"cd {one / 'sub'}",
-             "echo step5", f"cd {two}", "echo step6", exit_cmd]
+             "echo step5", f"cd {two}", "echo step6", "exit"]
     return "\n".join(steps) + "\n"
 
 
@@ -142,72 +227,177 @@ def _lines_between_steps(out: str) -> list[int]:
     for line in out.splitlines():
         if line.startswith("step"):
             counts.append(0)
-        elif line == STALE:
+        elif _is_stale_line(line):
             counts[-1] += 1
     return counts
 
 
-def test_bash_on_cd_checks_when_entering_another_repository(
-        repos: tuple[Path, Path], tmp_path: Path, env: dict[str, str]) -> None:
-    rc = tmp_path / "bashrc"
-    rc.write_text(snippet("bash", on_cd=True, command=CHECK))
-    out = _interactive(["bash", "--rcfile", str(rc), "-i"], tmp_path, env,
-                       _cd_script(tmp_path, repos))
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_entering_a_repository_says_it_again(shell: str, repos: tuple[Path, Path],
+                                             tmp_path: Path, env: dict[str, str]) -> None:
+    """Each prompt checks; a line is repeated only on entering a repository (bash and zsh
+    read commands from a pipe here; fish, which draws no prompt there, in the terminal)."""
+    exe = _need(shell)
+    rc = _write_rc(shell, tmp_path, env, prompt=False)
+    proc = subprocess.run(_interactive_argv(shell, exe, rc), cwd=tmp_path, env=env,
+                          input=_cd_script(tmp_path, repos), capture_output=True, text=True,
+                          timeout=120, check=False)
     # enter one; cd within it and back: nothing; leave; re-enter (into a subdirectory);
     # switch to two
-    assert _lines_between_steps(out) == [1, 0, 0, 0, 1, 1, 0], out
-
-
-def test_bash_on_cd_starting_inside_a_repository(repos: tuple[Path, Path], tmp_path: Path,
-                                                 env: dict[str, str]) -> None:
-    rc = tmp_path / "bashrc"
-    rc.write_text(snippet("bash", on_cd=True, command=CHECK))
-    out = _interactive(["bash", "--rcfile", str(rc), "-i"], repos[0] / "sub", env,
-                       f"cd {repos[0]}\necho moved\nexit\n")
-    assert out.splitlines() == [STALE, "moved"]
+    assert _lines_between_steps(proc.stdout) == [1, 0, 0, 0, 1, 1, 0], proc.stdout
 
 
 def test_bash_hook_keeps_exit_status_and_other_prompt_commands(
         repos: tuple[Path, Path], tmp_path: Path, env: dict[str, str]) -> None:
     rc = tmp_path / "bashrc"
-    rc.write_text("PROMPT_COMMAND='echo mine:$?'\n" + snippet("bash", on_cd=True, command=CHECK)
-                  + snippet("bash", on_cd=True, command=CHECK))  # sourced twice: one hook
-    out = _interactive(["bash", "--rcfile", str(rc), "-i"], tmp_path, env,
-                       "false\ntrue\nexit\n")
-    assert out.splitlines() == ["mine:0", "mine:1", "mine:0"]
+    rc.write_text("set -u\nPROMPT_COMMAND='echo mine:$?'\n"
+                  + snippet("bash") + snippet("bash"))  # sourced twice: one hook
+    proc = subprocess.run(["bash", "--noprofile", "--rcfile", str(rc), "-i"], cwd=tmp_path,
+                          env=env, input="false\ntrue\nexit\n", capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.stdout.splitlines() == ["mine:0", "mine:1", "mine:0"]
+    assert "unbound" not in proc.stderr, proc.stderr
 
 
-def _need(shell: str) -> str:
-    path = shutil.which(shell)
-    if path is None:
-        pytest.skip(f"{shell} is not installed")
-    return path
+def test_bash_prompt_command_as_an_array(repos: tuple[Path, Path], tmp_path: Path,
+                                         env: dict[str, str]) -> None:
+    rc = tmp_path / "bashrc"
+    rc.write_text("PROMPT_COMMAND=('echo first:$?' 'echo second')\n" + snippet("bash"))
+    proc = subprocess.run(["bash", "--noprofile", "--rcfile", str(rc), "-i"],
+                          cwd=repos[0], env=env, input="false\nexit\n", capture_output=True,
+                          text=True, timeout=120, check=False)
+    lines = proc.stdout.splitlines()
+    assert _is_stale_line(lines[0]) and lines[1:] == ["first:0", "second", "first:1",
+                                                      "second"], proc.stdout
 
 
-@pytest.mark.parametrize("on_cd", [False, True])
-def test_zsh(repos: tuple[Path, Path], tmp_path: Path, env: dict[str, str],
-             on_cd: bool) -> None:
-    zsh = _need("zsh")
-    (tmp_path / "home" / ".zshrc").write_text(snippet("zsh", on_cd=on_cd, command=CHECK))
-    proc = subprocess.run([zsh, "-i", "-c", "echo ready"], cwd=repos[0], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.stdout == f"{STALE}\nready\n", proc.stderr
-    if on_cd:
-        out = _interactive([zsh, "-i"], tmp_path, env, _cd_script(tmp_path, repos))
-        # chpwd runs during `cd` itself: enter one, re-enter one after leaving, enter two
-        assert _lines_between_steps(out) == [1, 0, 0, 0, 1, 1, 0], out
+# -- real interactive sessions in a terminal ------------------------------------------------
 
 
-@pytest.mark.parametrize("on_cd", [False, True])
-def test_fish(repos: tuple[Path, Path], tmp_path: Path, env: dict[str, str],
-              on_cd: bool) -> None:
-    fish = _need("fish")
-    conf = tmp_path / "home" / ".config" / "fish"
-    conf.mkdir(parents=True)
-    (conf / "config.fish").write_text(snippet("fish", on_cd=on_cd, command=CHECK))
-    proc = subprocess.run([fish, "-i", "-c", "echo ready"], cwd=repos[0], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.stdout == f"{STALE}\nready\n", proc.stderr
-    if on_cd:
-        out = _interactive([fish, "-i"], tmp_path, env, _cd_script(tmp_path, repos))
-        assert _lines_between_steps(out) == [1, 0, 0, 0, 1, 1, 0], out
+class Session:
+    """An interactive shell in a terminal, with the prompt `@@<last exit status> `."""
+
+    def __init__(self, term: Terminal) -> None:
+        self.term = term
+        self.seen = 0  # prompts already read
+
+    def prompts(self, screen: str) -> list[int]:
+        return [i for i, line in enumerate(screen.splitlines()) if PROMPT.match(line)]
+
+    def started(self) -> list[str]:
+        """What the shell printed before its first prompt."""
+        screen = self.term.wait_for(lambda s: bool(self.prompts(s)), "a first prompt")
+        self.seen = 1
+        return [ln for ln in screen.splitlines()[: self.prompts(screen)[0]] if ln.strip()]
+
+    def run(self, command: str) -> tuple[list[str], int]:
+        """Type `command`; what it and the prompt hook printed before the next prompt, and
+        the exit status that prompt shows."""
+        self.term.type_line(command)
+        want = self.seen + 1
+        screen = self.term.wait_for(
+            lambda s: len(self.prompts(s)) >= want and s.splitlines()[-1].startswith("@@"),
+            f"the prompt after {command!r}")
+        lines = screen.splitlines()
+        at = self.prompts(screen)
+        start, end = at[want - 2], at[want - 1]
+        self.seen = want
+        typed, shown = PROMPT.match(lines[start]), PROMPT.match(lines[end])
+        assert typed is not None and shown is not None
+        assert typed.group(2).rstrip() == command, lines[start]
+        return [ln for ln in lines[start + 1:end] if ln.strip()], int(shown.group(1))
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    # tmux's socket: unix socket paths are limited to ~107 bytes
+    path = Path(tempfile.mkdtemp(prefix="dst-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _team(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A bare remote, the developer's clone (synced, in sync) and a teammate's clone."""
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    _git(seed, "init", "-q")
+    (seed / "Dockerfile").write_text("FROM reg/app:base-1.0\nCOPY app.py /app/\n")
+    (seed / "app.py").write_text("print('hello')\n")
+    (seed / "src").mkdir()
+    (seed / "src" / "keep").write_text("")
+    _git(seed, "add", "-A")
+    _git(seed, "commit", "-q", "-m", "initial")
+    remote = tmp_path / "remote.git"
+    _git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
+    mine = tmp_path / "mine"
+    _git(tmp_path, "clone", "-q", str(remote), str(mine))
+    ben = tmp_path / "ben"
+    _git(tmp_path, "clone", "-q", str(remote), str(ben))
+    _mark_synced(mine, ("Dockerfile", "app.py"))
+    return remote, mine, ben
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_hook_in_a_real_terminal(shell: str, tmp_path: Path, short_dir: Path,
+                                     env: dict[str, str]) -> None:
+    """A day at the prompt: in sync and silent; a teammate's Dockerfile commit arrives by
+    `git pull` and the very next prompt says so, once; leaving and entering the repository
+    says it again; a sync silences it; an edit is seen at the next prompt; a never-synced
+    clone gets its nudge once; a new shell in a stale repository says it at start."""
+    exe = _need(shell)
+    _remote, mine, ben = _team(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _write_rc(shell, tmp_path, env, prompt=True)
+    argv = _interactive_argv(shell, exe, tmp_path / "bashrc")
+
+    with terminal(short_dir / "tmux.sock") as term:
+        term.start(argv, cwd=mine / "src", env=env)
+        session = Session(term)
+        assert session.started() == []  # in sync: nothing to say
+        assert session.run("echo one") == (["one"], 0)
+
+        (ben / "Dockerfile").write_text("FROM reg/app:base-1.1\nCOPY app.py /app/\n")
+        _git(ben, "commit", "-qam", "Move to base 1.1", author="Ben")
+        short = _git(ben, "rev-parse", "--short", "HEAD")
+        _git(ben, "push", "-q", "origin", "HEAD:main")
+
+        out, status = session.run("git pull -q")
+        assert status == 0 and len(out) == 1, out
+        said = out[0]
+        assert said.startswith("devsync: ") and f"Dockerfile changed in {short} by Ben" in said
+        assert said.endswith(" - run devsync sync")
+        # nothing changed since: silence, whatever the last command's status
+        assert session.run("echo two") == (["two"], 0)
+        assert session.run("false") == ([], 1)
+        assert session.run("true") == ([], 0)
+        assert session.run(f"cd {mine}") == ([], 0)
+        # leaving the repository and coming back in says it again
+        assert session.run(f"cd {elsewhere}") == ([], 0)
+        assert session.run(f"cd {mine / 'src'}") == ([said], 0)
+        # a sync (what it records) makes it in sync: silent from the next prompt on
+        _mark_synced(mine, ("Dockerfile", "app.py"))
+        assert session.run("echo three") == (["three"], 0)
+        # an edit of a watched file, made in this shell
+        out, status = session.run(f"echo \"print('bye')\" > {mine / 'app.py'}")
+        assert status == 0 and len(out) == 1 and out[0].startswith("devsync: "), out
+        assert "app.py changed (uncommitted)" in out[0]
+        edited = out[0]
+        assert session.run("echo four") == (["four"], 0)
+
+        # a brand-new clone, never synced: one nudge, once per repository
+        fresh = tmp_path / "fresh"
+        _git(tmp_path, "clone", "-q", str(tmp_path / "remote.git"), str(fresh))
+        assert session.run(f"cd {fresh}") == ([NOT_SYNCED_LINE], 0)
+        assert session.run("echo five") == (["five"], 0)
+        assert session.run(f"cd {mine}") == ([edited], 0)
+        assert session.run(f"cd {fresh}") == ([], 0)
+        term.type_line("exit")
+
+    with terminal(short_dir / "tmux2.sock") as term:
+        # a new shell, started in the stale repository, says it before its first prompt
+        term.start(argv, cwd=mine, env=env)
+        session = Session(term)
+        assert session.started() == [edited]
+        assert session.run("echo six") == (["six"], 0)
+        term.type_line("exit")
