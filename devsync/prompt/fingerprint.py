@@ -10,12 +10,30 @@ import os
 import stat
 import zlib
 
-_MARKERS = frozenset({
+# The one list of what, inside a git dir, signals a change that can alter an image's status:
+# a commit, checkout, branch switch, pull, merge, rebase, cherry-pick, revert, bisect, stash
+# or `git add`. The fingerprint reads these (of the branches, only HEAD's); a watcher of the
+# git dir (the TUI's) reacts to changes of exactly these (`signals_change`), while objects/
+# and the other logs churn without changing any status. Paths relative to the git dir.
+OPERATION_MARKERS = frozenset({
     "MERGE_HEAD", "REBASE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "BISECT_LOG",
     "rebase-merge", "rebase-apply", "sequencer",
 })
+GIT_SIGNAL_FILES = frozenset({"HEAD", "index", "packed-refs", "commondir", *OPERATION_MARKERS})
+GIT_SIGNAL_PREFIXES = (
+    "refs/heads/", "refs/stash", "logs/refs/stash", "refs/bisect/", "refs/worktree/",
+    "refs/rewritten/", "reftable/", "rebase-merge/", "rebase-apply/", "sequencer/",
+)
 # Refs that live in a worktree's own git dir rather than the shared one.
 _PER_WORKTREE_REFS = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")
+
+
+def signals_change(rel: str) -> bool:
+    """Whether a change at `rel` ('/'-separated, relative to a git dir) can alter an image's
+    status. A lock file never does: git renames X.lock over X, and the rename is what counts.
+    """
+    return not rel.endswith(".lock") and (rel in GIT_SIGNAL_FILES
+                                          or rel.startswith(GIT_SIGNAL_PREFIXES))
 
 
 def git_fingerprint(root: str | os.PathLike[str]) -> str | None:
@@ -74,7 +92,7 @@ def _fingerprint(root: str) -> str | None:
     parts.append(_read_small(f"{common}/refs/stash"))
     # Dropping an older stash entry only touches the stash reflog.
     parts.append(_stat_sig(f"{common}/logs/refs/stash"))
-    markers = sorted(_MARKERS.intersection(os.listdir(gitdir)))
+    markers = sorted(OPERATION_MARKERS.intersection(os.listdir(gitdir)))
     parts.append(",".join(markers).encode())
     data = b"\0".join(parts)
     return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"

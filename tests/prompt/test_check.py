@@ -777,3 +777,12 @@ def test_a_hung_daemon_cannot_touch_the_prompt(repo: Path, tmp_path: Path) -> No
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith("devsync: app: Dockerfile changed")
     assert connections == 0
+
+
+def test_one_default_for_the_registry_refresh() -> None:
+    """The prompt owns the default (the TUI's schedule imports it from there); the model,
+    which may not import the prompt, must agree with it."""
+    from devsync.model import config
+
+    assert config.DEFAULT_REGISTRY_CHECK_MINUTES == check.DEFAULT_REGISTRY_CHECK_MINUTES
+    assert config.DevsyncConfig().registry_check_minutes == check.DEFAULT_REGISTRY_CHECK_MINUTES
