@@ -14,8 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,10 +21,9 @@ import pytest
 from devsync.adapters import state
 from devsync.prompt.check import NOT_SYNCED_LINE
 from devsync.prompt.shell_init import SHELLS, check_command, snippet
-from tests.support.terminal import Terminal, terminal
+from tests.support.terminal import ShellSession, terminal
 
 STALE = "devsync: app: Dockerfile changed (uncommitted) - run devsync sync"
-PROMPT = re.compile(r"^@@(\d+) ?(.*)$")
 
 
 def _git(repo: Path, *args: str, author: str = "Ana") -> str:
@@ -274,48 +271,6 @@ def test_bash_prompt_command_as_an_array(repos: tuple[Path, Path], tmp_path: Pat
 # -- real interactive sessions in a terminal ------------------------------------------------
 
 
-class Session:
-    """An interactive shell in a terminal, with the prompt `@@<last exit status> `."""
-
-    def __init__(self, term: Terminal) -> None:
-        self.term = term
-        self.seen = 0  # prompts already read
-
-    def prompts(self, screen: str) -> list[int]:
-        return [i for i, line in enumerate(screen.splitlines()) if PROMPT.match(line)]
-
-    def started(self) -> list[str]:
-        """What the shell printed before its first prompt."""
-        screen = self.term.wait_for(lambda s: bool(self.prompts(s)), "a first prompt")
-        self.seen = 1
-        return [ln for ln in screen.splitlines()[: self.prompts(screen)[0]] if ln.strip()]
-
-    def run(self, command: str) -> tuple[list[str], int]:
-        """Type `command`; what it and the prompt hook printed before the next prompt, and
-        the exit status that prompt shows."""
-        self.term.type_line(command)
-        want = self.seen + 1
-        screen = self.term.wait_for(
-            lambda s: len(self.prompts(s)) >= want and s.splitlines()[-1].startswith("@@"),
-            f"the prompt after {command!r}")
-        lines = screen.splitlines()
-        at = self.prompts(screen)
-        start, end = at[want - 2], at[want - 1]
-        self.seen = want
-        typed, shown = PROMPT.match(lines[start]), PROMPT.match(lines[end])
-        assert typed is not None and shown is not None
-        assert typed.group(2).rstrip() == command, lines[start]
-        return [ln for ln in lines[start + 1:end] if ln.strip()], int(shown.group(1))
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    # tmux's socket: unix socket paths are limited to ~107 bytes
-    path = Path(tempfile.mkdtemp(prefix="dst-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _team(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A bare remote, the developer's clone (synced, in sync) and a teammate's clone."""
     seed = tmp_path / "seed"
@@ -338,8 +293,7 @@ def _team(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_the_hook_in_a_real_terminal(shell: str, tmp_path: Path, short_dir: Path,
-                                     env: dict[str, str]) -> None:
+def test_the_hook_in_a_real_terminal(shell: str, tmp_path: Path, env: dict[str, str]) -> None:
     """A day at the prompt: in sync and silent; a teammate's Dockerfile commit arrives by
     `git pull` and the very next prompt says so, once; leaving and entering the repository
     says it again; a sync silences it; an edit is seen at the next prompt; a never-synced
@@ -351,9 +305,9 @@ def test_the_hook_in_a_real_terminal(shell: str, tmp_path: Path, short_dir: Path
     _write_rc(shell, tmp_path, env, prompt=True)
     argv = _interactive_argv(shell, exe, tmp_path / "bashrc")
 
-    with terminal(short_dir / "tmux.sock") as term:
+    with terminal() as term:
         term.start(argv, cwd=mine / "src", env=env)
-        session = Session(term)
+        session = ShellSession(term)
         assert session.started() == []  # in sync: nothing to say
         assert session.run("echo one") == (["one"], 0)
 
@@ -394,10 +348,10 @@ def test_the_hook_in_a_real_terminal(shell: str, tmp_path: Path, short_dir: Path
         assert session.run(f"cd {fresh}") == ([], 0)
         term.type_line("exit")
 
-    with terminal(short_dir / "tmux2.sock") as term:
+    with terminal() as term:
         # a new shell, started in the stale repository, says it before its first prompt
         term.start(argv, cwd=mine, env=env)
-        session = Session(term)
+        session = ShellSession(term)
         assert session.started() == [edited]
         assert session.run("echo six") == (["six"], 0)
         term.type_line("exit")

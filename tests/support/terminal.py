@@ -8,8 +8,10 @@ CI installs tmux (.ci/test); elsewhere a test without it is skipped.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+PROMPT = re.compile(r"^@@(\d+) ?(.*)$")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # generous: the assertions are about what shows, not when
 WAIT = 60.0
@@ -78,12 +81,52 @@ class Terminal:
         self.tmux("kill-server", check=False)
 
 
+class ShellSession:
+    """An interactive shell in a terminal whose prompt is `@@<last exit status> ` (bash:
+    PS1='@@$? ', zsh: PS1='@@%? ', fish: a fish_prompt printing '@@$status ')."""
+
+    def __init__(self, term: Terminal) -> None:
+        self.term = term
+        self.seen = 0  # prompts already read
+
+    def prompts(self, screen: str) -> list[int]:
+        return [i for i, line in enumerate(screen.splitlines()) if PROMPT.match(line)]
+
+    def started(self) -> list[str]:
+        """What the shell printed before its first prompt."""
+        screen = self.term.wait_for(lambda s: bool(self.prompts(s)), "a first prompt")
+        self.seen = 1
+        return [ln for ln in screen.splitlines()[: self.prompts(screen)[0]] if ln.strip()]
+
+    def run(self, command: str) -> tuple[list[str], int]:
+        """Type `command`; what it and the prompt hook printed before the next prompt, and
+        the exit status that prompt shows."""
+        self.term.type_line(command)
+        want = self.seen + 1
+        screen = self.term.wait_for(
+            lambda s: len(self.prompts(s)) >= want and s.splitlines()[-1].startswith("@@"),
+            f"the prompt after {command!r}")
+        lines = screen.splitlines()
+        at = self.prompts(screen)
+        start, end = at[want - 2], at[want - 1]
+        self.seen = want
+        typed, shown = PROMPT.match(lines[start]), PROMPT.match(lines[end])
+        assert typed is not None and shown is not None
+        # (fish may leave its autosuggestion's tail on the line it ran)
+        assert typed.group(2).startswith(command), lines[start]
+        return [ln for ln in lines[start + 1:end] if ln.strip()], int(shown.group(1))
+
+
 @contextmanager
-def terminal(socket: Path) -> Iterator[Terminal]:
-    """A Terminal whose tmux server is killed (with what runs in it) when the block ends."""
+def terminal() -> Iterator[Terminal]:
+    """A Terminal of its own, whose tmux server is killed (with what runs in it) when the
+    block ends. Its socket lives in a short directory of its own under /tmp: unix socket
+    paths are limited to ~107 bytes, more than a pytest tmp_path may leave."""
     need_tmux()
-    term = Terminal(socket)
+    where = Path(tempfile.mkdtemp(prefix="dst-", dir="/tmp"))
+    term = Terminal(where / "tmux.sock")
     try:
         yield term
     finally:
         term.kill()
+        shutil.rmtree(where, ignore_errors=True)
