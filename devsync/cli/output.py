@@ -75,12 +75,18 @@ def print_status(project: Project, git: GitRepo, statuses: list[ImageStatus],
     if engine_problem:
         print(style(f"engine: {clean(engine_problem)}", "31"), file=stream)
     headers = ["IMAGE", "STATE", "LOCAL", "DEPLOYED", "WHY", "NEXT"]
+    compose = any(s.services for s in statuses)
+    if compose:  # which Docker Compose services each image serves
+        headers.insert(1, "SERVICES")
     rows = []
     for s in statuses:
         local = s.tag if s.local_id else "-"
         verdict = s.verdict
-        rows.append([s.name, verdict.state, clean(local), clean(s.deployed or "-"),
-                     clean(verdict.cause), clean(verdict.action or "-")])
+        row = [s.name, verdict.state, clean(local), clean(s.deployed or "-"),
+               clean(verdict.cause), clean(verdict.action or "-")]
+        if compose:
+            row.insert(1, clean(",".join(s.services)) or "-")
+        rows.append(row)
     lines = _table(rows, headers)
     print(style(lines[0], "1"), file=stream)
     for s, line in zip(statuses, lines[1:], strict=True):

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SYSTEM_PACKAGES = ("docker.io", "docker-registry", "busybox-static", "iproute2")
+# Debian's docker-compose 1.29.2: the Compose tests run the real tool against the engine
+COMPOSE_PACKAGE = "docker-compose"
 
 
 class SandboxUnavailable(RuntimeError):
@@ -404,6 +406,40 @@ def docker_cli(engine: PrivateEngine, *args: str, check: bool = True,
     )
     if check and proc.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def compose_cli() -> str:
+    """The path of Debian's `docker-compose`, installed first when missing (root and apt)."""
+    exe = shutil.which("docker-compose")
+    if exe is not None:
+        return exe
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SandboxUnavailable(f"docker-compose is not installed; install as root: "
+                                 f"apt-get install -y {COMPOSE_PACKAGE}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True)
+    proc = subprocess.run(["apt-get", "install", "-y", "-q", COMPOSE_PACKAGE], env=env,
+                          capture_output=True, text=True)
+    exe = shutil.which("docker-compose")
+    if proc.returncode != 0 or exe is None:
+        raise SandboxUnavailable(f"apt-get install {COMPOSE_PACKAGE} failed:\n"
+                                 f"{proc.stdout[-2000:]}{proc.stderr}")
+    return exe
+
+
+def docker_compose(engine: PrivateEngine, *args: str, cwd: Path, check: bool = True,
+                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `docker-compose` (1.x) against `engine` in the project at `cwd`."""
+    full = engine.env()
+    full.pop("COMPOSE_PROJECT_NAME", None)
+    full.pop("COMPOSE_FILE", None)
+    full.update(env or {})
+    proc = subprocess.run([compose_cli(), *args], env=full, cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"docker-compose {' '.join(args)} failed:\n{proc.stdout}\n"
+                           f"{proc.stderr}")
     return proc
 
 

@@ -11,6 +11,8 @@ unknown keys only produce warnings, so a newer file still loads in an older devs
     base_drift_threshold = 0.5           # warn when app layers exceed this fraction of the base
     layer_warning = 100                  # warn when an image's layer count reaches this
     docker_cli = "/usr/bin/docker"       # the docker CLI for BuildKit builds that need one
+    compose_files = ["docker-compose.yml"]  # the Compose files to read ([]: none); default:
+                                         # the ones Compose itself reads (see model.compose)
 
     [images.NAME]                        # NAME: [a-z0-9][a-z0-9._-]*
     dockerfile = "Dockerfile"            # relative to the repository root
@@ -20,6 +22,8 @@ unknown keys only produce warnings, so a newer file still loads in an older devs
     role = "app"                         # "app" or "base"
     target = "prod"                      # build stage
     build_args = { PHP_VERSION = "8.3" }
+    compose_services = ["web"]           # the Compose services this image serves ([]: none);
+                                         # default: those that build its Dockerfile
 """
 
 from __future__ import annotations
@@ -53,8 +57,9 @@ _HOST_PORT = re.compile(rf"(?P<host>{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa
                         r"(?::(?P<port>[0-9]{1,5}))?")
 _ROLES = ROLES
 _SETTINGS = ("registry_check_minutes", "insecure_registries", "base_drift_threshold",
-             "layer_warning", "docker_cli")
-_IMAGE_KEYS = ("dockerfile", "context", "tag", "deployed", "role", "target", "build_args")
+             "layer_warning", "docker_cli", "compose_files")
+_IMAGE_KEYS = ("dockerfile", "context", "tag", "deployed", "role", "target", "build_args",
+               "compose_services")
 
 
 @dataclass
@@ -69,6 +74,7 @@ class ImageConfig:
     role: str | None = None
     target: str | None = None
     build_args: dict[str, str] = field(default_factory=dict)
+    compose_services: list[str] | None = None
 
 
 @dataclass
@@ -80,6 +86,7 @@ class DevsyncConfig:
     # the docker CLI BuildKit builds go through (a name on PATH or a path; "none": never);
     # None: the first on PATH that can (DEVSYNC_DOCKER_CLI wins over both)
     docker_cli: str | None = None
+    compose_files: list[str] | None = None  # None: the files Compose itself would read
     images: dict[str, ImageConfig] = field(default_factory=dict)
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
@@ -177,6 +184,9 @@ class _Loader:
                                     f"{OVERLAY2_MAX_LAYERS} layers: builds fail before it warns")
             elif key == "docker_cli":
                 config.docker_cli = self.string(value, path)
+            elif key == "compose_files":
+                config.compose_files = [self.relative_path(item, path)
+                                        for item in self.string_list(value, path)]
             else:
                 self.unknown(path, _SETTINGS)
 
@@ -203,6 +213,8 @@ class _Loader:
                 image.target = self.string(value, path)
             elif key == "build_args":
                 image.build_args = self.build_args(value, path)
+            elif key == "compose_services":
+                image.compose_services = self.string_list(value, path)
             else:
                 self.unknown(path, _IMAGE_KEYS)
         self.config.images[name] = image
@@ -230,6 +242,15 @@ class _Loader:
         if not math.isfinite(value) or value <= 0:
             raise self.fail(path, f"expected a number greater than 0, got {value}")
         return float(value)
+
+    def string_list(self, value: object, path: tuple[str, ...]) -> list[str]:
+        if not isinstance(value, list):
+            raise self.fail(path, f"expected an array of strings, got {_describe(value)}")
+        for item in value:
+            if not isinstance(item, str) or not item.strip():
+                got = "an empty string" if isinstance(item, str) else _describe(item)
+                raise self.fail(path, f"expected an array of strings, got {got} in it")
+        return list(value)
 
     def registries(self, value: object, path: tuple[str, ...]) -> list[str]:
         if not isinstance(value, list):

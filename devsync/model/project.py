@@ -1,6 +1,12 @@
 """The project model: which images a repository builds, from which Dockerfiles, and where the
 deployed ones live. Zero configuration for the common layouts; `.devsync.toml` overrides.
 
+Docker Compose: the services of the repository's Compose files that `build:` are served by
+these images (`model.compose`): an image whose Dockerfile a service builds takes the service's
+context, args, target and `cache_from`, and is also tagged with the name Compose runs it by;
+a service whose build no image covers gets an image of its own. In `.devsync.toml` the keys
+set there win, and `compose_services` says which services an image serves.
+
 Common layout: `Dockerfile` starts `FROM REPO:base-<version>` (`base-1.2.0`, `base-1.1`,
 `base-2024.05`: any `base-` tag, see `versions`); `Dockerfile.base` (or another Dockerfile,
 e.g. `build/Dockerfile`) builds that base. The deployed app image is the highest
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devsync.errors import ConfigError, DockerfileError, NotARepoError
+from devsync.model.compose import ComposeBuild, ComposeProject, load_compose
 from devsync.model.config import DevsyncConfig, load_config
 from devsync.model.dockerfiles import Dockerfile, parse_file
 from devsync.model.shellwords import Lexer
@@ -37,6 +44,9 @@ class ImageSpec:
     target: str | None = None
     build_args: dict[str, str] = field(default_factory=dict)
     base_ref: str | None = None  # app images: the expanded FROM of the final stage
+    cache_from: list[str] = field(default_factory=list)  # more cache sources (Compose's)
+    compose_services: list[str] = field(default_factory=list)  # the Compose services served
+    compose_tags: list[str] = field(default_factory=list)  # the names Compose runs it by
 
     def rel_dockerfile(self, root: Path) -> str:
         return _rel(self.dockerfile, root)
@@ -65,10 +75,20 @@ class Project:
     config: DevsyncConfig
     images: list[ImageSpec]
     dockerfiles: dict[Path, Dockerfile] = field(default_factory=dict)
+    compose: ComposeProject | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the user should hear but that stops nothing (config and Compose files)."""
+        return [*self.config.warnings, *(self.compose.warnings if self.compose else [])]
 
     def image(self, name: str) -> ImageSpec:
+        """The image named `name`, else the one serving the Compose service `name`."""
         for img in self.images:
             if img.name == name:
+                return img
+        for img in self.images:
+            if name in img.compose_services:
                 return img
         known = ", ".join(i.name for i in self.images) or "none"
         raise ConfigError(f"no image named {name!r} in this project (images: {known})")
@@ -110,10 +130,15 @@ def load_project(start: Path) -> Project:
     root = find_repo_root(start)
     config = load_config(root)
     project = Project(root=root, config=config, images=[])
+    if config.compose_files != []:
+        project.compose = load_compose(root, config.compose_files)
+    builds = project.compose.builds if project.compose else []
     if config.images:
         project.images = _configured_images(project)
+        _serve_configured(project, builds)
     else:
-        project.images = _discover_images(project)
+        project.images = _discover_images(project, [b.dockerfile for b in builds])
+        _serve_discovered(project, builds)
     return project
 
 
@@ -241,9 +266,11 @@ def _default_context(root: Path, dockerfile: Path) -> str:
     return "."
 
 
-def _discover_images(project: Project) -> list[ImageSpec]:
+def _discover_images(project: Project, also: list[Path]) -> list[ImageSpec]:
+    """`also`: Dockerfiles found elsewhere (Compose's) that the walk may not reach."""
     root = project.root
     candidates = _walk_dockerfiles(root)
+    candidates += [p for p in dict.fromkeys(also) if p not in candidates]
     if not candidates:
         raise ConfigError(f"no Dockerfile found in {root}",
                           hint="add a Dockerfile, or describe your images in .devsync.toml")
@@ -308,3 +335,107 @@ def _pick_base_dockerfile(others: list[Path], used: set[Path]) -> Path | None:
     if named:
         return named[0]
     return free[0] if len(free) == 1 else None
+
+
+# -- Docker Compose ---------------------------------------------------------------------------
+
+
+def _serve_discovered(project: Project, builds: list[ComposeBuild]) -> None:
+    """Each Compose build is served by the image of its Dockerfile when that image builds it
+    the same way (or has no service yet, and takes its way); else by a new image."""
+    for build in builds:
+        same_file = [s for s in project.images if s.dockerfile == build.dockerfile]
+        spec = next((s for s in same_file if s.compose_services and _builds(s, build)), None)
+        if spec is None:
+            spec = next((s for s in same_file if not s.compose_services), None)
+            if spec is not None:
+                _adopt(project, spec, build, keep=set())
+            else:
+                spec = _new_compose_image(project, build, same_file[0] if same_file else None)
+                project.images.append(spec)
+        _serve(project, spec, build)
+
+
+def _serve_configured(project: Project, builds: list[ComposeBuild]) -> None:
+    """Configured images serve the services `compose_services` names, else those that build
+    their Dockerfile the way the first of them does; keys set in .devsync.toml win."""
+    config = project.config
+    by_service = {b.service: b for b in builds}
+    served: set[str] = set()
+    for spec in project.images:
+        ic = config.images[spec.name]
+        keep = {k for k in ("context", "target") if getattr(ic, k) is not None}
+        if ic.compose_services is not None:
+            for service in ic.compose_services:
+                build = by_service.get(service)
+                if build is None:
+                    known = ", ".join(by_service) or "none"
+                    raise config.error(f"images.{spec.name}.compose_services",
+                                       f"no Compose service {service!r} builds an image "
+                                       f"(services that build: {known})")
+                if not spec.compose_services:
+                    _adopt(project, spec, build, keep=keep, args=ic.build_args)
+                _serve(project, spec, build)
+                served.add(service)
+            continue
+        for build in builds:
+            if build.service in served or build.dockerfile != spec.dockerfile:
+                continue
+            if ("context" in keep and build.context != spec.context) or \
+                    ("target" in keep and build.target != spec.target):
+                continue
+            first = next((b for b in builds if b.service in spec.compose_services), None)
+            if first is not None and not first.same_build(build):
+                continue
+            if first is None:
+                _adopt(project, spec, build, keep=keep, args=ic.build_args)
+            _serve(project, spec, build)
+            served.add(build.service)
+
+
+def _builds(spec: ImageSpec, build: ComposeBuild) -> bool:
+    return (spec.context, spec.build_args, spec.target) == (build.context, build.args,
+                                                             build.target)
+
+
+def _adopt(project: Project, spec: ImageSpec, build: ComposeBuild, *, keep: set[str],
+           args: dict[str, str] | None = None) -> None:
+    """`spec` builds the way Compose builds `build`, but for the fields in `keep` (and the
+    build args in `args`), which .devsync.toml sets."""
+    if "context" not in keep:
+        spec.context = build.context
+    if "target" not in keep:
+        spec.target = build.target
+    spec.build_args = {**build.args, **(args or {})}
+    spec.cache_from = list(build.cache_from)
+    if spec.role == ROLE_APP:
+        spec.base_ref = final_base(project.dockerfile(spec), spec.build_args, spec.target)
+
+
+def _serve(project: Project, spec: ImageSpec, build: ComposeBuild) -> None:
+    assert project.compose is not None
+    spec.compose_services.append(build.service)
+    for name in project.compose.image_names(build):
+        if name != spec.tag and name not in spec.compose_tags:
+            spec.compose_tags.append(name)
+
+
+def _new_compose_image(project: Project, build: ComposeBuild,
+                       sibling: ImageSpec | None) -> ImageSpec:
+    """An image for a Compose build no image covers: named after its service; beside an
+    image of the same Dockerfile (another target, other args) it keeps that one's deployed
+    repository when it builds the same target."""
+    taken = {s.name for s in project.images}
+    name = re.sub(r"[^a-z0-9._-]+", "-", build.service.lower()).strip("-.") or "app"
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}-{n}", n + 1
+    repo = sibling.deployed_repository if sibling is not None else None
+    deployed = sibling.deployed if sibling is not None and sibling.target == build.target \
+        else None
+    spec = ImageSpec(name=candidate, role=ROLE_APP, dockerfile=build.dockerfile,
+                     context=build.context,
+                     tag=f"{repo}:dev-{candidate}" if repo else f"devsync/{candidate}:dev",
+                     deployed=deployed)
+    _adopt(project, spec, build, keep=set())
+    return spec

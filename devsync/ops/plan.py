@@ -169,6 +169,12 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     if local is not None and spec.role != ROLE_BASE:
         sources.append(local)
         cache_from.append(spec.tag)
+    # Compose's cache_from: the classic builder looks cache sources up locally only
+    for ref in spec.cache_from:
+        extra = resolver.local(ref) if ref not in cache_from else None
+        if extra is not None:
+            sources.append(extra)
+            cache_from.append(ref)
 
     def lookup(ref: str) -> ImageInfo | None:
         return resolver.base(ref)

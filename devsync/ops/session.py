@@ -29,7 +29,7 @@ class Session:
         from devsync.model.project import load_project
 
         self.project: Project = load_project(start)
-        self.warnings: list[str] = list(self.project.config.warnings)
+        self.warnings: list[str] = list(self.project.warnings)
         self.warnings.extend(problems(self.project.root))
         self._git: GitRepo | None = None
         self.engine: Engine | None = None

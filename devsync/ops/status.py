@@ -64,6 +64,8 @@ class ImageStatus:
     # for a base: what a sync does about it: "pull" the registry's (it is what this checkout
     # builds), "build" it here (neither the local nor the registry's is), or "" (nothing)
     next_sync: str = ""
+    services: list[str] = field(default_factory=list)  # the Docker Compose services it serves
+    compose_tags: list[str] = field(default_factory=list)  # the names Compose runs it by
 
     @property
     def state(self) -> str:
@@ -91,6 +93,7 @@ class ImageStatus:
             "deployed": self.deployed, "deployed_digest": self.deployed_digest,
             "dockerfile": self.dockerfile, "commits": self.commits,
             "uncommitted": self.uncommitted, "untracked": self.untracked,
+            "services": self.services, "compose_tags": self.compose_tags,
         }
 
 
@@ -126,7 +129,9 @@ def image_status(project: Project, spec: ImageSpec, resolver: Resolver,
                  git: GitRepo | None, *, record: SyncRecord | None = None,
                  engine_problem: str | None = None) -> ImageStatus:
     status = ImageStatus(name=spec.name, role=spec.role, tag=spec.tag,
-                         dockerfile=spec.rel_dockerfile(project.root))
+                         dockerfile=spec.rel_dockerfile(project.root),
+                         services=list(spec.compose_services),
+                         compose_tags=list(spec.compose_tags))
     if resolver.engine is None:
         # without the engine nothing says what is here: never "missing"
         status.watched = watched_inputs(project, spec)

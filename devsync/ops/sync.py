@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING
 
@@ -185,10 +185,40 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
     if mismatches:
         yield Warning_(spec.name, "the engine's cache decisions differed from the plan at "
                        f"step(s) {', '.join(str(i + 1) for i in mismatches)}")
+    tagged = yield from _tag_for_compose(engine, spec, built.image_id)
     # (the engine's own count includes the LABEL steps it adds for the OCI labels)
+    details: dict[str, object] = {"image_id": built.image_id, "tag": spec.tag,
+                                  "deployed": plan.deployed}
+    if tagged:
+        details["compose_tags"] = tagged
     yield Done(ok=True, summary=f"{spec.tag}: {reused}/{dockerfile_steps} Dockerfile steps "
-               "reused", details={"image_id": built.image_id, "tag": spec.tag,
-                                  "deployed": plan.deployed})
+               f"reused{_compose_summary(spec, tagged)}", details=details)
+
+
+def _tag_for_compose(engine: Engine, spec: ImageSpec,
+                     image_id: str | None) -> Generator[Event, None, list[str]]:
+    """Tag the image with the names Docker Compose runs its services by, so that `docker
+    compose up` runs it instead of building its own; those names only (moved here if Compose
+    had built them), nothing else of the user's is touched. A name that cannot be tagged is a
+    warning: the image itself is built and tagged."""
+    tagged: list[str] = []
+    if image_id is None:
+        return tagged
+    for ref in spec.compose_tags:
+        try:
+            engine.tag(image_id, ref)
+        except DevsyncError as exc:
+            yield Warning_(spec.name, f"cannot tag {ref} for docker compose: {exc.message}")
+            continue
+        tagged.append(ref)
+    return tagged
+
+
+def _compose_summary(spec: ImageSpec, tagged: list[str]) -> str:
+    if not tagged:
+        return ""
+    return f"; docker compose runs it for {', '.join(spec.compose_services)} as " \
+        f"{', '.join(tagged)}"
 
 
 def _sync_base(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: Engine,
@@ -216,16 +246,23 @@ def _sync_base(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: En
         if built is None:
             raise DevsyncError(f"the build of {spec.name} ended without an image")
         resolver.forget_local()  # (the apps' plans build on this one now)
+        tagged = yield from _tag_for_compose(engine, spec, built.image_id)
+        details: dict[str, object] = {"image_id": built.image_id, "tag": spec.tag}
+        if tagged:
+            details["compose_tags"] = tagged
         yield Done(ok=True, summary=f"{spec.tag} built here from "
-                   f"{spec.rel_dockerfile(project.root)}",
-                   details={"image_id": built.image_id, "tag": spec.tag})
+                   f"{spec.rel_dockerfile(project.root)}{_compose_summary(spec, tagged)}",
+                   details=details)
         return
     yield PhaseStarted(spec.name, "pull", spec.tag)
     if how == "pull" and engine.has_image(spec.tag):
         yield from engine.pull(spec.tag, cancel=cancel)  # (the local one differs)
     else:
         yield from pull_missing(engine, [spec.tag], cancel)
-    yield Done(ok=True, summary=f"{spec.tag} is local")
+    local = engine.image(spec.tag) if spec.compose_tags else None
+    tagged = yield from _tag_for_compose(engine, spec, local.id if local else None)
+    yield Done(ok=True, summary=f"{spec.tag} is local{_compose_summary(spec, tagged)}",
+               details={"compose_tags": tagged} if tagged else {})
 
 
 def _external_bases(project: Project, spec: ImageSpec, plan: ImagePlan) -> list[str]:

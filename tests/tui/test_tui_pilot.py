@@ -75,6 +75,19 @@ async def test_dashboard_shows_repo_images_and_the_stale_plan() -> None:
         assert "9b1e77d  Ben Okafor  require guzzle 7.9" in detail
 
 
+async def test_images_table_names_the_compose_services_an_image_serves() -> None:
+    snapshot = stale_snapshot()
+    snapshot = dataclasses.replace(snapshot, statuses=[
+        dataclasses.replace(s, services=["web", "queue"]) if s.name == "app" else s
+        for s in snapshot.statuses])
+    app = app_for(FakeServices(current=snapshot), watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, app)
+        table = app.screen.query_one(ImagesTable)
+        assert cells(table, "image") == ["base", "app (web,qu…", "worker"]
+        assert table.selected == "app"
+
+
 async def test_selecting_an_image_shows_its_plan_and_reasons() -> None:
     app = app_for(FakeServices(), watch=False)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -31,6 +31,11 @@ def local_text(status: ImageStatus) -> str:
     return "built"
 
 
+def image_text(status: ImageStatus) -> str:
+    """The image's name, and the Docker Compose services it serves: `app (web)`."""
+    return f"{status.name} ({','.join(status.services)})" if status.services else status.name
+
+
 def deployed_text(status: ImageStatus) -> str:
     if not status.deployed:
         return "—"
@@ -82,7 +87,7 @@ class ImagesTable(DataTable[Text]):
         self._add_columns(why_width)
         for s in self._statuses:
             self.add_row(
-                cell(short(s.name, _FIXED["image"])),
+                cell(short(image_text(s), _FIXED["image"])),
                 Text(badge_label(s.state), style=badge_style(self.app, s.state)),
                 Text(local_text(s), style=style(self.app, "muted") if not s.local_id else ""),
                 cell(short(deployed_text(s), _FIXED["deployed"])),
