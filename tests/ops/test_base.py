@@ -233,3 +233,33 @@ def test_bump_to_with_the_registry_down_says_how_to_bump_offline(tmp_path: Path)
     out = devsync(root, "base", "bump", state=tmp_path / "state")
     assert out.returncode == 8, out.stderr
     assert (root / "Dockerfile").read_text().startswith("FROM 127.0.0.1:9/yii2:base-1.0\n")
+
+
+def test_yii2_base_1_1_bump_sync_and_next_base(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path: Path) -> None:
+    """yii2-dockerized's own scheme: CI pushes base-1.1; bump, sync on it, build base-1.2."""
+    from tests.support.yii2 import make_yii2_repo
+
+    yii = make_yii2_repo(tmp_path, engine, registry, busybox_image, name="yii2-bump")
+    state = tmp_path / "state"
+    yii.write("build/composer.json", '{"require": {"yiisoft/yii2": "~2.0.40"}}\n')
+    yii.commit("Yii 2.0.40")
+    yii.ci_build_base("1.1")
+    df = yii.path / "Dockerfile"
+    before = df.read_bytes()
+    out = devsync(yii.path, "base", "bump", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Dockerfile: base-1.0 -> base-1.1\n")
+    assert df.read_bytes() == before.replace(b":base-1.0\n", b":base-1.1\n")
+    yii.commit("Bump the base to 1.1")
+    out = devsync(yii.path, "sync", "--yes", engine=engine, state=state)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = devsync(yii.path, "status", "--json", engine=engine, state=state)
+    images = {i["name"]: i for i in json.loads(out.stdout)["images"]}
+    assert images["base"]["tag"] == f"{yii.repo}:base-1.1"
+    assert images["app"]["state"] == "in-sync", images["app"]
+    out = devsync(yii.path, "base", "build", engine=engine, state=state)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{yii.repo}:base-1.2: " in out.stdout
+    yii.docker("image", "inspect", f"{yii.repo}:base-1.2")

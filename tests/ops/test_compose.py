@@ -16,6 +16,7 @@ import pytest
 from devsync.devtools import sandbox
 from tests.support.cli import devsync
 from tests.support.teamrepo import TeamRepo, make_team_repo
+from tests.support.yii2 import Yii2Repo, make_yii2_repo
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -50,11 +51,12 @@ def _team(tmp_path: Path, engine: sandbox.PrivateEngine, registry: sandbox.Priva
     return team
 
 
-def _image_id(team: TeamRepo, ref: str) -> str:
+def _image_id(team: TeamRepo | Yii2Repo, ref: str) -> str:
     return team.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
 
 
-def _up_runs(team: TeamRepo, service: str, env: dict[str, str] | None = None) -> str:
+def _up_runs(team: TeamRepo | Yii2Repo, service: str,
+             env: dict[str, str] | None = None) -> str:
     """`docker-compose up --no-build SERVICE`: the image its container ran (and remove it)."""
     up = sandbox.docker_compose(team.engine, "up", "--no-build", "--no-deps", service,
                                 cwd=team.path, env=env, check=False)
@@ -64,6 +66,45 @@ def _up_runs(team: TeamRepo, service: str, env: dict[str, str] | None = None) ->
     image = team.docker("inspect", "--format", "{{.Image}}", container).stdout.strip()
     sandbox.docker_compose(team.engine, "rm", "-f", "-s", service, cwd=team.path, env=env)
     return image
+
+
+# yii2-dockerized's web service, runnable on the private engine: no ports (it has no bridge)
+# and a command the stand-in base has (it has no s6 /init)
+YII2_RUNNABLE = """version: '2'
+services:
+  web:
+    build: ./
+    network_mode: none
+    entrypoint: ["cat", "/etc/s6/version"]
+"""
+
+
+def test_yii2_web_runs_the_synced_image_with_the_deployed_layers(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path: Path, compose_cli: str) -> None:
+    yii = make_yii2_repo(tmp_path, engine, registry, busybox_image, name="yii2-dockerized")
+    state = tmp_path / "state"
+    # zero config, on the project's own docker-compose.yml (`web: build: ./`)
+    out = devsync(yii.path, "status", "--json", engine=engine, state=state)
+    assert out.returncode == 0, out.stderr
+    images = {i["name"]: i for i in json.loads(out.stdout)["images"]}
+    assert images["app"]["services"] == ["web"]
+    assert images["app"]["compose_tags"] == ["yii2-dockerized-web", "yii2-dockerized_web"]
+    assert images["base"]["services"] == []  # build/docker-compose.yml is not the project's
+
+    yii.write("docker-compose.yml", YII2_RUNNABLE)
+    yii.commit("Run web on this machine")
+    yii.forget_local_images()
+    out = devsync(yii.path, "sync", "--yes", engine=engine, state=state)
+    assert out.returncode == 0, out.stdout + out.stderr
+    synced = _image_id(yii, f"{yii.repo}:dev")
+    assert _up_runs(yii, "web") == synced
+    # what Compose runs carries the deployed image's layers, not a build of its own
+    layers = json.loads(yii.docker("image", "inspect", "--format", "{{json .RootFS.Layers}}",
+                                   "yii2-dockerized_web").stdout)
+    deployed = json.loads(yii.docker("image", "inspect", "--format",
+                                     "{{json .RootFS.Layers}}", yii.deployed[-1]).stdout)
+    assert layers[:len(deployed) - 2] == deployed[:-2]  # all but COPY . and the RUN after it
 
 
 def test_compose_up_no_build_runs_the_synced_image(
