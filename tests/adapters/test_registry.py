@@ -597,3 +597,56 @@ def test_bearer_credentials_from_docker_config(
                                                                 PASSWORD)))
     monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
     assert RegistryClient(reg.host).head_digest("team/app", "1") is not None
+
+
+# --------------------------------------------------------------------------- writing a cache
+
+CACHE_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def _write_cache(client: RegistryClient, repo: str, tag: str) -> tuple[str, str, bytes]:
+    """What `devsync publish --registry-cache` writes: a config blob, an index naming it."""
+    config = json.dumps({"layers": [], "records": [{"digest": "sha256:" + "0" * 64}]}).encode()
+    config_digest = client.put_blob(repo, config)
+    index = json.dumps({"schemaVersion": 2, "mediaType": CACHE_INDEX, "manifests": [
+        {"mediaType": "application/vnd.buildkit.cacheconfig.v0", "digest": config_digest,
+         "size": len(config)}]}).encode()
+    return config_digest, client.put_manifest(repo, tag, index, CACHE_INDEX), config
+
+
+def test_put_blob_and_manifest_read_back(pushed: Pushed) -> None:
+    client = RegistryClient(pushed.registry.host)
+    config_digest, digest, config = _write_cache(client, REPO, "buildcache")
+    assert config_digest == "sha256:" + hashlib.sha256(config).hexdigest()
+    assert client.blob(REPO, config_digest) == config
+    assert client.head_digest(REPO, "buildcache") == digest
+    # a blob already there is not sent again
+    assert client.put_blob(REPO, config) == config_digest
+    with pytest.raises(RegistryNotFound):
+        client.blob(REPO, "sha256:" + "1" * 64)
+
+
+def test_put_with_basic_auth_from_docker_config(
+    basic_registry: sandbox.PrivateRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(write_docker_config(
+        tmp_path / "cfg", basic_registry.host, USER, PASSWORD)))
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
+    client = RegistryClient(basic_registry.host)
+    config_digest, digest, config = _write_cache(client, "private/app", "buildcache")
+    assert client.blob("private/app", config_digest) == config
+    assert client.head_digest("private/app", "buildcache") == digest
+    anonymous = RegistryClient(basic_registry.host, credentials=None)
+    with pytest.raises(RegistryAuthError, match="requires a login"):
+        anonymous.put_blob("private/app", b"{}")
+
+
+def test_put_asks_the_token_service_for_push(
+    token_registry: tuple[sandbox.PrivateRegistry, TokenServer]
+) -> None:
+    reg, tokens = token_registry
+    client = RegistryClient(reg.host, credentials=Credentials(USER, PASSWORD))
+    tokens.requests.clear()
+    _config_digest, digest, _ = _write_cache(client, "team/app", "buildcache")
+    assert client.head_digest("team/app", "buildcache") == digest
+    assert (USER, ["repository:team/app:pull,push"]) in tokens.requests

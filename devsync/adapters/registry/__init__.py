@@ -2,7 +2,9 @@
 
 devsync reads what is deployed without pulling it: tags, manifests (resolving multi-platform
 indexes to the local machine's platform), and the image config blob whose `history` and
-`rootfs.diff_ids` decide the classic builder's cache. It never pushes.
+`rootfs.diff_ids` decide the classic builder's cache. Images are pushed through the engine;
+the one thing written here is what the engine cannot push: a BuildKit registry cache (its
+config blob and its index, `put_blob` / `put_manifest`, for `devsync publish`).
 
 `RegistryClient` is the surface; its parts live in private modules:
   _transport  urllib openers, TLS, the loopback/insecure fallback to plain HTTP (as dockerd
@@ -35,6 +37,7 @@ from devsync.adapters.registry._auth import (
     fetch_token,
     parse_challenge,
     pull_scope,
+    push_scope,
 )
 from devsync.adapters.registry._manifests import (
     ACCEPT_MANIFESTS,
@@ -268,6 +271,63 @@ class RegistryClient:
         man = self.manifest(repository, reference, platform)
         return ImageConfigInfo(manifest=man, config=self.config(repository, man))
 
+    def blob(self, repository: str, digest: str) -> bytes:
+        """A blob (a config, a cache config...), sha256-checked."""
+        repository = self._repo(repository)
+        if not DIGEST_RE.match(digest):
+            raise RegistryError(f"invalid blob digest {digest!r}")
+        resp = self._request("GET", f"/v2/{repository}/blobs/{digest}",
+                             scope=pull_scope(repository), accept="*/*")
+        if resp.status == 404:
+            raise RegistryNotFound(f"blob {digest} of {self.host}/{repository} not found in "
+                                   f"the registry{error_detail(resp)}")
+        self._raise_for_status(resp, f"fetching blob {digest[:19]} of {repository}")
+        if not digest_matches(digest, resp.body):
+            raise RegistryError(f"registry {self.host} sent a blob for {repository} whose "
+                                f"content does not match its digest {digest}")
+        return resp.body
+
+    # ----------------------------------------------------------------- writes
+
+    def put_blob(self, repository: str, data: bytes) -> str:
+        """Upload `data` as a blob of `repository` (unless it is there already); its digest.
+
+        One monolithic upload (POST, then PUT with the digest): what devsync writes is small
+        JSON, never a layer."""
+        repository = self._repo(repository)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        scope = push_scope(repository)
+        head = self._request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope,
+                             accept="*/*")
+        if head.status == 200:
+            return digest
+        start = self._request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope,
+                              accept="*/*", data=b"")
+        self._raise_for_status(start, f"starting an upload to {repository}")
+        location = start.header("Location")
+        if not location:
+            raise RegistryError(f"registry {self.host} started an upload to {repository} "
+                                "without saying where to send it")
+        if not location.startswith(("http://", "https://")):
+            location = self._base() + ("" if location.startswith("/") else "/") + location
+        sep = "&" if "?" in location else "?"
+        done = self._request("PUT", f"{location}{sep}digest={urllib.parse.quote(digest)}",
+                             scope=scope, accept="*/*", data=data,
+                             content_type="application/octet-stream")
+        self._raise_for_status(done, f"uploading blob {digest[:19]} to {repository}")
+        return digest
+
+    def put_manifest(self, repository: str, reference: str, body: bytes,
+                     media_type: str) -> str:
+        """Store `body` (a manifest or index of `media_type`) as `repository:reference`;
+        returns its digest."""
+        repository, reference = self._repo(repository), self._ref(reference)
+        resp = self._request("PUT", f"/v2/{repository}/manifests/{reference}",
+                             scope=push_scope(repository), accept="*/*", data=body,
+                             content_type=media_type)
+        self._raise_for_status(resp, f"storing {repository}:{reference}")
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
     # ----------------------------------------------------------------- manifests
 
     def _manifest_document(
@@ -339,14 +399,17 @@ class RegistryClient:
         assert failure is not None
         raise failure
 
-    def _request(self, method: str, path: str, *, scope: str, accept: str) -> Response:
+    def _request(self, method: str, path: str, *, scope: str, accept: str,
+                 data: bytes | None = None, content_type: str | None = None) -> Response:
         base = self._base()
         url = path if path.startswith(("http://", "https://")) else base + path
         headers = {"Accept": accept}
+        if content_type:
+            headers["Content-Type"] = content_type
         auth = self._auth_header(scope, refresh=False)
         if auth:
             headers["Authorization"] = auth
-        resp = self._send_mapped(method, url, headers)
+        resp = self._send_mapped(method, url, headers, data)
         if resp.status != 401:
             return resp
         # Once more with fresh auth: the token expired, the scope differs, or auth is new.
@@ -362,14 +425,15 @@ class RegistryClient:
         if retry_auth is None or (retry_auth == auth and self._challenge.scheme == "basic"):
             raise self._denied(scope)
         headers["Authorization"] = retry_auth
-        resp = self._send_mapped(method, url, headers)
+        resp = self._send_mapped(method, url, headers, data)
         if resp.status == 401:
             raise self._denied(scope)
         return resp
 
-    def _send_mapped(self, method: str, url: str, headers: dict[str, str]) -> Response:
+    def _send_mapped(self, method: str, url: str, headers: dict[str, str],
+                     data: bytes | None = None) -> Response:
         try:
-            return self._send(method, url, headers)
+            return self._send(method, url, headers, data)
         except Unreachable as exc:
             raise exc.as_error(self.host) from None
 

@@ -65,6 +65,10 @@ def pull_scope(repository: str) -> str:
     return f"repository:{repository}:pull"
 
 
+def push_scope(repository: str) -> str:
+    return f"repository:{repository}:pull,push"
+
+
 def fetch_token(send: Callable[[str, str, Mapping[str, str], bytes | None], Response],
                 params: dict[str, str], scope: str, creds: Credentials | None, *, host: str,
                 insecure: bool, needs_login: Callable[[], RegistryAuthError]) -> Token:
