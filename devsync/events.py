@@ -117,11 +117,19 @@ class Warning_(Event):
 
 @dataclass(frozen=True)
 class ImageBuilt(Event):
+    """A build's result. BuildKit builds also say what they fetched from registries as they
+    went (`fetched_layers`, `fetched_bytes`: the lazy pulls of the layers they reused, and
+    base layers) and which cache sources they could not import (`cache_import_errors`,
+    "REF: error"; BuildKit builds on without them, reusing nothing they had)."""
+
     image: str
     tag: str
     image_id: str
     steps_cached: int
     steps_total: int
+    fetched_layers: int = 0
+    fetched_bytes: int = 0
+    cache_import_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

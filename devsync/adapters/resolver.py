@@ -86,6 +86,7 @@ class Resolver:
             info.config, reference=ref, image_id=info.config_digest, origin="registry",
             digest=info.digest, size=info.total_size,
             layer_sizes=tuple(size for _d, size in info.manifest.layers),
+            layer_digests=tuple(digest for digest, _s in info.manifest.layers),
         )
         self._remote[ref] = image
         return image

@@ -43,6 +43,7 @@ class ImageInfo:
     size: int | None = None  # compressed (registry) or unpacked (local) bytes
     layer_sizes: tuple[int, ...] = ()
     digest: str | None = None  # manifest digest (registry) / repo digest (local)
+    layer_digests: tuple[str, ...] = ()  # the manifest's layer blobs (registry), base first
 
     @property
     def built_with_buildkit(self) -> bool:
@@ -55,7 +56,8 @@ class ImageInfo:
     @classmethod
     def from_config(cls, config: dict[str, Any], *, reference: str, image_id: str | None,
                     origin: str = "registry", digest: str | None = None,
-                    size: int | None = None, layer_sizes: tuple[int, ...] = ()) -> ImageInfo:
+                    size: int | None = None, layer_sizes: tuple[int, ...] = (),
+                    layer_digests: tuple[str, ...] = ()) -> ImageInfo:
         cfg = config.get("config") or {}
         history = tuple(
             HistoryEntry(
@@ -81,6 +83,7 @@ class ImageInfo:
             size=size,
             layer_sizes=layer_sizes,
             digest=digest,
+            layer_digests=layer_digests,
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING
 
@@ -68,34 +68,47 @@ class BuildInput:
     """The context tar and the labels of one build, made while the pulls still run.
 
     Writing the context (every file read) and asking git for the labels takes tens of
-    milliseconds that would otherwise sit between the end of the pull and the build.
+    milliseconds that would otherwise sit between the end of the pull and the build. A
+    BuildKit build takes the labels as an option (no step) and, through the docker CLI, no
+    tar at all (`tar` is None): the CLI reads the context itself.
     """
 
     def __init__(self, project: Project, spec: ImageSpec, plan: ImagePlan,
                  git: GitRepo | None, *, version: str | None = None,
-                 context: BuildContext | None = None, revision: str | None = None) -> None:
+                 context: BuildContext | None = None, revision: str | None = None,
+                 labels: Mapping[str, str] | None = None) -> None:
         """`context`: the one the plan just listed, when it is still current; else the
-        directory is scanned now. `revision`: HEAD as already read for this build."""
+        directory is scanned now. `revision`: HEAD as already read for this build.
+        `labels`: the ones to stamp, when already made."""
         from devsync.model.context import scan_context
         from devsync.model.labelstep import labelled_context_files
 
-        self.labels = oci_labels(project, spec, git, version=version, revision=revision)
+        self.labels = dict(labels) if labels is not None else oci_labels(
+            project, spec, git, version=version, revision=revision)
+        self.tar: IO[bytes] | None = None
+        buildkit = plan.builder == "buildkit"
+        self.dockerfile = _rel(spec)
+        self.labels_in_dockerfile = False
+        if buildkit and plan.transport == "session":
+            return
         context = context or scan_context(spec.context, _rel(spec))
-        # the labels as the last step of this build when the context can carry them unseen
-        labelled = labelled_context_files(context, project.dockerfile(spec),
-                                          target=spec.target, labels=self.labels)
+        # the labels as the last step of a classic build when the context can carry them
+        # unseen (BuildKit writes labels to the config without a step)
+        labelled = None if buildkit else labelled_context_files(
+            context, project.dockerfile(spec), target=spec.target, labels=self.labels)
         self.dockerfile, files = labelled or (context.dockerfile, {})
         self.labels_in_dockerfile = labelled is not None
-        self.tar: IO[bytes] = tempfile.TemporaryFile(prefix="devsync-context-")  # noqa: SIM115 - closed by close()
+        self.tar = tempfile.TemporaryFile(prefix="devsync-context-")  # noqa: SIM115 - closed by close()
         try:
-            context.write_tar(self.tar, plan.flavor, files=files)
+            context.write_tar(self.tar, plan.flavor, files=files, plain_first=buildkit)
             self.tar.seek(0)
         except BaseException:
             self.tar.close()
             raise
 
     def close(self) -> None:
-        self.tar.close()
+        if self.tar is not None:
+            self.tar.close()
 
     def __enter__(self) -> BuildInput:
         return self
@@ -106,21 +119,34 @@ class BuildInput:
 
 def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: Engine,
                 git: GitRepo | None, tag: str, version: str | None = None,
-                prepared: BuildInput | None = None,
+                prepared: BuildInput | None = None, resolver: Resolver | None = None,
+                target: str | None = None, build_args: Mapping[str, str] | None = None,
                 cancel: threading.Event | None = None) -> Iterator[Event]:
-    """Build `spec` as `plan` predicted (same context flavor, same cache sources), with the
-    OCI labels (`version` defaults to the tag's); `prepared` when made in advance."""
+    """Build `spec` as `plan` predicted (same builder, context flavor and cache sources),
+    with the OCI labels (`version` defaults to the tag's); `prepared` when made in advance.
+    `resolver` lets a BuildKit build size what it fetches and find the registries that need
+    a login; `target` and `build_args` (over the spec's) are for publishing a stage or an
+    inline cache (BuildKit)."""
     predicted = {i: (s.cached if s.certain else None)
                  for i, s in enumerate(_built_steps(plan))}
     with contextlib.ExitStack() as stack:
         if prepared is None:
             prepared = stack.enter_context(BuildInput(project, spec, plan, git,
                                                       version=version))
+        if plan.builder == "buildkit":
+            from devsync.ops.buildkit import build_with_buildkit
+
+            yield from build_with_buildkit(project, spec, plan, engine=engine,
+                                           resolver=resolver, tag=tag, labels=prepared.labels,
+                                           prepared=prepared, target=target,
+                                           build_args=build_args, cancel=cancel)
+            return
+        assert prepared.tar is not None
         for event in engine.build(
             prepared.tar, dockerfile=prepared.dockerfile, tag=tag, cache_from=plan.cache_from,
-            build_args=spec.build_args,
+            build_args={**spec.build_args, **(build_args or {})},
             labels=None if prepared.labels_in_dockerfile else prepared.labels,
-            target=spec.target,
+            target=target or spec.target,
             image_name=spec.name, cancel=cancel,
         ):
             if isinstance(event, StepFinished):
@@ -157,42 +183,54 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
         yield from _sync_base(project, spec, plan, engine=engine, resolver=resolver, git=git,
                               cancel=cancel)
         return
-    refs: list[str] = []
-    if plan.deployed and plan.deployed in plan.cache_from:
-        # (a deployed tag the plan could not read is no cache source: don't pull it)
-        refs.append(plan.deployed)
-    refs += _external_bases(project, spec, plan)  # after: the deployed pull brought its layers
-    missing = [ref for ref in refs if not engine.has_image(ref)]
-    if missing:
-        yield PhaseStarted(spec.name, "pull")
-        yield from pull_missing(engine, missing, cancel)
+    if plan.builder != "buildkit":
+        refs: list[str] = []
+        if plan.deployed and plan.deployed in plan.cache_from:
+            # (a deployed tag the plan could not read is no cache source: don't pull it)
+            refs.append(plan.deployed)
+        refs += _external_bases(project, spec, plan)  # after: the deployed pull has its layers
+        missing = [ref for ref in refs if not engine.has_image(ref)]
+        if missing:
+            yield PhaseStarted(spec.name, "pull")
+            yield from pull_missing(engine, missing, cancel)
+    # (BuildKit pulls nothing first: it fetches the layers it reuses as it builds)
     yield PhaseStarted(spec.name, "build", plan.summary)
     built: ImageBuilt | None = None
     mismatches: list[int] = []
+    finished: dict[int, StepFinished] = {}
     dockerfile_steps = len(_built_steps(plan))
-    reused = 0
     for event in build_image(project, spec, plan, engine=engine, git=git, tag=spec.tag,
-                             prepared=prepared, cancel=cancel):
+                             prepared=prepared, resolver=resolver, cancel=cancel):
         if isinstance(event, StepFinished) and event.index < dockerfile_steps:
-            reused += event.cached
-            if event.predicted_cached is not None and event.predicted_cached != event.cached:
-                mismatches.append(event.index)
+            finished[event.index] = event  # (BuildKit may correct itself: the last word)
         if isinstance(event, ImageBuilt):
             built = event
         yield event
     if built is None:
         raise DevsyncError(f"the build of {spec.name} ended without an image")
-    if mismatches:
-        yield Warning_(spec.name, "the engine's cache decisions differed from the plan at "
-                       f"step(s) {', '.join(str(i + 1) for i in mismatches)}")
+    reused = sum(1 for e in finished.values() if e.cached)
+    fetched = ""
+    if plan.builder == "buildkit":
+        from devsync.ops.buildkit import compare_with_plan, fetched_text
+
+        yield from compare_with_plan(spec.name, plan, finished, built)
+        fetched = fetched_text(built)
+    else:
+        mismatches = [i for i, e in sorted(finished.items())
+                      if e.predicted_cached is not None and e.predicted_cached != e.cached]
+        if mismatches:
+            yield Warning_(spec.name, "the engine's cache decisions differed from the plan at "
+                           f"step(s) {', '.join(str(i + 1) for i in mismatches)}")
     tagged = yield from _tag_for_compose(engine, spec, built.image_id)
     # (the engine's own count includes the LABEL steps it adds for the OCI labels)
     details: dict[str, object] = {"image_id": built.image_id, "tag": spec.tag,
-                                  "deployed": plan.deployed}
+                                  "deployed": plan.deployed,
+                                  "fetched_bytes": built.fetched_bytes}
     if tagged:
         details["compose_tags"] = tagged
     yield Done(ok=True, summary=f"{spec.tag}: {reused}/{dockerfile_steps} Dockerfile steps "
-               f"reused{_compose_summary(spec, tagged)}", details=details)
+               f"reused{'; ' + fetched if fetched else ''}{_compose_summary(spec, tagged)}",
+               details=details)
 
 
 def _tag_for_compose(engine: Engine, spec: ImageSpec,
@@ -234,12 +272,12 @@ def _sync_base(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: En
         yield PhaseStarted(spec.name, "build", f"{spec.rel_dockerfile(project.root)} changed "
                            f"since {spec.tag} was built: building it here")
         missing = [ref for ref in _external_bases(project, spec, plan)
-                   if not engine.has_image(ref)]
+                   if plan.builder != "buildkit" and not engine.has_image(ref)]
         for ref in missing:
             yield from engine.pull(ref, cancel=cancel)
         built: ImageBuilt | None = None
         for event in build_image(project, spec, plan, engine=engine, git=git, tag=spec.tag,
-                                 cancel=cancel):
+                                 resolver=resolver, cancel=cancel):
             if isinstance(event, ImageBuilt):
                 built = event
             yield event

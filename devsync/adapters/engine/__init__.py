@@ -26,6 +26,7 @@ build succeeded, so an interrupted or failed build never moves or creates a tag.
               worked out
   _failures   engine and registry errors as one-line DevsyncErrors
   _dockercli  the docker CLI that builds with BuildKit (`find_buildkit_cli`), and its builds
+  _buildkit_build  those vertices as step, log and fetch events (`VertexEvents`, `StepMap`)
   socketapi   the standard-library unix-socket path a sync's calls take
 """
 
@@ -34,12 +35,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from devsync.adapters.engine import _connect
 from devsync.adapters.engine import socketapi as enginesocket
+from devsync.adapters.engine._buildkit_build import (
+    RawJSONProgress,
+    StepMap,
+    VertexEvents,
+    plain_times,
+)
 from devsync.adapters.engine._buildkit_progress import (
     BuildkitTrace,
     BuildkitVertex,
@@ -47,7 +56,14 @@ from devsync.adapters.engine._buildkit_progress import (
     parse_plain_progress,
 )
 from devsync.adapters.engine._connect import DEFAULT_HOST, EndpointLike, auth_config, login
-from devsync.adapters.engine._dockercli import CLIChoice, DockerCLI, find_buildkit_cli
+from devsync.adapters.engine._dockercli import (
+    CLIBuild,
+    CLIBuildRequest,
+    CLIChoice,
+    DockerCLI,
+    cli_build_argv,
+    find_buildkit_cli,
+)
 from devsync.adapters.engine._failures import (
     build_request_failure,
     call_failures,
@@ -84,6 +100,7 @@ __all__ = [
     "TRANSFER_IDLE_TIMEOUT",
     "BuildkitTrace",
     "BuildkitVertex",
+    "CLIBuildRequest",
     "CLIChoice",
     "DockerCLI",
     "EndpointLike",
@@ -91,6 +108,7 @@ __all__ = [
     "HistoryEntry",
     "LocalImage",
     "PlainProgress",
+    "StepMap",
     "find_buildkit_cli",
     "parse_plain_progress",
 ]
@@ -525,6 +543,122 @@ class Engine:
                 raise EngineError(f"built image {image_id} vanished")
             image_id = str(data["Id"])
         return image_id
+
+    # ---- BuildKit
+
+    def build_buildkit(self, context_tar: IO[bytes], *, dockerfile: str = "Dockerfile",
+                       tag: str = "", cache_from: Sequence[str] = (),
+                       build_args: Mapping[str, str] | None = None,
+                       labels: Mapping[str, str] | None = None, target: str | None = None,
+                       steps: StepMap | None = None, blob_sizes: Mapping[str, int] | None = None,
+                       fetch_label: str = "", image_name: str = "",
+                       cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Build with the engine's BuildKit through the Engine API (`/build?version=2`, the
+        context tar in the request body, no session); tag `tag` once it succeeded.
+
+        BuildKit applies `labels` to the image config without a step, and pulls from
+        `cache_from` (registry references, or local images) only the layers it reuses. It
+        has no registry logins this way (no session): pull what needs one first, and name
+        the local image. Events: see `VertexEvents`, then ImageBuilt.
+        """
+        from devsync.adapters.dockerconfig import build_proxy_args
+
+        image = image_name or tag
+        events = VertexEvents(image, steps or StepMap(), blob_sizes=blob_sizes or {},
+                              fetch_label=fetch_label or image)
+        trace = BuildkitTrace()
+        abandoned = threading.Event()
+        body = CancellableReader(context_tar, cancel, abandoned)
+        query = {"version": "2", "dockerfile": dockerfile}
+        args = {**build_proxy_args(self.host), **(build_args or {})}
+        if args:
+            query["buildargs"] = json.dumps(args)
+        if labels:
+            query["labels"] = json.dumps(dict(labels))
+        if cache_from:
+            query["cachefrom"] = json.dumps(list(cache_from))
+        if target:
+            query["target"] = target
+
+        def start() -> Iterable[dict[str, Any]]:
+            # the engine gets no tag: see the module doc
+            if self._socket is not None:
+                return enginesocket.build(self._socket, body, body.remaining(), query)
+            api = self._client.api
+            response = api._post(api._url("/build"), params=query, data=body, stream=True,
+                                 headers={"Content-Type": "application/tar"}, timeout=None)
+            api._raise_for_status(response)
+            return api._stream_helper(response, decode=True)
+
+        stream = self._open_stream(start, what=f"build {image or 'image'}", cancel=cancel,
+                                   classify=build_request_failure, ref=image,
+                                   abandoned=abandoned)
+        with stream:
+            for obj in stream:
+                for vertex in trace.feed(obj):
+                    yield from events.vertex(vertex)
+                if "error" in obj or "errorDetail" in obj:
+                    raise events.failure(error_text(obj))
+        yield from events.finish()
+        if cancel is not None and cancel.is_set():
+            raise InterruptedError_(f"build of {image or 'image'} cancelled; nothing was tagged")
+        yield self._buildkit_built(events, trace.image_id or "", tag=tag, image=image)
+
+    def build_with_cli(self, cli: DockerCLI, request: CLIBuildRequest, *, tag: str = "",
+                       steps: StepMap | None = None,
+                       blob_sizes: Mapping[str, int] | None = None, fetch_label: str = "",
+                       image_name: str = "",
+                       cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Build with BuildKit through the docker CLI `cli` (its session: the context read
+        by the CLI as `docker build` reads it, registry logins from Docker's config), against
+        this engine; tag `tag` once the build succeeded. Events as `build_buildkit`'s.
+
+        The CLI runs in a process group of its own: a cancel, Ctrl-C or closing this
+        generator stops it (and the daemon's build with it) and nothing is tagged."""
+        image = image_name or tag
+        events = VertexEvents(image, steps or StepMap(), blob_sizes=blob_sizes or {},
+                              fetch_label=fetch_label or image)
+        progress: PlainProgress | RawJSONProgress = (
+            RawJSONProgress() if cli.progress == "rawjson" else PlainProgress())
+        env = self.cli_environment()
+        if not cli.buildx:
+            env["DOCKER_BUILDKIT"] = "1"
+        builder = self.context_name if env.get("DOCKER_CONTEXT") else "default"
+        other: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="devsync-build-") as tmp:
+            iidfile = Path(tmp) / "image-id"
+            run = CLIBuild(cli_build_argv(cli, request, iidfile, builder=builder), env,
+                           cancel=cancel, cwd=request.context_dir)
+            for line in run.lines():
+                changed = progress.feed_line(line)
+                if changed is None:
+                    if line.strip():
+                        other = [*other[-19:], line.strip()]
+                    continue
+                if not isinstance(changed, list):
+                    plain_times(changed, line)
+                    changed = [changed]
+                for vertex in changed:
+                    yield from events.vertex(vertex)
+            if run.returncode != 0:
+                raise events.failure(other[-1] if other else
+                                     f"{cli.path} exited with status {run.returncode}")
+            image_id = iidfile.read_text().strip() if iidfile.exists() else ""
+        yield from events.finish()
+        yield self._buildkit_built(events, image_id, tag=tag, image=image)
+
+    def _buildkit_built(self, events: VertexEvents, image_id: str, *, tag: str,
+                        image: str) -> ImageBuilt:
+        if not image_id:
+            raise EngineError(f"build of {image or 'image'} ended without an image ID")
+        if tag:
+            self.tag(image_id, tag)
+        return ImageBuilt(
+            image, tag, image_id, sum(1 for hit in events.cached.values() if hit),
+            events.total, fetched_layers=len(events.fetched),
+            fetched_bytes=events.fetched_bytes,
+            cache_import_errors=tuple(f"{ref}: {why}"
+                                      for ref, why in events.import_errors.items()))
 
     # ---- plumbing
 

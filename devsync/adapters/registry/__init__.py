@@ -287,6 +287,25 @@ class RegistryClient:
                                 f"content does not match its digest {digest}")
         return resp.body
 
+    @property
+    def asks_for_login(self) -> bool:
+        """Whether the registry answers `/v2/` with an auth challenge: then even an anonymous
+        pull needs a client that can do the auth dance (BuildKit without a session cannot)."""
+        self._base()
+        return self._challenge is not None
+
+    def blob_size(self, repository: str, digest: str) -> int | None:
+        """A blob's size (HEAD, nothing downloaded); None when the registry has no such blob."""
+        repository = self._repo(repository)
+        resp = self._request("HEAD", f"/v2/{repository}/blobs/{digest}",
+                             scope=pull_scope(repository), accept="*/*")
+        if resp.status != 200:
+            return None
+        try:
+            return int(resp.header("Content-Length"))
+        except ValueError:
+            return None
+
     # ----------------------------------------------------------------- writes
 
     def put_blob(self, repository: str, data: bytes) -> str:

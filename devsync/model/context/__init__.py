@@ -324,13 +324,20 @@ class BuildContext:
     # -- sending
 
     def write_tar(self, fileobj: BinaryIO, flavor: TarFlavor, *,
-                  files: Mapping[str, bytes] | None = None) -> None:
+                  files: Mapping[str, bytes] | None = None, plain_first: bool = False) -> None:
         """Stream the context tar, headers written the way `flavor` writes them.
 
         `files` (slash-separated names) are sent instead of the context's entries of those
-        names, or after them: regular files, 0644, owned by root."""
+        names, or after them: regular files, 0644, owned by root.
+
+        `plain_first`: for BuildKit's `/build?version=2`, whose Dockerfile frontend takes the
+        body for a tar only if the first 1024 bytes hold a whole tar header: an entry that
+        needs a PAX header first (a long or non-ASCII name) makes it read the tar as the
+        Dockerfile ("unknown instruction: PAXHEADERS.0/..."). The first entry sent is then
+        one that needs none (BuildKit unpacks the context, so order does not matter to it)."""
         extra = dict(files or {})
-        for e in self.entries:
+        entries = self._plain_first(flavor) if plain_first else self.entries
+        for e in entries:
             content = extra.pop(e.rel, None)
             if content is not None and e.kind == FILE:
                 write_file(fileobj, e.name, content, mtime=e.mtime)
@@ -361,3 +368,15 @@ class BuildContext:
         for name, content in extra.items():
             write_file(fileobj, name, content, mtime=0)
         fileobj.write(b"\0" * (2 * BLOCK))
+
+    def _plain_first(self, flavor: TarFlavor) -> list[ContextEntry]:
+        for i, e in enumerate(self.entries):
+            uid, gid = e.tar_owner(flavor)
+            body = header_plan(name=e.name, linkname=e.linkname, uid=uid, gid=gid,
+                               size=e.size, mtime=e.mtime, xattrs=e.tar_xattrs(flavor))[3]
+            if not body:
+                return [e, *self.entries[:i], *self.entries[i + 1:]]
+        raise BuildContextError(
+            "every name in the build context needs a long-name header (over 100 bytes, or "
+            "not ASCII), which the Engine API's BuildKit cannot take first",
+            hint="build through the docker CLI (DEVSYNC_DOCKER_CLI), or rename one file")
