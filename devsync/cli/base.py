@@ -59,7 +59,7 @@ def publish(start: Path, args: argparse.Namespace) -> int:
     printer = EventPrinter(as_json=args.json)
     for event in basework.publish(session.project, args.version, engine=session.engine,
                                   resolver=session.resolver, git=session.git,
-                                  image=args.image):
+                                  image=args.image, registry_cache=args.registry_cache):
         printer.show(event)
     printer.finish()
     return 0

@@ -120,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("publish", help="CI deploy step: build the app with labels and push")
     s.add_argument("version")
     s.add_argument("image", nargs="?")
+    s.add_argument("--registry-cache", action="store_true",
+                   help="BuildKit: also push a registry cache (REPO:buildcache) of every "
+                        "stage, like type=registry,mode=max")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("shell-init", help="print the snippet for your shell's rc file")

@@ -146,6 +146,7 @@ class EventPrinter:
         self.tty = _use_colour(stream)
         self.style = _Style(stream)
         self._progress_shown = False
+        self._open_step: tuple[str, int] | None = None
 
     def plan(self, plan: ImagePlan) -> None:
         print_plan(plan, self.stream)
@@ -184,17 +185,24 @@ class EventPrinter:
             what = "already present" if event.already_present else "pulled"
             self._line(f"  {what} {clean(event.reference)}")
         elif isinstance(event, StepStarted):
+            self._open_step = (event.image, event.index)
             self._line(f"  step {event.index + 1}/{event.total}: {clean(event.instruction)}")
         elif isinstance(event, StepFinished):
             mark = self.style("cached", "32") if event.cached else self.style("rebuilt", "33")
-            self._line(f"    -> {mark}")
+            # BuildKit runs steps side by side: say which one, when it is not the last begun
+            which = "" if self._open_step == (event.image, event.index) \
+                else f" (step {event.index + 1})"
+            self._open_step = None
+            self._line(f"    -> {mark}{which}")
         elif isinstance(event, LogLine):
             self._line(f"    {clean(event.text)}")
         elif isinstance(event, Warning_):
             self._line(self.style(f"  warning: {clean(event.message)}", "33"))
         elif isinstance(event, ImageBuilt):
+            fetched = (f"; fetched {event.fetched_layers} layers, {_mb(event.fetched_bytes)}"
+                       if event.fetched_layers else "")
             self._line(f"  built {clean(event.tag)} ({event.image_id[:19]}): "
-                       f"{event.steps_cached}/{event.steps_total} steps reused")
+                       f"{event.steps_cached}/{event.steps_total} steps reused{fetched}")
         elif isinstance(event, Pushed):
             self._line(f"  pushed {clean(event.reference)} {event.digest}")
         elif isinstance(event, Done):

@@ -77,6 +77,35 @@ class Dockerfile:
         of this file's stages."""
         return bool(ref) and ref != "scratch" and self.stage_named(ref or "") is None
 
+    def target_stage(self, target: str | None) -> Stage:
+        """The stage a build of `target` ends with (the last one without a target)."""
+        if target:
+            stage = self.stage_named(target)
+            if stage is None:
+                raise DockerfileError(f"{self.path.name}: no stage named {target!r} to build")
+            return stage
+        return self.stages[-1]
+
+    def stages_needed(self, target: str | None) -> list[Stage]:
+        """The stages a build of `target` needs, in file order: the target's, and the ones
+        it starts FROM or copies from (`COPY --from=NAME` or index), transitively. An image
+        name that is not a stage (or a reference with variables) needs none."""
+        wanted = {self.target_stage(target).index}
+        todo = list(wanted)
+        while todo:
+            stage = self.stages[todo.pop()]
+            sources = [stage.base] + [ins.flag("from") or "" for ins in stage.instructions
+                                      if ins.cmd in ("COPY", "ADD")]
+            for source in sources:
+                found = self.stage_named(source) if source else None
+                if found is None and source.isdigit() and int(source) < stage.index:
+                    found = self.stages[int(source)]
+                if found is not None and found.index < stage.index \
+                        and found.index not in wanted:
+                    wanted.add(found.index)
+                    todo.append(found.index)
+        return [s for s in self.stages if s.index in wanted]
+
     def stage_named(self, name: str) -> Stage | None:
         lowered = name.lower()
         for stage in self.stages:

@@ -16,7 +16,7 @@ from devsync.errors import (
     UnknownBaseError,
     UsageError,
 )
-from devsync.events import Event, PhaseStarted, Warning_
+from devsync.events import Event, PhaseStarted, Pushed, Warning_
 from devsync.model.dockerfiles import cache_busting_order
 from devsync.model.project import ROLE_APP, ROLE_BASE, ImageSpec, Project
 from devsync.model.versions import (
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from devsync.adapters.engine import Engine
     from devsync.adapters.gitrepo import GitRepo
     from devsync.adapters.resolver import Resolver
+    from devsync.ops.plan import ImagePlan
 
 OVERLAY2_MAX_LAYERS = 127
 
@@ -92,10 +93,11 @@ def base_build(project: Project, *, engine: Engine, resolver: Resolver, git: Git
             yield Warning_(spec.name, warning)
         plan = plan_image(project, spec, resolver, git)
         yield PhaseStarted(spec.name, "build", f"{tag}: {plan.summary}")
-        if plan.deployed:
+        if plan.deployed and plan.builder != "buildkit":  # (BuildKit fetches what it reuses)
             yield from pull_missing(engine, [plan.deployed], cancel)
         yield from build_image(project, spec, plan, engine=engine, git=git, tag=tag,
-                               version=split_reference(tag)[1], cancel=cancel)
+                               version=split_reference(tag)[1], resolver=resolver,
+                               build_args=_inline_cache(plan), cancel=cancel)
         if push:
             yield PhaseStarted(spec.name, "push", tag)
             yield from engine.push(tag, cancel=cancel)
@@ -259,9 +261,16 @@ def order_warnings(project: Project, spec: ImageSpec) -> list[str]:
 
 
 def publish(project: Project, version: str, *, engine: Engine, resolver: Resolver,
-            git: GitRepo | None, image: str | None = None,
+            git: GitRepo | None, image: str | None = None, registry_cache: bool = False,
             cancel: threading.Event | None = None) -> Iterator[Event]:
-    """The CI deploy step: build the app with the OCI labels and push REPO:VERSION."""
+    """The CI deploy step: build the app with the OCI labels and push REPO:VERSION.
+
+    With BuildKit the image carries the inline cache metadata (`BUILDKIT_INLINE_CACHE=1`),
+    so that developers reuse its layers. `registry_cache` adds a registry cache (BuildKit
+    only), `REPO:buildcache`, equivalent to `type=registry,mode=max`: every intermediate
+    stage is built on its own with inline cache and pushed as `REPO:buildcache-STAGE`, and
+    devsync composes their records with the image's (dockerd 20.10 cannot export one).
+    """
     from devsync.adapters.state import operation_lock
 
     if parse_version(version) is None and version != "latest":
@@ -273,6 +282,14 @@ def publish(project: Project, version: str, *, engine: Engine, resolver: Resolve
                 continue
             ref = f"{spec.deployed_repository}:{version}"
             plan = plan_image(project, spec, resolver, git)
+            if registry_cache and plan.builder != "buildkit":
+                raise UsageError(f"--registry-cache: {spec.name} builds with the classic "
+                                 "builder, which has no BuildKit cache to write")
+            if plan.builder == "buildkit":
+                yield from _publish_buildkit(project, spec, plan, ref, version, engine=engine,
+                                             resolver=resolver, git=git,
+                                             registry_cache=registry_cache, cancel=cancel)
+                continue
             yield PhaseStarted(spec.name, "pull")
             if plan.deployed:
                 yield from pull_missing(engine, [plan.deployed], cancel)
@@ -281,3 +298,50 @@ def publish(project: Project, version: str, *, engine: Engine, resolver: Resolve
                                    version=version, cancel=cancel)
             yield PhaseStarted(spec.name, "push", ref)
             yield from engine.push(ref, cancel=cancel)
+
+
+def _publish_buildkit(project: Project, spec: ImageSpec, plan: ImagePlan, ref: str,
+                      version: str, *, engine: Engine, resolver: Resolver,
+                      git: GitRepo | None, registry_cache: bool,
+                      cancel: threading.Event | None) -> Iterator[Event]:
+    from devsync.model.registrycache import registry_cache_ref, stage_cache_ref
+    from devsync.ops.buildkit import cache_stages, inline_cache_args, write_registry_cache
+
+    repository = spec.deployed_repository or ""
+    images: list[str] = []
+    if registry_cache:
+        stages, unnamed = cache_stages(project.dockerfile(spec), spec.target)
+        if unnamed:
+            yield Warning_(spec.name, "the registry cache leaves out the unnamed stage(s) "
+                           f"{', '.join(str(i) for i in unnamed)}: name them (FROM ... AS "
+                           "NAME) to cache them too")
+        for stage in stages:
+            stage_ref = stage_cache_ref(repository, stage)
+            yield PhaseStarted(spec.name, "build", f"stage {stage} for the registry cache: "
+                                                  f"{stage_ref}")
+            yield from build_image(project, spec, plan, engine=engine, git=git, tag=stage_ref,
+                                   version=version, resolver=resolver, target=stage,
+                                   build_args=inline_cache_args(), cancel=cancel)
+            yield PhaseStarted(spec.name, "push", stage_ref)
+            yield from engine.push(stage_ref, cancel=cancel)
+            images.append(stage_ref)
+    yield PhaseStarted(spec.name, "build", ref)
+    yield from build_image(project, spec, plan, engine=engine, git=git, tag=ref,
+                           version=version, resolver=resolver, build_args=inline_cache_args(),
+                           cancel=cancel)
+    yield PhaseStarted(spec.name, "push", ref)
+    yield from engine.push(ref, cancel=cancel)
+    if registry_cache:
+        cache_ref = registry_cache_ref(repository)
+        yield PhaseStarted(spec.name, "push", f"registry cache {cache_ref}")
+        digest = write_registry_cache(resolver, repository, [*images, ref])
+        yield Pushed(cache_ref, digest=digest)
+
+
+def _inline_cache(plan: ImagePlan) -> dict[str, str] | None:
+    """A BuildKit image devsync pushes carries the inline cache metadata, for the next build."""
+    if plan.builder != "buildkit":
+        return None
+    from devsync.ops.buildkit import inline_cache_args
+
+    return inline_cache_args()

@@ -71,13 +71,22 @@ class BuildKitSteps:
     _after: dict[int, list[int]] = field(default_factory=dict)
     _said: set[int] = field(default_factory=set)
 
+    predict: bool = True
+
     @classmethod
-    def of(cls, plan: ImagePlan, dockerfile: Dockerfile) -> BuildKitSteps:
+    def of(cls, plan: ImagePlan, dockerfile: Dockerfile, *, target: str | None,
+           predict: bool = True) -> BuildKitSteps:
+        """`target`: the stage built; the steps of stages it does not need say nothing.
+        `predict`: whether the plan's predictions hold for this build (not for a stage built
+        on its own: the plan's are for its target)."""
         built = [s for s in plan.steps if s.kind != "skip"]
         by_line = step_refs(dockerfile)
         refs = [by_line.get(s.line) for s in built]
-        out = cls(built, refs)
+        out = cls(built, refs, predict=predict)
         stage_of = _stage_by_line(dockerfile)
+        needed = {stage.index for stage in dockerfile.stages_needed(target)}
+        out._said = {i for i, s in enumerate(built)
+                     if stage_of.get(s.line, -1) not in needed and s.line in stage_of}
         last_vertex: dict[int, int] = {}  # stage -> its last numbered step so far
         waiting: dict[int, list[int]] = {}  # stage -> metadata steps before its first one
         for i, step in enumerate(built):
@@ -100,7 +109,7 @@ class BuildKitSteps:
                        len(self.steps))
 
     def predicted(self, index: int) -> bool | None:
-        if index >= len(self.steps):
+        if index >= len(self.steps) or not self.predict:
             return None
         step = self.steps[index]
         return step.cached if step.certain else None
@@ -171,12 +180,13 @@ def build_with_buildkit(project: Project, spec: ImageSpec, plan: ImagePlan, *, e
     """Build `spec` with BuildKit the way `plan` says, tagged `tag` once it succeeded.
 
     `target` and `build_args` (on top of the spec's) are for publishing a stage or an inline
-    cache. The steps' events carry the plan's prediction; a difference, or a cache source
-    BuildKit could not import, is said in a warning once the build is over.
+    cache. The steps' events carry the plan's prediction (not for a stage built on its own);
+    the caller compares the outcome with it (`compare_with_plan`).
     """
     from devsync.adapters.engine import CLIBuildRequest, find_buildkit_cli
 
-    steps = BuildKitSteps.of(plan, project.dockerfile(spec))
+    steps = BuildKitSteps.of(plan, project.dockerfile(spec), target=target or spec.target,
+                             predict=target is None or target == spec.target)
     args = {**spec.build_args, **(build_args or {})}
     target = target or spec.target
     label = f"{plan.deployed or spec.name}: layers BuildKit fetched"
@@ -358,5 +368,54 @@ def inline_cache_args() -> dict[str, str]:
     return {INLINE_CACHE_ARG: "1"}
 
 
-__all__ = ["BuildKitSteps", "build_with_buildkit", "compare_with_plan", "fetched_text",
-           "inline_cache_args", "step_refs"]
+def cache_stages(dockerfile: Dockerfile, target: str | None) -> tuple[list[str], list[int]]:
+    """The intermediate stages a registry cache is made of, by name (a build of `target`
+    needs them); and the unnamed ones, which `--target` cannot build on their own."""
+    final = dockerfile.target_stage(target)
+    named: list[str] = []
+    unnamed: list[int] = []
+    for stage in dockerfile.stages_needed(target):
+        if stage.index == final.index:
+            continue
+        if stage.name:
+            named.append(stage.name)
+        else:
+            unnamed.append(stage.index)
+    return named, unnamed
+
+
+def write_registry_cache(resolver: Resolver, repository: str, images: Sequence[str]) -> str:
+    """Compose the inline caches of `images` (pushed, in `repository`'s registry) into one
+    registry cache, written as `registry_cache_ref(repository)`; returns its digest. The
+    layers stay where they are (the images are in the same repository); the cache config
+    blob and the index go up with Docker's credentials."""
+    from devsync.adapters.resolver import repository_path
+    from devsync.model.registrycache import (
+        INDEX_MEDIA_TYPE,
+        REGISTRY_CACHE_TAG,
+        CacheMetadataError,
+        InlineCache,
+        compose,
+    )
+
+    client = resolver.client(repository)
+    path = repository_path(repository)
+    caches = []
+    for ref in images:
+        ref_repository, tag, digest = split_reference(ref)
+        if ref_repository != repository:
+            raise DevsyncError(f"{ref} is not in {repository}: a registry cache refers to "
+                               "layers of its own repository")
+        info = client.image_config(path, digest or tag or "latest")
+        try:
+            caches.append(InlineCache.from_image(ref, info.manifest.raw, info.config))
+        except CacheMetadataError as exc:
+            raise DevsyncError(f"cannot make the registry cache: {exc}") from None
+    composed = compose(caches)
+    config_digest = client.put_blob(path, composed.config)
+    return client.put_manifest(path, REGISTRY_CACHE_TAG, composed.index(config_digest),
+                               INDEX_MEDIA_TYPE)
+
+
+__all__ = ["BuildKitSteps", "build_with_buildkit", "cache_stages", "compare_with_plan",
+           "fetched_text", "inline_cache_args", "step_refs", "write_registry_cache"]

@@ -467,11 +467,22 @@ def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> lis
     refs: list[str] = []
     if spec.deployed:
         deployed = resolver.latest_deployed(spec.deployed)
+        if deployed and _built_with_buildkit(resolver, deployed):
+            return []  # a BuildKit sync pulls nothing first (see sync_image)
         if deployed:
             refs.append(deployed)
     if spec.base_ref and project.dockerfile(spec).names_image(spec.base_ref):
         refs.append(spec.base_ref)
     return refs
+
+
+def _built_with_buildkit(resolver: Resolver, ref: str) -> bool:
+    """Whether `ref` is a BuildKit image (its config, which the plan reads next anyway)."""
+    try:
+        info = resolver.remote(ref)
+    except DevsyncError:
+        return False
+    return info is not None and info.built_with_buildkit
 
 
 def run_sync(session: Session, specs: list[ImageSpec], *,
