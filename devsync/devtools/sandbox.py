@@ -313,6 +313,9 @@ class PrivateRegistry:
     port: int = 0
     htpasswd: Path | None = None
     pid: int = 0
+    # "info" logs every request ("response completed", with the bytes written) in
+    # ROOT/registry.log: what a test or benchmark counts fetched blobs with
+    log_level: str = "warn"
 
     @property
     def host(self) -> str:
@@ -335,7 +338,7 @@ class PrivateRegistry:
         lines = [
             "version: 0.1",
             "log:",
-            "  level: warn",
+            f"  level: {self.log_level}",
             "storage:",
             "  filesystem:",
             f"    rootdirectory: {self.root / 'data'}",
