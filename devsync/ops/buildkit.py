@@ -1,10 +1,10 @@
 """Building with BuildKit, as the plan predicted it: which way, which cache sources, and what
 the build said against the plan afterwards.
 
-Which way (`ImagePlan.transport`): "session" builds through the docker CLI
+Which way (`ImagePlan.transport`): "cli" builds through the docker CLI's session
 (devsync.adapters.engine `find_buildkit_cli`), whose context reaches BuildKit as a CI's
-`docker build` / buildx / build-push-action's does; "tar" through the Engine API with the
-context in the request body. Only the same way hits a deployed `COPY .` (the context root is
+`docker build` / buildx / build-push-action's does; "api" through the Engine API with the
+context as a tar in the request body. Only the same way hits a deployed `COPY .` (the context root is
 hashed differently).
 
 Lazy: nothing is pulled before the build. BuildKit fetches from the cache sources only the
@@ -109,10 +109,15 @@ class BuildKitSteps:
                        len(self.steps))
 
     def predicted(self, index: int) -> bool | None:
+        """What the plan says BuildKit will report for step `index` (a FROM is reported done
+        even when the plan shows it reused: `engine_cached`); None when it cannot say."""
         if index >= len(self.steps) or not self.predict:
             return None
         step = self.steps[index]
-        return step.cached if step.certain else None
+        if not step.certain:
+            return None
+        reported = getattr(step, "engine_cached", None)
+        return step.cached if reported is None else bool(reported)
 
     def said(self, index: int) -> None:
         self._said.add(index)
@@ -192,7 +197,7 @@ def build_with_buildkit(project: Project, spec: ImageSpec, plan: ImagePlan, *, e
     label = f"{plan.deployed or spec.name}: layers BuildKit fetched"
     sizes = _LayerSizes(resolver, [*plan.cache_from, *([plan.base] if plan.base else [])])
     cli = None
-    if plan.transport == "session":
+    if plan.transport == "cli":
         choice = find_buildkit_cli(project.config.docker_cli)
         cli = choice.cli
         if cli is None:

@@ -95,10 +95,10 @@ class ImagePlan:
     flavor: TarFlavor = TarFlavor.CLI_MODERN
     notes: list[str] = field(default_factory=list)
     pull_bytes: int = 0  # what a sync would download at most
-    # which builder the image is built with ("classic" | "buildkit") and, for BuildKit, how
-    # the context reaches it: "session" (the docker CLI) or "tar" (the Engine API's body)
-    builder: str = "classic"
-    transport: str = "tar"
+    builder: str = "classic"  # "classic" or "buildkit"
+    # BuildKit: how the build goes to the engine: "cli" (the docker CLI's session) or "api"
+    # (the Engine API, the context as a tar in the request body)
+    transport: str | None = None
     # the context as scanned for this plan (not serialised): status reuses it
     scanned_context: BuildContext | None = field(default=None, repr=False, compare=False)
 

@@ -89,7 +89,7 @@ class BuildInput:
         buildkit = plan.builder == "buildkit"
         self.dockerfile = _rel(spec)
         self.labels_in_dockerfile = False
-        if buildkit and plan.transport == "session":
+        if buildkit and plan.transport == "cli":
             return
         context = context or scan_context(spec.context, _rel(spec))
         # the labels as the last step of a classic build when the context can carry them
