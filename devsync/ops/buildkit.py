@@ -4,8 +4,8 @@ the build said against the plan afterwards.
 Which way (`ImagePlan.transport`): "cli" builds through the docker CLI's session
 (devsync.adapters.engine `find_buildkit_cli`), whose context reaches BuildKit as a CI's
 `docker build` / buildx / build-push-action's does; "api" through the Engine API with the
-context as a tar in the request body. Only the same way hits a deployed `COPY .` (the context root is
-hashed differently).
+context as a tar in the request body. Only the same way hits a deployed `COPY .` (the
+context root is hashed differently).
 
 Lazy: nothing is pulled before the build. BuildKit fetches from the cache sources only the
 layers the result reuses (and the base's), and says so as it goes: those fetches are the

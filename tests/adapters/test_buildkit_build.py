@@ -47,12 +47,15 @@ def ci_docker(engine: sandbox.PrivateEngine, *args: str, cwd: Path | None = None
     return proc.stdout
 
 
-def fresh_machine(engine: sandbox.PrivateEngine) -> None:
-    """No images and no build cache: a developer's machine that never built this."""
+def fresh_machine(engine: sandbox.PrivateEngine, *prefixes: str) -> None:
+    """No image of this module's repositories and no build cache: a developer's machine that
+    never built them (the suite's shared images stay)."""
     ci_docker(engine, "builder", "prune", "-af")
-    ids = ci_docker(engine, "images", "-aq").split()
-    if ids:
-        ci_docker(engine, "rmi", "-f", *set(ids))
+    out = ci_docker(engine, "images", "--format", "{{.Repository}}:{{.Tag}}")
+    refs = [ref for ref in out.split() if ref.rsplit(":", 1)[0].endswith(prefixes)]
+    if refs:
+        ci_docker(engine, "rmi", "-f", *refs)
+    ci_docker(engine, "image", "prune", "-f")
 
 
 def write_app(path: Path, busybox: str, marker: str = "1") -> Path:
@@ -94,7 +97,7 @@ def deployed(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
 
 @pytest.fixture
 def eng(engine: sandbox.PrivateEngine) -> Iterator[Engine]:
-    fresh_machine(engine)
+    fresh_machine(engine, "/bkapp", "bkapp")
     with Engine.connect(engine.url) as connected:
         yield connected
 
