@@ -60,6 +60,12 @@ class RegistryError(DevsyncError):
     exit_code = 8
 
 
+class RegistryUnreachableError(RegistryError):
+    """The registry cannot be asked at all: not reachable (refused, no answer, no such host)
+    or failing (HTTP 5xx). What is already local can still be used: devsync then works from
+    the engine's images and says the registry could not be checked."""
+
+
 class RegistryAuthError(RegistryError):
     """The registry refused the credentials (or asked for some and there are none)."""
 

@@ -1,5 +1,10 @@
 """Finding images without pulling them: local ones through the engine, remote ones through
 their registry's v2 API (manifest and config blob only).
+
+Offline days: when a registry cannot be asked at all (down, unreachable, failing), what the
+engine already holds stands in for it: the newest local tag of a deployed repository, the
+local copy of a tag. `unchecked` then says which registries could not be checked and why;
+with nothing local to use the registry's error is raised as it was.
 """
 
 from __future__ import annotations
@@ -7,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from devsync.errors import DevsyncError, RegistryError
+from devsync.errors import DevsyncError, RegistryError, RegistryUnreachableError
 from devsync.model.images import ImageInfo
 from devsync.model.versions import latest_version_tag, registry_of, split_reference
 
@@ -31,6 +36,8 @@ class Resolver:
     engine: Engine | None
     insecure_registries: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # registry host -> why it could not be asked; images of it were taken from the engine
+    unchecked: dict[str, str] = field(default_factory=dict)
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
     _remote: dict[str, ImageInfo | None] = field(default_factory=dict)
     _local: dict[str, ImageInfo | None] = field(default_factory=dict)
@@ -59,6 +66,12 @@ class Resolver:
             return deployed
         try:
             tags = self.tags(repo)
+        except RegistryUnreachableError as exc:
+            # offline: the newest deployment this engine holds (nothing local: the error)
+            tags = self._local_tags(repo)
+            if latest_version_tag(tags) is None and "latest" not in tags:
+                raise
+            self._unchecked(repo, exc)
         except RegistryError as exc:
             from devsync.adapters.registry import RegistryNotFound
 
@@ -82,6 +95,14 @@ class Resolver:
         except RegistryNotFound:
             self._remote[ref] = None
             return None
+        except RegistryUnreachableError as exc:
+            # offline: the engine's copy of the tag stands in for the registry's
+            local = self.local(ref)
+            if local is None:
+                raise
+            self._unchecked(repo, exc)
+            self._remote[ref] = local
+            return local
         image = ImageInfo.from_config(
             info.config, reference=ref, image_id=info.config_digest, origin="registry",
             digest=info.digest, size=info.total_size,
@@ -91,7 +112,18 @@ class Resolver:
         self._remote[ref] = image
         return image
 
+    def _unchecked(self, repository: str, exc: RegistryError) -> None:
+        self.unchecked.setdefault(registry_of(repository), exc.message)
+
     # -- local ----------------------------------------------------------------------------
+
+    def _local_tags(self, repository: str) -> list[str]:
+        if self.engine is None:
+            return []
+        try:
+            return self.engine.local_tags(repository)
+        except DevsyncError:
+            return []
 
     def local(self, ref: str) -> ImageInfo | None:
         if self.engine is None:
@@ -135,6 +167,10 @@ class Resolver:
             return local
         try:
             return self.remote(ref)
+        except RegistryUnreachableError as exc:
+            self.problems.append(str(exc))
+            raise RegistryUnreachableError(f"{ref} is not on this machine and {exc.message}",
+                                           hint=exc.hint) from None
         except DevsyncError as exc:
             self.problems.append(str(exc))
             raise

@@ -185,6 +185,7 @@ def _status(start: Path, *, as_json: bool) -> int:
     import json
 
     from devsync.cli.output import print_status
+    from devsync.ops.answers import unchecked_warnings
     from devsync.ops.recording import record_statuses
     from devsync.ops.status import collect_statuses
 
@@ -192,6 +193,8 @@ def _status(start: Path, *, as_json: bool) -> int:
     statuses = collect_statuses(session.project, session.resolver, session.git,
                                 engine_problem=session.engine_problem)
     record_statuses(session.project, statuses, session.git)
+    for text in unchecked_warnings(session.resolver):
+        output.warn(text)
     if as_json:
         print(json.dumps({
             "repository": str(session.project.root),
@@ -208,17 +211,26 @@ def _status(start: Path, *, as_json: bool) -> int:
 def _plan(start: Path, image: str | None, *, as_json: bool) -> int:
     import json
 
-    from devsync.cli.output import print_plan
-    from devsync.ops.plan import plan_image
+    from devsync.cli.output import print_plan, print_unplanned
+    from devsync.ops.answers import plan_images
 
     session = output.open_session(start, need_engine=False)
-    plans = [plan_image(session.project, spec, session.resolver, session.git)
-             for spec in session.images(image)]
+    report = plan_images(session, session.images(image))
+    for text in report.warnings:
+        output.warn(text)
     if as_json:
-        print(json.dumps({"images": [p.to_json() for p in plans]}, indent=2))
-    else:
-        for p in plans:
-            print_plan(p)
+        print(json.dumps(report.to_json(), indent=2))
+    # nothing planned (`plan IMAGE` of one failing image): its error, said as errors are
+    first = next((a.error for a in report.answers if a.error is not None), None)
+    if report.exit_code and first is not None:
+        _error(first)
+        return report.exit_code
+    if not as_json:
+        for answer in report.answers:
+            if answer.plan is not None:
+                print_plan(answer.plan)
+            else:
+                print_unplanned(answer)
     return 0
 
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from devsync.adapters.gitrepo import GitRepo
     from devsync.model.project import Project
+    from devsync.ops.answers import PlanAnswer
     from devsync.ops.plan import ImagePlan
     from devsync.ops.session import Session
     from devsync.ops.status import ImageStatus
@@ -122,6 +123,18 @@ def print_plan(plan: ImagePlan, stream: TextIO = sys.stdout) -> None:
                 print(f"                {c['short']} {clean(c['author'])}: "
                       f"{clean(c['summary'])}", file=stream)
     print(f"  {clean(plan.summary)}", file=stream)
+    print(file=stream)
+
+
+def print_unplanned(answer: PlanAnswer, stream: TextIO = sys.stdout) -> None:
+    """An image that could not be planned: its own entry, with the error, no steps."""
+    style = _Style(stream)
+    print(style(f"{answer.name}", "1") + f"  {clean(answer.dockerfile)} -> {clean(answer.tag)}",
+          file=stream)
+    error = answer.error
+    print(style(f"  {UNKNOWN}: {clean(error.message if error else '')}", "31"), file=stream)
+    if error is not None and error.hint:
+        print(f"  hint: {clean(error.hint)}", file=stream)
     print(file=stream)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING
 
-from devsync.errors import DevsyncError
+from devsync.errors import DevsyncError, RegistryUnreachableError
 from devsync.events import (
     Done,
     Event,
@@ -436,6 +436,26 @@ def _behind_deployment(project: Project, spec: ImageSpec, resolver: Resolver) ->
     return behind_cause(project, ref, revision) if ref and revision else None
 
 
+def _unplanned(engine: Engine, spec: ImageSpec, exc: RegistryUnreachableError,
+               failures: list[DevsyncError],
+               cancel: threading.Event | None) -> Iterator[Event]:
+    """An image whose plan needs a registry that is down. A base stands as the team's tag
+    (pulled when not here, as the apps' FROM pulls it): it could not be checked against its
+    Dockerfile, which is said, and the sync goes on. An app is not synced: said now, and
+    the sync fails once the other images are done."""
+    if spec.role == ROLE_BASE:
+        try:
+            yield from pull_missing(engine, [spec.tag], cancel)
+        except DevsyncError:
+            pass
+        else:
+            yield Warning_(spec.name, f"{spec.tag} could not be checked against its "
+                           f"Dockerfile: {exc.message}; using the team's {spec.tag}")
+            return
+    failures.append(exc)
+    yield Warning_(spec.name, f"not synced: {exc.message}")
+
+
 def _built_here_first(session: Session, spec: ImageSpec) -> bool:
     from devsync.ops.status import base_next_sync
 
@@ -466,7 +486,10 @@ def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> lis
     # layers in parallel where base-then-deployed would fetch them in two rounds
     refs: list[str] = []
     if spec.deployed:
-        deployed = resolver.latest_deployed(spec.deployed)
+        try:
+            deployed = resolver.latest_deployed(spec.deployed)
+        except RegistryUnreachableError:
+            deployed = None  # (the plan meets it too, and says so)
         if deployed and _built_with_buildkit(resolver, deployed):
             return []  # a BuildKit sync pulls nothing first (see sync_image)
         if deployed:
@@ -507,6 +530,11 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
     # base that is here already: a fresh machine pulls the team's, and starts its pulls
     # before it opens git)
     specs = sorted(specs, key=lambda s: (not _built_here_first(session, s), s.role == ROLE_BASE))
+    # an image whose plan needs a registry that is down is skipped, said, and the others are
+    # synced; the first such failure is raised at the end (see _unplanned)
+    failures: list[DevsyncError] = []
+    unsynced: set[str] = set()
+    warned: set[str] = set()  # registries already said to be unchecked
     with operation_lock(project.root, "sync"):
         ahead: _PlanAhead | None = None
         for position, spec in enumerate(specs):
@@ -523,13 +551,21 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                 if fetching is not None:
                     fetching.wait_answered(_PULL_HEAD_START)
                 # (imported once the pulls are under way: the plan's modules, then GitPython)
+                from devsync.ops.answers import unchecked_warnings
                 from devsync.ops.plan import plan_image
                 from devsync.ops.recording import built_from, record_sync
 
                 git = session.git
                 yield PhaseStarted(spec.name, "plan")
-                planned = ahead.take(spec) if ahead is not None else None
-                plan = planned or plan_image(project, spec, resolver, git)
+                try:
+                    planned = ahead.take(spec) if ahead is not None else None
+                    plan = planned or plan_image(project, spec, resolver, git)
+                except RegistryUnreachableError as exc:
+                    unsynced.add(spec.name)
+                    yield from _unplanned(engine, spec, exc, failures, cancel)
+                    continue
+                for line in unchecked_warnings(resolver, already=warned):
+                    yield Warning_(spec.name, line)
                 if before is not None and not before(plan):
                     yield Warning_(spec.name, "skipped")
                     continue
@@ -563,7 +599,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                 if ahead is not None:
                     ahead.wait()  # (git is not shared across threads)
             record_sync(project, spec, plan, image_id, built)
-        synced = {s.name for s in specs}
+        synced = {s.name for s in specs} - unsynced
         rest = [s for s in project.images if s.name not in synced]
         if rest:
             from devsync.ops.recording import record_statuses
@@ -573,3 +609,5 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
             statuses = [s for s in collect_statuses(project, resolver, session.git)
                         if s.name not in synced]
             record_statuses(project, statuses, session.git, complete=False)
+    if failures:
+        raise failures[0]

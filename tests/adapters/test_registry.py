@@ -39,7 +39,7 @@ from devsync.adapters.registry import (
     local_platform,
 )
 from devsync.devtools import sandbox
-from devsync.errors import RegistryAuthError, RegistryError
+from devsync.errors import RegistryAuthError, RegistryError, RegistryUnreachableError
 from tests.support.registry import (
     TOKEN_ISSUER,
     TOKEN_SERVICE,
@@ -240,6 +240,7 @@ def test_registry_that_never_answers() -> None:
         with pytest.raises(RegistryError) as info:
             RegistryClient(host, timeout=0.5).tags("x")
         assert str(info.value) == f"registry {host} is not reachable: no answer within 0.5s"
+        assert isinstance(info.value, RegistryUnreachableError)  # (local images may stand in)
 
 
 def test_manifest_and_config_match_the_engine(pushed: Pushed) -> None:
@@ -304,6 +305,8 @@ def test_registry_that_is_down() -> None:
             call()
         assert str(info.value) == f"registry {host} is not reachable: connection refused"
         assert not isinstance(info.value, RegistryNotFound)
+        assert isinstance(info.value, RegistryUnreachableError)
+        assert info.value.exit_code == 8
 
 
 def test_plain_http_fallback_only_for_loopback_or_insecure(pushed: Pushed) -> None:

@@ -85,7 +85,10 @@ def flaky(proxy: FlakyProxy) -> Iterator[FlakyProxy]:
 @pytest.mark.fault("registry-down")
 def test_registry_down(fault: FaultRecorder, shop: TeamRepo, engine: sandbox.PrivateEngine,
                        fault_registry: sandbox.PrivateRegistry, tmp_path: Path) -> None:
-    repo = clone(shop.path, tmp_path / "repo")
+    # (deployed under a name this engine holds no tag of: nothing local to use)
+    deployed = f"{fault_registry.host}/downshop"
+    _retag_and_push(engine, shop.deployed[-1], f"{deployed}:1.0.1")
+    repo = _configure(clone(shop.path, tmp_path / "repo"), deployed)
     state = StateDir(tmp_path / "state")
     expect_ok(devsync(repo, "status", engine=engine, state=state.path))
     before_state, before_images = state.files(), tagged_images(engine)
@@ -103,6 +106,44 @@ def test_registry_down(fault: FaultRecorder, shop: TeamRepo, engine: sandbox.Pri
     out = devsync(repo, "plan", engine=engine, state=state.path)
     fault.recovered(out.returncode == 0)
     expect_ok(out)
+
+
+@pytest.mark.fault("registry-down-offline")
+def test_registry_down_with_the_images_here(fault: FaultRecorder, shop: TeamRepo,
+                                            engine: sandbox.PrivateEngine,
+                                            fault_registry: sandbox.PrivateRegistry,
+                                            tmp_path: Path) -> None:
+    repo = clone(shop.path, tmp_path / "repo")  # (CI built the deployed images here)
+    local_tag = f"{shop.repo}:offline"  # (not shop:dev, which other cases would then see)
+    (repo / ".devsync.toml").write_text(
+        f'[images.app]\ndockerfile = "Dockerfile"\ndeployed = "{shop.repo}"\n'
+        f'tag = "{local_tag}"\n')
+    state = StateDir(tmp_path / "state")
+    expect_ok(devsync(repo, "status", engine=engine, state=state.path))
+    (repo / "src" / "index.php").write_text("<?php echo 'offline';\n")
+    before_images = tagged_images(engine)
+    warning = (f"devsync: warning: registry {fault_registry.host} could not be checked "
+               "(not reachable: connection refused): working from the images on this machine")
+
+    fault_registry.stop()
+    try:
+        planned = devsync(repo, "plan", engine=engine, state=state.path)
+        synced = devsync(repo, "sync", "--yes", engine=engine, state=state.path)
+    finally:
+        fault_registry.start()
+    try:
+        fault.saw(planned, said=planned.stderr.strip())
+        expect_ok(planned)
+        assert planned.stderr.splitlines() == [warning]
+        assert "REBUILD    7  COPY . /var/www/html" in planned.stdout
+        expect_ok(synced)
+        assert synced.stdout.count("could not be checked") == 1, synced.stdout
+        assert f"built {local_tag}" in synced.stdout
+        after = tagged_images(engine)
+        assert fault.intact(all(after.get(ref) == image for ref, image in before_images.items()))
+        fault.recovered(None, "nothing to recover from: both worked from the local images")
+    finally:
+        sandbox.docker_cli(engine, "rmi", local_tag, check=False)
 
 
 @pytest.mark.fault("registry-500")

@@ -25,8 +25,11 @@ CASES: list[tuple[str, str, str]] = [
     ("engine-socket-silent", "Engine",
      "`DOCKER_HOST` is a unix socket that accepts and never answers; `devsync sync`"),
     ("registry-down", "Registry",
-     "the registry of the deployed images is stopped, then restarted on its port; "
-     "`devsync plan`"),
+     "the registry of the deployed images is stopped, then restarted on its port; none of "
+     "those images is on this machine (nothing local to use); `devsync plan`"),
+    ("registry-down-offline", "Registry",
+     "the same registry stopped while the deployed image and the base are on this machine; "
+     "`devsync plan`, then `devsync sync --yes` of a code edit"),
     ("registry-500", "Registry",
      "a stdlib HTTP server in front of the registry answers HTTP 500 to everything; "
      "`devsync plan`"),

@@ -8,6 +8,10 @@ and pushed to the private registry) and its network steps are local ones. The te
 the plain docker CLI (classic builder): it builds and pushes `REPO:base-1.0` from `build/`
 and each deployment `REPO:1.0.N` from the root, with the OCI revision label.
 
+`hub=` names another registry for those stand-ins, as Docker Hub is another registry than
+the team's: one on a closed loopback port is a Docker Hub that cannot be reached (the
+stand-ins are then only on the engine, as CI's cache would have them).
+
 Base tags follow yii2's `base-X.Y` scheme; `base_tag("1.1")` spells a version's tag, so a
 test can switch the scheme in one place.
 """
@@ -206,32 +210,41 @@ class Yii2Repo:
             self.docker("rmi", "-f", *refs, check=False)
         self.docker("image", "prune", "-f", check=False)
 
+    def forget_hub_images(self) -> None:
+        """The base's FROM images (Docker Hub's stand-ins) leave the engine too."""
+        self.docker("rmi", self.composer, self.alpine, check=False)
+
     def clone(self, dest: Path) -> Path:
         """A developer's fresh clone (its own work tree, the same history)."""
         git(dest.parent, "clone", "-q", str(self.path), str(dest))
         return dest
 
 
-def _stand_in(engine: sandbox.PrivateEngine, directory: Path, ref: str, dockerfile: str) -> str:
+def _stand_in(engine: sandbox.PrivateEngine, directory: Path, ref: str, dockerfile: str, *,
+              push: bool = True) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "Dockerfile").write_text(dockerfile)
     sandbox.docker_cli(engine, "build", "-q", "-t", ref, str(directory))
-    sandbox.docker_cli(engine, "push", ref)
+    if push:
+        sandbox.docker_cli(engine, "push", ref)
     return ref
 
 
 def make_yii2_repo(root: Path, engine: sandbox.PrivateEngine,
                    registry: sandbox.PrivateRegistry, busybox: str, name: str = "yii2",
-                   *, label_base: bool = True) -> Yii2Repo:
-    """The project with one base (`base-1.0`) and one deployment (`1.0.0`) made by CI."""
+                   *, label_base: bool = True, hub: str | None = None) -> Yii2Repo:
+    """The project with one base (`base-1.0`) and one deployment (`1.0.0`) made by CI.
+    `hub`: the registry host of the base's FROM images (default: the team's; another one is
+    not pushed to, so one nobody serves is a Docker Hub out of reach)."""
     path = root / name
     path.mkdir(parents=True)
     repo = f"{registry.host}/{name}"
     stand_ins = root / f"{name}-stand-ins"
-    composer = _stand_in(engine, stand_ins / "composer", f"{registry.host}/composer:2",
-                         COMPOSER_DOCKERFILE.format(busybox=busybox))
-    alpine = _stand_in(engine, stand_ins / "alpine", f"{registry.host}/alpine:3.11",
-                       ALPINE_DOCKERFILE.format(busybox=busybox))
+    host = hub or registry.host
+    composer = _stand_in(engine, stand_ins / "composer", f"{host}/composer:2",
+                         COMPOSER_DOCKERFILE.format(busybox=busybox), push=hub is None)
+    alpine = _stand_in(engine, stand_ins / "alpine", f"{host}/alpine:3.11",
+                       ALPINE_DOCKERFILE.format(busybox=busybox), push=hub is None)
     yii = Yii2Repo(path=path, engine=engine, registry=registry, repo=repo, composer=composer,
                    alpine=alpine)
     git(path, "init", "-q", "-b", "main")

@@ -53,7 +53,8 @@ async def test_status_table_json_check_and_tui_say_the_same_words(
     images = {i["name"]: i for i in json.loads(
         devsync(clone, "status", "--json", engine=engine, state=state).stdout)["images"]}
     table_text = devsync(clone, "status", engine=engine, state=state).stdout
-    prompt = devsync(clone, "--check", engine=engine, state=state).stdout.strip()
+    prompt = devsync(clone, "--check", engine=engine, state=state,
+                     env={"DEVSYNC_CHECK_DEADLINE": "10"}).stdout.strip()
 
     assert (images["app"]["cause"], images["app"]["action"]) == (cause, action)
     app_row = next(line for line in table_text.splitlines() if line.startswith("app "))

@@ -290,6 +290,17 @@ class Engine:
                 summaries = self._client.api.images(all=True)
         return any(s.get("ParentId") == image_id for s in summaries)
 
+    def local_tags(self, repository: str) -> list[str]:
+        """The tags `repository` has on this engine (`1.0.0`, `dev`...): one API call."""
+        with self._calling("list local images"):
+            if self._socket is not None:
+                summaries = enginesocket.list_images(self._socket, timeout=self._api_timeout)
+            else:
+                summaries = self._client.api.images()
+        prefix = repository + ":"
+        return sorted({ref[len(prefix):] for s in summaries for ref in s.get("RepoTags") or []
+                       if ref.startswith(prefix) and "/" not in ref[len(prefix):]})
+
     def local_images(self, repository: str | None = None, *,
                      with_history: bool = True) -> list[LocalImage]:
         """Local images, all or those of `repository` (any tag); two API calls per image."""

@@ -69,7 +69,7 @@ from devsync.adapters.registry._transport import (
     send,
     unverified_context,
 )
-from devsync.errors import RegistryAuthError, RegistryError
+from devsync.errors import RegistryAuthError, RegistryError, RegistryUnreachableError
 
 __all__ = [
     "IMAGE_MANIFEST_TYPES",
@@ -410,7 +410,7 @@ class RegistryClient:
                     f"{self.host} does not serve the Registry v2 API ({url} answered 404)"
                 )
             elif resp.status >= 500:
-                raise RegistryError(
+                raise RegistryUnreachableError(
                     f"registry {self.host} is failing: HTTP {resp.status} on /v2/"
                 )
             self._base_url = f"{scheme}://{self._api_host}"
@@ -528,7 +528,7 @@ class RegistryClient:
         if 200 <= resp.status < 300:
             return
         if resp.status >= 500:
-            raise RegistryError(
+            raise RegistryUnreachableError(
                 f"registry {self.host} failed while {doing}: HTTP {resp.status}"
                 f"{error_detail(resp)}"
             )

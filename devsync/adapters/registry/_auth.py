@@ -26,7 +26,7 @@ from devsync.adapters.registry._transport import (
     origin,
     parse_json,
 )
-from devsync.errors import RegistryAuthError, RegistryError
+from devsync.errors import RegistryAuthError, RegistryError, RegistryUnreachableError
 
 if TYPE_CHECKING:
     from devsync.adapters.dockerconfig import Credentials
@@ -112,7 +112,7 @@ def fetch_token(send: Callable[[str, str, Mapping[str, str], bytes | None], Resp
     try:
         resp = send(method, url, headers, data)
     except Unreachable as exc:
-        raise RegistryError(
+        raise RegistryUnreachableError(
             f"the token service of registry {host} ({origin(url)}) is not reachable: "
             f"{exc.describe()}"
         ) from None
@@ -126,9 +126,8 @@ def fetch_token(send: Callable[[str, str, Mapping[str, str], bytes | None], Resp
             hint=f"run `docker login {host}` again",
         )
     if resp.status != 200:
-        raise RegistryError(
-            f"the token service of registry {host} answered HTTP {resp.status}"
-        )
+        failing = RegistryUnreachableError if resp.status >= 500 else RegistryError
+        raise failing(f"the token service of registry {host} answered HTTP {resp.status}")
     body = parse_json(resp.body, f"token from {origin(url)}")
     value = ""
     if isinstance(body, dict):

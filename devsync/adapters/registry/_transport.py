@@ -27,7 +27,7 @@ from email.message import Message
 from typing import Any
 
 from devsync import __version__
-from devsync.errors import RegistryError
+from devsync.errors import RegistryError, RegistryUnreachableError
 
 _USER_AGENT = f"devsync/{__version__}"
 
@@ -113,7 +113,11 @@ class Unreachable(Exception):
             hint = "add the registry's CA to the system trust store"
         elif isinstance(self.cause, ConnectionRefusedError):
             hint = "is the registry running, and is the port right?"
-        return RegistryError(f"registry {host} is not reachable: {self.describe()}", hint=hint)
+        message = f"registry {host} is not reachable: {self.describe()}"
+        if isinstance(self.cause, ssl.SSLError):
+            # (a TLS setup to fix, not a registry that is down)
+            return RegistryError(message, hint=hint)
+        return RegistryUnreachableError(message, hint=hint)
 
 
 class _RedirectKeepingSameHostAuth(urllib.request.HTTPRedirectHandler):
