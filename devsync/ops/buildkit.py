@@ -25,6 +25,7 @@ silence; this engine's own build cache, which devsync cannot see).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class BuildKitSteps:
     _said: set[int] = field(default_factory=set)
 
     predict: bool = True
+    finished: dict[int, bool] = field(default_factory=dict)  # the last word on each step
 
     @classmethod
     def of(cls, plan: ImagePlan, dockerfile: Dockerfile, *, target: str | None,
@@ -116,8 +118,33 @@ class BuildKitSteps:
         step = self.steps[index]
         if not step.certain:
             return None
+        if self.is_from(index):
+            return step.cached  # (see `shown`)
         reported = getattr(step, "engine_cached", None)
         return step.cached if reported is None else bool(reported)
+
+    def is_from(self, index: int) -> bool:
+        return index < len(self.steps) and \
+            self.steps[index].instruction.lstrip()[:5].upper() == "FROM "
+
+    def shown(self, event: StepFinished) -> StepFinished:
+        """The event as devsync says it: BuildKit reports a FROM done, never CACHED, as it
+        resolves the base even when nothing is built on it; its layers are reused either way
+        (as the classic builder's FROM is), so it is said cached unless it failed."""
+        cached = event.cached or self.is_from(event.index)
+        self.finished[event.index] = cached
+        return StepFinished(event.image, event.index, cached, self.predicted(event.index))
+
+    def started(self, event: StepStarted) -> StepStarted:
+        """The event with the Dockerfile's own text (BuildKit's names a FROM by digest)."""
+        if event.index >= len(self.steps):
+            return event
+        step = self.steps[event.index]
+        return StepStarted(event.image, event.index, len(self.steps),
+                           " ".join(step.instruction.split()), step.line)
+
+    def reused(self) -> int:
+        return sum(1 for cached in self.finished.values() if cached)
 
     def said(self, index: int) -> None:
         self._said.add(index)
@@ -142,6 +169,7 @@ class BuildKitSteps:
             return
         self._said.add(index)
         step = self.steps[index]
+        self.finished[index] = step.cached
         yield StepStarted(image, index, len(self.steps), " ".join(step.instruction.split()),
                           step.line)
         yield StepFinished(image, index, step.cached, self.predicted(index))
@@ -224,11 +252,10 @@ def build_with_buildkit(project: Project, spec: ImageSpec, plan: ImagePlan, *, e
         if isinstance(event, StepStarted):
             yield from steps.before(spec.name, event.index)
             steps.said(event.index)
-            yield event
+            yield steps.started(event)
         elif isinstance(event, StepFinished):
             steps.said(event.index)
-            yield StepFinished(event.image, event.index, event.cached,
-                               steps.predicted(event.index))
+            yield steps.shown(event)
             yield from steps.after(spec.name, event.index)
         elif isinstance(event, ImageBuilt):
             built = event
@@ -237,7 +264,8 @@ def build_with_buildkit(project: Project, spec: ImageSpec, plan: ImagePlan, *, e
     yield from steps.rest(spec.name)
     if built is None:
         raise DevsyncError(f"the build of {spec.name} ended without an image")
-    yield built
+    # (counted over the Dockerfile's steps, as a classic build's are)
+    yield dataclasses.replace(built, steps_cached=steps.reused(), steps_total=len(steps.steps))
 
 
 def _pull_what_needs_a_login(engine: Engine, resolver: Resolver | None, plan: ImagePlan,

@@ -544,8 +544,10 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                 yield Warning_(spec.name, f"{behind}: git pull first (nothing was pulled or "
                                "built)")
                 continue
-            fetching = (_Prefetch(engine, _prefetch_refs(project, spec, resolver), cancel)
-                        if prefetch and spec.role != ROLE_BASE else None)
+            refs = _prefetch_refs(project, spec, resolver) \
+                if prefetch and spec.role != ROLE_BASE else []
+            # (nothing to fetch ahead, as for BuildKit's lazy syncs: no pull phase either)
+            fetching = _Prefetch(engine, refs, cancel) if refs else None
             prepared: BuildInput | None = None
             try:
                 if fetching is not None:
@@ -574,7 +576,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     # (while the pulls run; without them, the plan's listing may be old by now)
                     prepared = BuildInput(
                         project, spec, plan, git, revision=built.revision,
-                        context=plan.scanned_context if fetching is not None else None)
+                        context=plan.scanned_context if prefetch else None)
                 if fetching is not None:
                     yield PhaseStarted(spec.name, "pull")
                     yield from fetching.events(
