@@ -229,6 +229,8 @@ def build_with_buildkit(project: Project, spec: ImageSpec, plan: ImagePlan, *, e
         choice = find_buildkit_cli(project.config.docker_cli)
         cli = choice.cli
         if cli is None:
+            # (the plan's predictions were for the CLI's way: they say nothing of this one)
+            steps.predict = False
             yield Warning_(spec.name, f"the plan builds through the docker CLI, and {choice.reason}"
                            ": building through the Engine API instead, whose `COPY .` does not"
                            " match a CLI-built cache")

@@ -71,8 +71,9 @@ COPY . /var/www/html
 RUN ls -laR /var/www/html > /opt/files.txt
 CMD ["sh", "-c", "cat /opt/vendor/installed"]
 """
-# BuildKit's numbered steps: FROM, WORKDIR, COPY, RUN (reused) | COPY ., RUN (rebuilt)
-EXPECTED = [False, True, True, True, False, False]
+# BuildKit's numbered steps after FROM (which BuildKit reports done, and devsync reused):
+# WORKDIR, COPY, RUN (reused) | COPY ., RUN (rebuilt)
+EXPECTED = [True, True, True, False, False]
 
 _PLAIN_STEP = re.compile(r"^#(\d+) \[\s*(\d+)/(\d+)\] ")
 _PLAIN_STATE = re.compile(r"^#(\d+) (CACHED|DONE)")
@@ -233,7 +234,7 @@ def _plain_hits(output: str) -> list[bool]:
         if m and m.group(1) in names:
             state[m.group(1)] = m.group(2) == "CACHED"  # the last word wins
     by_step = {names[n]: cached for n, cached in state.items()}
-    return [by_step.get(i + 1, False) for i in range(len(EXPECTED))]
+    return [by_step.get(i + 2, False) for i in range(len(EXPECTED))]
 
 
 def run_handmade(s: Setup, log: RegistryLog) -> Run:
@@ -301,7 +302,7 @@ def _devsync_hits(out: str) -> list[bool]:
             result[index] = r.group(1) == "cached"
     # devsync numbers every Dockerfile step; BuildKit's vertices are FROM, WORKDIR, COPY, RUN
     numbered = [i for i, text in enumerate(_dockerfile_steps())
-                if text.split()[0] in ("FROM", "WORKDIR", "COPY", "RUN")]
+                if text.split()[0] in ("WORKDIR", "COPY", "RUN")]
     return [result.get(i, False) for i in numbered]
 
 
