@@ -30,12 +30,12 @@ from devsync.model.context import (
 from devsync.model.dockerfiles import Dockerfile, cache_busting_order
 from devsync.model.images import ImageInfo
 from devsync.model.project import ROLE_BASE, ImageSpec, Project
+from devsync.ops.reasons import REVISION_LABEL, built_on_stage, changed_line, from_changed
 
 if TYPE_CHECKING:
     from devsync.adapters.gitrepo import GitRepo
     from devsync.adapters.resolver import Resolver
 
-REVISION_LABEL = "org.opencontainers.image.revision"
 _COPY_ENTRY = re.compile(
     r"#\(nop\) (COPY|ADD) (--chown=\S*?)?((?:file|dir|multi):[0-9a-f]+) in (.*) $")
 _BUILD_ARGS = re.compile(r"^\|(\d+) ")
@@ -274,11 +274,17 @@ def _plan_steps(sim: SimResult, spec: ImageSpec, context: BuildContext,
             plan_step.reason = _hit_reason(step)
         elif step.miss == "busted":
             first_miss_line = first_miss_lines.get(step.stage)
-            plan_step.reason = (f"rebuilds after line {first_miss_line}"
-                                if first_miss_line else "rebuilds after an earlier step")
+            plan_step.reason = (f"rebuilds after line {first_miss_line}" if first_miss_line
+                                else built_on_stage(df, sim.stage_bases, step.stage,
+                                                    first_miss_lines)
+                                or "rebuilds after an earlier step")
         else:
             first_miss_lines.setdefault(step.stage, ins.line)
-            if step.stage not in chain and step.miss in ("parent", "new-step", "command"):
+            on_stage = (built_on_stage(df, sim.stage_bases, step.stage, first_miss_lines)
+                        if step.miss == "parent" else None)
+            if on_stage:  # (FROM a stage that rebuilds: that stage is the reason)
+                plan_step.reason = on_stage
+            elif step.stage not in chain and step.miss in ("parent", "new-step", "command"):
                 plan_step.reason = _earlier_stage_reason(df, step, sim)
             else:
                 # (what the step is compared with: the cache source the builder is on,
@@ -333,9 +339,12 @@ def _explain_miss(out: PlanStep, step: SimStep, sim: SimResult, spec: ImageSpec,
             out.reason = ("the deployed image was built with BuildKit; the classic builder "
                           "cannot reuse its layers")
         else:
+            # the FROM line itself, when it changed since the image compared with was built
             base = sim.stage_bases.get(step.stage, "")
-            out.reason = (f"base image changed: {base} is not the base the deployed image was "
-                          "built on")
+            out.reason = (from_changed(project.dockerfile(spec), step.stage, deployed, git,
+                                       spec.rel_dockerfile(project.root))
+                          or f"base image changed: {base} is not the base the deployed image "
+                          "was built on")
     elif miss == "new-step":
         out.reason = "new step: the deployed image has nothing here"
     elif miss == "unknown":
@@ -381,13 +390,8 @@ def _explain_changed(out: PlanStep, step: SimStep, sim: SimResult, context: Buil
             out.reason = f"build argument changed ({detail})"
             return
     before, after = _readable(theirs), _readable(ours)
-    if not before:
-        out.reason = "instruction changed"
-    elif not after or ours_copy or theirs_copy:
-        out.reason = f"instruction changed (deployed: {_clip(before)})"
-    else:
-        old_part, new_part = _where_they_differ(before, after)
-        out.reason = f"instruction changed: deployed {old_part}, now {new_part}"
+    out.reason = changed_line(before, after, deployed) if before and after \
+        else "instruction changed"
 
 
 def _split_args(created_by: str) -> tuple[dict[str, str], str]:
@@ -417,31 +421,6 @@ def _readable(created_by: str) -> str:
             if text.startswith(prefix):
                 text = "RUN " + text[len(prefix):]
     return text
-
-
-def _clip(text: str, width: int = 80) -> str:
-    return text if len(text) <= width else text[:width - 3] + "..."
-
-
-def _where_they_differ(old: str, new: str, context: int = 12,
-                       width: int = 40) -> tuple[str, str]:
-    """Both sides of a changed line, each cut around the first place they differ, so the
-    difference shows (cutting both at the same column could hide it)."""
-    start = 0
-    while start < min(len(old), len(new)) and old[start] == new[start]:
-        start += 1
-    begin = max(0, start - context)
-    # (on a word boundary, when one is near)
-    space = old.rfind(" ", 0, begin + 1)
-    if begin and space >= 0 and begin - space < context:
-        begin = space + 1
-
-    def window(text: str) -> str:
-        part = text[begin:begin + width]
-        return (("..." if begin else "") + part
-                + ("..." if begin + width < len(text) else ""))
-
-    return f"`{window(old)}`", f"`{window(new)}`"
 
 
 def _git_modes_note(context: BuildContext) -> str:
