@@ -9,8 +9,8 @@ Runs on every prompt, so it is built for start-up time and for never getting in 
   `contextlib`, `signal` (its enums), TOML parser, subprocess or hashlib (`python -X
   importtime` shows it; tests/prompt/test_check.py keeps it so).
 * Otherwise hash the watched files and compare them with the baselines recorded at the last
-  sync; name the first changed file (and the commit that changed it, from one `git log` with
-  a timeout) or fall back to the lines the last sync/refresh stored per image. Store the
+  sync; name the first changed file (and the commit that changed it, from `git log` with a
+  timeout, started without the `subprocess` module) or fall back to the lines the last sync/refresh stored per image. Store the
   answer for the next prompt (a raw-document update in `statestore`, under the state lock),
   skipping the write if another process holds the lock.
 * A repository that looks like a devsync project (`.devsync.toml`, `Dockerfile` or
@@ -22,8 +22,9 @@ Runs on every prompt, so it is built for start-up time and for never getting in 
   `devsync refresh` when the registry information is older than `registry_check_minutes`.
 
 Safe in an untrusted clone: it reads files and writes only inside devsync's state directory.
-The only subprocess is `git log`, run with every repository-controlled setting that could
-make git execute a program neutralised (see `SAFE_GIT_CONFIG`). Anything printed that comes
+The only process it runs is git (`log`, `rev-parse`), with every repository-controlled
+setting that could make git execute a program neutralised (see `devsync.prompt.gitrun`), and
+the detached refresh. Anything printed that comes
 from the repository (file names, author names) is stripped of control characters and
 terminal escape sequences.
 """
@@ -37,7 +38,6 @@ import time
 
 from devsync.prompt import statestore, wording
 from devsync.prompt.fingerprint import git_fingerprint
-from devsync.prompt.gitsafe import SAFE_GIT_CONFIG
 from devsync.prompt.sanitize import one_line
 
 try:  # the C module under `signal`: `signal` itself imports `enum` (~2 ms) for its constants
@@ -65,34 +65,6 @@ _NUDGED_NOTE = "prompt_not_synced_nudge_at"
 _RACY_NS = 2_000_000_000
 _NEVER_MATCHES = [-1, -1, -1]
 _MISSING_STAT = [0, 0, 0]
-
-# `git log` in a repository we do not trust. Settings from the repository's own .git/config
-# that can make `git log` start a program, and how each is neutralised:
-#   log.showSignature=true + gpg.program=CMD      runs CMD for every commit shown -> forced off,
-#                                                 --no-show-signature, gpg.program=false
-#   partial clone with a missing object           lazy fetch through the promisor remote runs
-#     (extensions.partialClone, remote.*.promisor) core.sshCommand / credential helpers /
-#                                                 remote helpers -> protocol.allow=never (all
-#                                                 transports), GIT_NO_LAZY_FETCH=1 (git>=2.44)
-#   core.fsmonitor=CMD                             hook run by index-reading commands -> false
-#   diff.external, diff.<drv>.command / textconv   only for content diffs (-p, --stat, --ext-
-#                                                 diff); we ask for --raw only, and pass
-#                                                 --no-ext-diff --no-textconv anyway
-#   core.pager / pager.log                         only with a terminal on stdout (we use a
-#                                                 pipe) -> --no-pager, GIT_PAGER=cat too
-#   core.hooksPath / hooks                         git log runs no hooks -> /dev/null anyway
-#   core.sshCommand, core.gitProxy, credential.*   only reachable through a fetch, which
-#                                                 protocol.allow=never refuses
-# Not settable from the repository (system/global config or environment only): trace2.*,
-# safe.directory (we keep the user's: git refuses repositories owned by someone else).
-
-# Environment variables that would point git at another repository than the one we found.
-_GIT_LOCATION_ENV = (
-    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_COUNT", "GIT_EXTERNAL_DIFF",
-)
-
 
 class _Deadline(BaseException):
     """Raised from the SIGALRM handler. A BaseException so that no `except Exception` on the
@@ -458,42 +430,11 @@ def _blob_matches(root: str, path: str, blob: str) -> bool:
 
 
 def _git(root: str, args: list[str], timeout: float) -> str | None:
-    """`git ARGS` in `root` with every repository setting that could run a program
-    neutralised (see SAFE_GIT_CONFIG); its output, or None on failure or timeout."""
-    if timeout < 0.02:
-        return None
-    import subprocess
+    """`git ARGS` in `root`, made safe for a repository we do not trust (see
+    `devsync.prompt.gitrun`); its output, or None on failure or timeout."""
+    from devsync.prompt.gitrun import git
 
-    git = _find_git()
-    if git is None:
-        return None
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_ENV}
-    env.update(GIT_PAGER="cat", PAGER="cat", GIT_TERMINAL_PROMPT="0", GIT_NO_LAZY_FETCH="1",
-               GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
-    cmd = [git, "--no-pager", "--no-optional-locks"]
-    for setting in SAFE_GIT_CONFIG:
-        cmd += ["-c", setting]
-    cmd += ["-C", root, *args]
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=env,
-                              timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return None
-    return proc.stdout.decode("utf-8", "replace")
-
-
-def _find_git() -> str | None:
-    """`git` from $PATH, ignoring relative entries ("", ".", "bin"): we run inside a
-    repository we do not trust, and a relative entry would find an executable it ships."""
-    for entry in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        if not os.path.isabs(entry):
-            continue
-        candidate = os.path.join(entry, "git")
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return git(root, args, timeout)
 
 
 def _git_blob_id(path: str, algorithm: str) -> str | None:
