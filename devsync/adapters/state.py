@@ -2,9 +2,10 @@
 
 One JSON document per repository lives under the user's state directory (see
 `devsync.prompt.statestore` for the layout). Readers never lock: every write is an atomic
-rename, so a
-reader sees the old or the new document. Writers go through `update`, a read-modify-write under
-an exclusive lock, so concurrent processes never lose each other's changes.
+rename, so a reader sees the old or the new document. Writers go through `update`, a typed
+view over `statestore.update_raw`, the one read-modify-write under an exclusive lock (the
+prompt check writes its cached answer through it too), so concurrent processes never lose
+each other's changes.
 
 Damaged files never crash devsync: an unreadable file is moved aside (`*.corrupt-<ts>`) and
 devsync starts afresh; a file written by a newer devsync is left untouched and treated as
