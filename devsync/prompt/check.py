@@ -10,9 +10,10 @@ Runs on every prompt, so it is built for start-up time and for never getting in 
   importtime` shows it; tests/prompt/test_check.py keeps it so).
 * Otherwise hash the watched files and compare them with the baselines recorded at the last
   sync; name the first changed file (and the commit that changed it, from `git log` with a
-  timeout, started without the `subprocess` module) or fall back to the lines the last sync/refresh stored per image. Store the
-  answer for the next prompt (a raw-document update in `statestore`, under the state lock),
-  skipping the write if another process holds the lock.
+  timeout, started without the `subprocess` module) or fall back to the lines the last
+  sync/refresh stored per image. Store the answer for the next prompt (a raw-document update
+  in `statestore`, under the state lock), skipping the write if another process holds the
+  lock.
 * A repository that looks like a devsync project (`.devsync.toml`, `Dockerfile` or
   `Dockerfile.base` at its top) but has no state at all, such as a brand-new clone, gets one
   nudge ("not synced yet"), once per repository: the state then records that it was given.
