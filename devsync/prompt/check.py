@@ -450,7 +450,7 @@ def _registry_check_minutes(root: str) -> float | None:
     held to the rule `devsync.model.config` applies: an integer of at least 1.
     """
     try:
-        data = _read_regular(os.path.join(root, CONFIG_NAME), 1 << 20)
+        data = statestore.read_regular(os.path.join(root, CONFIG_NAME), 1 << 20)
         if data is None:
             return None
         import tomllib
@@ -462,25 +462,6 @@ def _registry_check_minutes(root: str) -> float | None:
     if type(value) is int and value >= 1:
         return float(value)
     return None
-
-
-def _read_regular(path: str, limit: int) -> bytes | None:
-    """The content of a regular file of at most `limit` bytes, else None. Never opens a FIFO
-    or device for a blocking read (that would hold up the prompt until the deadline)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode) or st.st_size > limit:
-            return None
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _store(

@@ -18,6 +18,7 @@ where <key> is the first 16 hex digits of sha256(realpath(repository root)).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 
@@ -244,19 +245,28 @@ def read_raw(root: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str |
     Returns (document, None), or (None, MISSING | CORRUPT | FUTURE). Never raises for a bad
     file; I/O errors other than "not found" propagate.
     """
-    data = _read_file(state_path(root))
+    data = read_regular(state_path(root))
     if data is None:
         return None, MISSING
     return decode(data)
 
 
-def _read_file(path: str) -> bytes | None:
-    # os.open/os.read: a Python file object costs more than the syscalls themselves here.
+def read_regular(path: str, limit: int | None = None) -> bytes | None:
+    """The content of the regular file at `path`, None when there is none. Raises OSError for
+    anything else there (a FIFO or device is never opened for a blocking read, which would
+    hold up the prompt until its deadline) and for a file over `limit` bytes."""
+    import errno
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if limit is not None and st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
         chunks = []
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
@@ -286,7 +296,7 @@ def update_raw(
     real = os.path.realpath(os.fspath(root))
     path = state_path(real)
     with flocked(lock_path(real), timeout=timeout):
-        data = _read_file(path)
+        data = read_regular(path)
         doc: dict[str, Any] | None = None
         if data is not None:
             doc, outcome = decode(data)

@@ -542,6 +542,11 @@ _NOT_ON_THE_FAST_PATH = ("re", "enum", "typing", "dataclasses", "json", "context
 _HOOK = "from devsync.prompt.check import main; main()"
 
 
+def _hook_modules(repo: Path) -> list[str]:
+    # (a deadline a loaded machine cannot reach: these tests are about imports, not time)
+    return imported_modules(_HOOK, cwd=repo, env=dict(os.environ, DEVSYNC_CHECK_DEADLINE="10"))
+
+
 def _top(module: str) -> set[str]:
     parts = module.split(".")
     return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
@@ -550,7 +555,7 @@ def _top(module: str) -> set[str]:
 def test_the_fast_path_imports_only_what_it_needs(repo: Path) -> None:
     assert_in_sync(repo)
     stored = state.load(repo).state.check
-    loaded = imported_modules(_HOOK, cwd=repo)
+    loaded = _hook_modules(repo)
     assert state.load(repo).state.check == stored  # answered from the cached record
     found = sorted(m for m in loaded if _top(m) & {*_NEVER, *_NOT_ON_THE_FAST_PATH})
     assert found == [], loaded
@@ -566,7 +571,7 @@ def test_the_slow_path_imports_nothing_heavy(repo: Path) -> None:
     (repo / ".devsync.toml").write_text("[devsync]\nregistry_check_minutes = 7\n")
     (repo / "Dockerfile").write_text("changed\n")
     commit_all(repo, "change")
-    loaded = imported_modules(_HOOK, cwd=repo)
+    loaded = _hook_modules(repo)
     assert sorted(m for m in loaded if _top(m) & set(_NEVER)) == [], loaded
     # git log without `subprocess`, the answer written without `json`, small files hashed
     # without OpenSSL: each would cost more than the work itself
@@ -773,7 +778,8 @@ def test_a_hung_daemon_cannot_touch_the_prompt(repo: Path, tmp_path: Path) -> No
 
     sock_path = tmp_path / "hung.sock"
     (repo / "Dockerfile").write_text("FROM reg/app:base-1.1\nCOPY app.py /app/\n")
-    env = dict(os.environ, DOCKER_HOST=f"unix://{sock_path}")
+    # (a deadline a loaded machine cannot reach: the subject here is the socket)
+    env = dict(os.environ, DOCKER_HOST=f"unix://{sock_path}", DEVSYNC_CHECK_DEADLINE="5")
     with silent_socket(sock_path) as accepted:
         proc = subprocess.run([sys.executable, "-m", "devsync", "--check", "--exit-code"],
                               cwd=repo, capture_output=True, text=True, timeout=60, env=env)

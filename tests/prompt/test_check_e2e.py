@@ -32,6 +32,30 @@ def _new_terminal(cwd: Path, rc: Path, env: dict[str, str]) -> str:
     return proc.stdout
 
 
+def _synced_clone(team: TeamRepo, tmp_path: Path, state: Path) -> tuple[Path, Path]:
+    """A bare remote the team pushes to, and the developer's clone of it, synced."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(team.path), str(remote))
+    mine = tmp_path / "mine"
+    git(tmp_path, "clone", "-q", str(remote), str(mine))
+    out = devsync(mine, "sync", "--yes", engine=team.engine, state=state)
+    assert out.returncode == 0, out.stderr
+    return remote, mine
+
+
+def _teammate_bumps_the_runtime(tmp_path: Path, remote: Path) -> str:
+    """Ben's commit to Dockerfile.base, pushed; its short hash."""
+    teammate = tmp_path / "teammate"
+    git(tmp_path, "clone", "-q", str(remote), str(teammate))
+    base = teammate / "Dockerfile.base"
+    base.write_text(base.read_text().replace("runtime 1", "runtime 2"))
+    git(teammate, "commit", "-qam", "Bump the runtime to 2",
+        env={"GIT_AUTHOR_NAME": "Ben", "GIT_AUTHOR_EMAIL": "ben@example.com"})
+    sha = git(teammate, "rev-parse", "--short", "HEAD").strip()
+    git(teammate, "push", "-q", "origin", "HEAD:main")
+    return sha
+
+
 def test_new_terminals_after_sync_and_after_a_teammates_change(
         team: TeamRepo, tmp_path: Path) -> None:
     state = tmp_path / "state"
@@ -45,25 +69,10 @@ def test_new_terminals_after_sync_and_after_a_teammates_change(
     rc = tmp_path / "bashrc"
     rc.write_text(snippet)
 
-    # a bare remote the team pushes to; the developer works in a clone of it
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "clone", "-q", "--bare", str(team.path), str(remote))
-    mine = tmp_path / "mine"
-    git(tmp_path, "clone", "-q", str(remote), str(mine))
-
-    out = devsync(mine, "sync", "--yes", engine=team.engine, state=state)
-    assert out.returncode == 0, out.stderr
+    remote, mine = _synced_clone(team, tmp_path, state)
     assert _new_terminal(mine, rc, env).strip() == ""
 
-    teammate = tmp_path / "teammate"
-    git(tmp_path, "clone", "-q", str(remote), str(teammate))
-    base = teammate / "Dockerfile.base"
-    base.write_text(base.read_text().replace("runtime 1", "runtime 2"))
-    git(teammate, "commit", "-qam", "Bump the runtime to 2",
-        env={"GIT_AUTHOR_NAME": "Ben", "GIT_AUTHOR_EMAIL": "ben@example.com"})
-    sha = git(teammate, "rev-parse", "--short", "HEAD").strip()
-    git(teammate, "push", "-q", "origin", "HEAD:main")
-
+    sha = _teammate_bumps_the_runtime(tmp_path, remote)
     git(mine, "pull", "-q", "origin", "main")
     shown = _new_terminal(mine, rc, env).strip().splitlines()
     assert len(shown) == 1, shown
@@ -86,12 +95,7 @@ def test_a_teammates_base_edit_at_the_next_prompt_of_an_open_bash(
                GIT_CONFIG_NOSYSTEM="1")
     rc = tmp_path / "bashrc"
     rc.write_text("PS1='@@$? '\n" 'eval "$(devsync shell-init bash)"\n')
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "clone", "-q", "--bare", str(team.path), str(remote))
-    mine = tmp_path / "mine"
-    git(tmp_path, "clone", "-q", str(remote), str(mine))
-    out = devsync(mine, "sync", "--yes", engine=team.engine, state=state)
-    assert out.returncode == 0, out.stderr
+    remote, mine = _synced_clone(team, tmp_path, state)
 
     with terminal() as term:
         term.start(["bash", "--noprofile", "--rcfile", str(rc), "-i"], cwd=mine, env=env)
@@ -99,15 +103,7 @@ def test_a_teammates_base_edit_at_the_next_prompt_of_an_open_bash(
         assert session.started() == []
         assert session.run("echo in sync") == (["in sync"], 0)
 
-        teammate = tmp_path / "teammate"
-        git(tmp_path, "clone", "-q", str(remote), str(teammate))
-        base = teammate / "Dockerfile.base"
-        base.write_text(base.read_text().replace("runtime 1", "runtime 2"))
-        git(teammate, "commit", "-qam", "Bump the runtime to 2",
-            env={"GIT_AUTHOR_NAME": "Ben", "GIT_AUTHOR_EMAIL": "ben@example.com"})
-        sha = git(teammate, "rev-parse", "--short", "HEAD").strip()
-        git(teammate, "push", "-q", "origin", "HEAD:main")
-
+        sha = _teammate_bumps_the_runtime(tmp_path, remote)
         shown, status = session.run("git pull -q origin main")
         assert status == 0 and len(shown) == 1, shown
         assert shown[0].startswith("devsync: base: Dockerfile.base changed in ")
