@@ -255,8 +255,6 @@ def read_regular(path: str, limit: int | None = None) -> bytes | None:
     """The content of the regular file at `path`, None when there is none. Raises OSError for
     anything else there (a FIFO or device is never opened for a blocking read, which would
     hold up the prompt until its deadline) and for a file over `limit` bytes."""
-    import errno
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -264,8 +262,12 @@ def read_regular(path: str, limit: int | None = None) -> bytes | None:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
+            import errno
+
             raise OSError(errno.EINVAL, "not a regular file", path)
         if limit is not None and st.st_size > limit:
+            import errno
+
             raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
         chunks = []
         while chunk := os.read(fd, 1 << 16):

@@ -562,7 +562,7 @@ def test_the_fast_path_imports_only_what_it_needs(repo: Path) -> None:
     # and nothing else but devsync's prompt modules and these C modules
     assert {m for m in loaded if not m.startswith("devsync")} <= {
         "os", "stat", "_stat", "posixpath", "genericpath", "os.path", "_collections_abc",
-        "zlib", "_sha256", "_sha2", "_json", "errno", "_signal", "time", "_thread",
+        "zlib", "_sha256", "_sha2", "_json", "_signal", "time", "_thread",
         "__future__"}, loaded
 
 
