@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,26 +209,49 @@ def final_base(df: Dockerfile, build_args: dict[str, str], target: str | None) -
 
 
 def _walk_dockerfiles(root: Path, max_depth: int = 3) -> list[Path]:
+    """The Dockerfiles under `root`, walked as the docker CLI walks a build context: every
+    entry is lstat'ed and no link is followed, so a link to a directory (a loop, a link to a
+    parent, one out of the repository) is only a name, and a dangling one is nothing.
+    Unreadable directories are skipped, and only regular files are ever read: a FIFO named
+    `Dockerfile` would block the read forever. A link named like a Dockerfile counts when it
+    resolves to a regular file inside the repository, as `docker build -f` would read it."""
     found: list[Path] = []
+    real_root = os.path.realpath(root)
 
-    def walk(directory: Path, depth: int) -> None:
+    def walk(directory: str, depth: int) -> None:
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError:
             return
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue  # vanished meanwhile
+            if stat.S_ISDIR(mode):
                 if depth < max_depth and entry.name not in _SKIP_DIRS \
                         and not entry.name.startswith("."):
-                    walk(Path(entry.path), depth + 1)
-            elif entry.is_file() and _DOCKERFILE_NAME.match(entry.name) \
-                    and not entry.name.endswith((".dockerignore", ".md", ".orig", ".bak", ".swp")):
+                    walk(entry.path, depth + 1)
+            elif _DOCKERFILE_NAME.match(entry.name) and not entry.name.endswith(
+                    (".dockerignore", ".md", ".orig", ".bak", ".swp")) and (
+                    stat.S_ISREG(mode)
+                    or (stat.S_ISLNK(mode) and _regular_file_inside(entry.path, real_root))):
                 found.append(Path(entry.path))
 
-    walk(root, 0)
+    walk(str(root), 0)
     # the root Dockerfile first, then by depth and name
     return sorted(found, key=lambda p: (len(p.relative_to(root).parts), p.name != "Dockerfile",
                                         str(p)))
+
+
+def _regular_file_inside(link: str, real_root: str) -> bool:
+    try:
+        target = os.stat(link)  # ELOOP for a loop, ENOENT when dangling
+    except OSError:
+        return False
+    real = os.path.realpath(link)
+    return stat.S_ISREG(target.st_mode) and real.startswith(real_root + os.sep)
 
 
 def _image_name(path: Path, root: Path, taken: set[str]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -444,6 +445,7 @@ def watched_inputs(project: Project, spec: ImageSpec) -> list[str]:
     except DevsyncError:
         return out
     ctx_rel = spec.rel_context(project.root)
+    real_context = os.path.realpath(spec.context)
     for stage in df.stages:
         for ins in stage.instructions:
             if ins.cmd not in ("COPY", "ADD") or ins.flag("from"):
@@ -451,8 +453,10 @@ def watched_inputs(project: Project, spec: ImageSpec) -> list[str]:
             for src in ins.value[:-1]:
                 if any(ch in src for ch in "$*?[") or "://" in src:
                     continue
-                path = (spec.context / src.lstrip("/")).resolve()
-                if path.is_file():
+                path = spec.context / src.lstrip("/")
+                # a regular file (not a loop, a FIFO, a directory) inside the context: the
+                # builder resolves a source there, so a link out of it is not what it copies
+                if path.is_file() and os.path.realpath(path).startswith(real_context + os.sep):
                     rel = src.lstrip("/").removeprefix("./")
                     out.append(rel if ctx_rel in ("", ".") else f"{ctx_rel}/{rel}")
     dockerignore = spec.context / ".dockerignore"

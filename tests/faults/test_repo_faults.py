@@ -9,7 +9,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,10 @@ import pytest
 from devsync.devtools import sandbox
 from tests.support.faultcases import FaultRecorder
 from tests.support.faults import (
-    DEVSYNC_TIMEOUT,
     StateDir,
     clone,
     devsync,
-    devsync_env,
+    devsync_unprivileged,
     expect_error,
     expect_ok,
     git,
@@ -235,16 +233,9 @@ def test_symlink_out_of_the_context(fault: FaultRecorder, shop: TeamRepo,
     assert "outside-secret" not in run.stdout
 
 
-# root reads anything: drop the two capabilities that let it, as an ordinary user has them
-_UNPRIVILEGED = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
-                 "--bounding-set=-dac_override,-dac_read_search", "--"]
-
-
 def _unprivileged(repo: Path, *args: str, engine: sandbox.PrivateEngine, state: StateDir
                   ) -> subprocess.CompletedProcess[str]:
-    env = devsync_env(engine=engine, state=state.path)
-    return subprocess.run([*_UNPRIVILEGED, sys.executable, "-m", "devsync", *args], cwd=repo,
-                          env=env, capture_output=True, text=True, timeout=DEVSYNC_TIMEOUT)
+    return devsync_unprivileged(repo, *args, engine=engine, state=state.path)
 
 
 @pytest.mark.fault("repo-unreadable-file")

@@ -631,3 +631,51 @@ def test_check_sources_refuses_what_source_hash_refuses(tmp_path: Path) -> None:
         with pytest.raises(BuildContextError) as checked:
             ctx.check_sources(sources)
         assert checked.value.message == hashed.value.message
+
+
+HOSTILE_STEPS = [
+    Step("COPY", ("src",), "/h/src"),
+    Step("COPY", (".",), "/h/all"),
+]
+
+
+@pytest.mark.engine
+def test_hostile_tree_hashes_as_both_clis_build_it(engine: sandbox.PrivateEngine,
+                                                   busybox_image: str, tmp_path: Path) -> None:
+    """Self-loops, a loop pair, links to a parent, dangling links, links out of the context and
+    a FIFO (issue 14): the scan lists them without following any, and the COPY hashes are the
+    ones both CLIs' builds write."""
+    root = tmp_path / "hostile"
+    _write(root / "src" / "a.txt", b"a\n")
+    os.symlink("loop", root / "src" / "loop")
+    os.symlink("pong", root / "src" / "ping")
+    os.symlink("ping", root / "src" / "pong")
+    os.symlink("..", root / "src" / "up")
+    os.symlink("../..", root / "src" / "upup")
+    os.symlink("nowhere", root / "src" / "gone")
+    os.symlink("/etc", root / "src" / "etc")
+    os.symlink(str(tmp_path), root / "src" / "outside")
+    os.mkfifo(root / "src" / "pipe")
+    dockerfile = "\n".join([f"FROM {busybox_image}", *(s.line() for s in HOSTILE_STEPS)])
+    _write(root / "Dockerfile", (dockerfile + "\n").encode())
+    for d in (root, root / "src"):
+        os.chmod(d, 0o755)
+    kinds = {e.name: e.kind for e in scan_context(root).entries}
+    assert {name: kinds[f"src/{name}"] for name in ("loop", "ping", "up", "gone", "etc",
+                                                    "outside", "pipe")} == {
+        "loop": "symlink", "ping": "symlink", "up": "symlink", "gone": "symlink",
+        "etc": "symlink", "outside": "symlink", "pipe": "fifo"}
+    for cli in (LEGACY_CLI, MODERN_CLI):
+        tag = "dsx-hostile:" + ("legacy" if cli == LEGACY_CLI else "modern")
+        sandbox.docker_cli(engine, "build", "-t", tag, str(root), cli=cli)
+        flavor = CLI_FLAVOR[cli]
+        ctx = scan_context(root, ignore_flavor=flavor)
+        assert _history(engine, tag) == _predicted(ctx, HOSTILE_STEPS, flavor)
+    # a COPY of the loop itself: the engine refuses it, and the plan says it in its words
+    _write(root / "Dockerfile", f"FROM {busybox_image}\nCOPY src/loop /x\n".encode())
+    built = sandbox.docker_cli(engine, "build", str(root), check=False)
+    refusal = "COPY failed: forbidden path outside the build context: src/loop"
+    assert built.returncode != 0 and refusal in built.stderr, built.stderr
+    with pytest.raises(BuildContextError) as info:
+        scan_context(root).source_hash(["src/loop"], TarFlavor.CLI_MODERN)
+    assert info.value.message == refusal

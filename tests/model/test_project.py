@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,37 @@ def test_names_image_leaves_out_scratch_and_stages() -> None:
     assert not df.names_image("scratch")
     assert not df.names_image("build") and not df.names_image("BUILD")
     assert not df.names_image("") and not df.names_image(None)
+
+
+def test_discovery_walks_like_the_docker_cli_following_no_link(tmp_path: Path) -> None:
+    """Issue 14: `src/loop -> loop` made the walk die ("Too many levels of symbolic links")."""
+    outside = tmp_path / "outside"
+    (outside / "images").mkdir(parents=True)
+    (outside / "images" / "Dockerfile").write_text("FROM scratch\n")
+    root = _repo(tmp_path, {
+        "Dockerfile": "FROM r.io/shop:base-1.0\nCOPY . /app\n",
+        "Dockerfile.base": "FROM alpine\n",
+        "src/index.php": "<?php\n",
+        "tools/real.Dockerfile": "FROM alpine\n",
+    })
+    src = root / "src"
+    (src / "loop").symlink_to("loop")
+    (src / "ping").symlink_to("pong")
+    (src / "pong").symlink_to("ping")
+    (src / "up").symlink_to("..")  # walking into it would never end
+    (src / "gone").symlink_to("nowhere")
+    (src / "etc").symlink_to("/etc")
+    (root / "images").symlink_to(outside / "images")  # Dockerfiles out of the repository
+    (root / "Dockerfile.loop").symlink_to("Dockerfile.loop")
+    (root / "Dockerfile.gone").symlink_to("Dockerfile.removed")
+    (root / "Dockerfile.host").symlink_to("/etc/hostname")
+    (root / "Dockerfile.tools").symlink_to("tools/real.Dockerfile")  # docker build -f reads it
+    (root / "docker").mkdir()
+    os.mkfifo(root / "docker" / "Dockerfile")  # reading it would block forever
+    project = load_project(root)
+    found = sorted(i.rel_dockerfile(root) for i in project.images)
+    assert found == ["Dockerfile", "Dockerfile.base"]  # (a base layout keeps the app's own)
+    (root / "Dockerfile").write_text("FROM alpine\nCOPY . /app\n")  # every Dockerfile an app
+    found = sorted(i.rel_dockerfile(root) for i in load_project(root).images)
+    assert found == ["Dockerfile", "Dockerfile.base", "Dockerfile.tools",
+                     "tools/real.Dockerfile"]

@@ -65,6 +65,28 @@ CASES: list[tuple[str, str, str]] = [
      "read it (`setpriv` drops CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH); `devsync plan`"),
     ("repo-50k-files", "Repository",
      "50,000 untracked files in the build context; `devsync plan`"),
+    ("tree-symlink-loop", "Hostile trees",
+     "self-loops (`src/loop -> loop`, a link named `Dockerfile.loop` to itself), a two-link "
+     "loop; status, plan, sync against `docker build` of the same tree; then the watched "
+     "`composer.lock` made a self-loop; `--check`"),
+    ("tree-symlink-parent", "Hostile trees",
+     "`src/up -> ..`, `src/a/b/top -> ../../..`, `src/here -> .`; status, plan, sync against "
+     "`docker build`; then `composer.lock -> ..` (a directory); `--check`"),
+    ("tree-symlink-dangling", "Hostile trees",
+     "`src/gone -> nowhere`, `docker/Dockerfile` dangling; status, plan, sync against `docker "
+     "build`; then a dangling `composer.lock`; `--check`"),
+    ("tree-symlink-out", "Hostile trees",
+     "`src/etc -> /etc`, `images ->` a directory of Dockerfiles out of the repository, "
+     "`Dockerfile.host -> /etc/hostname`; status, plan, sync against `docker build`; then "
+     "`composer.lock ->` a file out of the repository; `--check`"),
+    ("tree-fifo", "Hostile trees",
+     "a FIFO in the context and one named `docker/Dockerfile`; status, plan, sync against "
+     "`docker build`; then a FIFO for the watched `composer.json`; `--check`"),
+    ("tree-unreadable-dir", "Hostile trees",
+     "a mode-000 directory holding a Dockerfile, and a mode-000 watched `composer.lock`; "
+     "devsync and `docker build` run without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH; status, "
+     "plan, `--check`; then the directory in `.dockerignore` (the docker CLI still refuses "
+     "the context); sync"),
     ("config-malformed", "Config and state", "`.devsync.toml` with a broken table header"),
     ("config-unknown-keys", "Config and state",
      "`.devsync.toml` with misspelt and unknown keys; `devsync plan`"),

@@ -32,9 +32,10 @@ from tests.support.cli import devsync
 from tests.support.teamrepo import git
 
 __all__ = [
-    "DEVSYNC_TIMEOUT", "FlakyProxy", "ShortLivedEngine", "StateDir", "Streamed", "clone",
-    "devsync", "devsync_env", "expect_error", "expect_ok", "foreign_escapes",
-    "git", "registry_link", "silent_socket", "stream_devsync", "tagged_images", "tree_snapshot",
+    "DEVSYNC_TIMEOUT", "UNPRIVILEGED", "FlakyProxy", "ShortLivedEngine", "StateDir", "Streamed",
+    "clone", "devsync", "devsync_env", "devsync_unprivileged", "expect_error", "expect_ok",
+    "foreign_escapes", "git", "registry_link", "silent_socket", "stream_devsync",
+    "tagged_images", "tree_snapshot",
 ]
 
 DEVSYNC_TIMEOUT = 300
@@ -96,6 +97,20 @@ def stream_devsync(cwd: Path, *args: str, env: dict[str, str],
         proc.wait()
         raise
     return Streamed(proc.returncode, "".join(lines), err, events)
+
+
+# root reads anything: drop the two capabilities that let it, as an ordinary user has them
+UNPRIVILEGED = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+def devsync_unprivileged(cwd: Path, *args: str, engine: sandbox.PrivateEngine | None = None,
+                         state: Path | None = None, env: dict[str, str] | None = None
+                         ) -> subprocess.CompletedProcess[str]:
+    """devsync as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH: mode 000 stops it."""
+    full = devsync_env(engine=engine, state=state, env=env)
+    return subprocess.run([*UNPRIVILEGED, sys.executable, "-m", "devsync", *args], cwd=cwd,
+                          env=full, capture_output=True, text=True, timeout=DEVSYNC_TIMEOUT)
 
 
 # --------------------------------------------------------------------------- checks
