@@ -456,16 +456,30 @@ def _unplanned(engine: Engine, spec: ImageSpec, exc: RegistryUnreachableError,
     yield Warning_(spec.name, f"not synced: {exc.message}")
 
 
-def _built_here_first(session: Session, spec: ImageSpec) -> bool:
-    from devsync.ops.status import base_next_sync
+def _sync_base_first(session: Session, base: ImageSpec, *,
+                     before: Callable[[ImagePlan], bool] | None,
+                     cancel: threading.Event | None) -> Generator[Event, None, bool]:
+    """Sync `base` (built here) ahead of the app being synced, and record it; False when
+    `before` declines it."""
+    from devsync.ops.plan import plan_image
+    from devsync.ops.recording import built_from, record_sync
 
-    if spec.role != ROLE_BASE or session.engine is None \
-            or not session.engine.has_image(spec.tag):
+    project, engine = session.project, session.engine
+    assert engine is not None
+    yield PhaseStarted(base.name, "plan")
+    plan = plan_image(project, base, session.resolver, session.git)
+    if before is not None and not before(plan):
+        yield Warning_(base.name, "skipped")
         return False
-    try:
-        return base_next_sync(session.project, spec, session.resolver, session.git) == "build"
-    except DevsyncError:
-        return False
+    built = built_from(project, base, session.git)
+    image_id: str | None = None
+    for event in sync_image(project, base, engine=engine, resolver=session.resolver,
+                            git=session.git, cancel=cancel, plan=plan):
+        if isinstance(event, ImageBuilt):
+            image_id = event.image_id
+        yield event
+    record_sync(project, base, plan, image_id, built)
+    return True
 
 
 class _AnyEvent:
@@ -526,10 +540,10 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
     if engine is None:
         raise DevsyncError(f"cannot sync without a Docker engine: {session.engine_problem}")
     # apps first: their pulls bring the base's layers along, in parallel with their own;
-    # but a base that is built here goes first, for the apps build on it (asked only of a
-    # base that is here already: a fresh machine pulls the team's, and starts its pulls
-    # before it opens git)
-    specs = sorted(specs, key=lambda s: (not _built_here_first(session, s), s.role == ROLE_BASE))
+    # but a base that must be built here (a teammate changed it) is built before the app
+    # that is FROM it, once that app's pulls are under way (devsync.ops.basefirst)
+    specs = sorted(specs, key=lambda s: s.role == ROLE_BASE)
+    done: set[str] = set()  # bases already synced, ahead of their apps
     # an image whose plan needs a registry that is down is skipped, said, and the others are
     # synced; the first such failure is raised at the end (see _unplanned)
     failures: list[DevsyncError] = []
@@ -538,6 +552,8 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
     with operation_lock(project.root, "sync"):
         ahead: _PlanAhead | None = None
         for position, spec in enumerate(specs):
+            if spec.name in done:
+                continue
             behind = _behind_deployment(project, spec, resolver)
             if behind:
                 # its layers would not be this checkout's: pulling them helps nobody
@@ -554,6 +570,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     fetching.wait_answered(_PULL_HEAD_START)
                 # (imported once the pulls are under way: the plan's modules, then GitPython)
                 from devsync.ops.answers import unchecked_warnings
+                from devsync.ops.basefirst import base_to_build_first
                 from devsync.ops.plan import plan_image
                 from devsync.ops.recording import built_from, record_sync
 
@@ -571,6 +588,8 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                 if before is not None and not before(plan):
                     yield Warning_(spec.name, "skipped")
                     continue
+                first = (base_to_build_first(session, spec, specs, done)
+                         if spec.role != ROLE_BASE else None)
                 built = built_from(project, spec, git)  # (before the context is read)
                 if spec.role != ROLE_BASE:
                     # (while the pulls run; without them, the plan's listing may be old by now)
@@ -581,6 +600,17 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     yield PhaseStarted(spec.name, "pull")
                     yield from fetching.events(
                         {*plan.cache_from, *_external_bases(project, spec, plan)})
+                if first is not None and (yield from _sync_base_first(
+                        session, first, before=before, cancel=cancel)):
+                    # the app builds on the base just built here: planned again on it
+                    done.add(first.name)
+                    resolver.forget_local()
+                    yield PhaseStarted(spec.name, "plan")
+                    plan = plan_image(project, spec, resolver, git)
+                    if prepared is not None:
+                        prepared.close()
+                        prepared = BuildInput(project, spec, plan, git,
+                                              revision=built.revision)
                 image_id: str | None = None
                 for event in sync_image(project, spec, engine=engine, resolver=resolver,
                                         git=git, cancel=cancel, plan=plan,
@@ -591,7 +621,8 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                         # the engine builds, this thread only waits: plan the bases still
                         # to sync (their plans cannot depend on this build, an app's could)
                         ahead = _PlanAhead(session, [s for s in specs[position + 1:]
-                                                     if s.role == ROLE_BASE])
+                                                     if s.role == ROLE_BASE
+                                                     and s.name not in done])
                     yield event
             finally:
                 if fetching is not None:

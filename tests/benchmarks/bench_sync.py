@@ -1,6 +1,7 @@
 """Benchmark: `devsync sync` on a fresh developer machine after a code change.
 
     python tests/benchmarks/bench_sync.py [--runs N] [--sleep SECONDS] [--no-profile]
+                                          [--base-local] [--compare-src PATH]
 
 Starts its own private engine and registry (devsync.devtools.sandbox; stopped at the end, also
 on error
@@ -15,6 +16,12 @@ times one of:
   B. the hand-done minimum: `docker pull REPO:1.0.0` + `docker build --cache-from REPO:1.0.0`;
   L. B with the OCI labels devsync stamps (`--label`): the same image devsync makes, by hand;
   C. `devsync sync --yes`, a subprocess as a user types it (fresh DEVSYNC_STATE_DIR).
+With `--base-local` each run starts from an engine that holds the base image (pulled,
+untimed): a developer's machine that synced before, whose next sync pulls the deployed image
+only. With `--compare-src PATH` a fifth kind, D, runs `devsync sync --yes` from another
+checkout of devsync (PYTHONPATH=PATH, e.g. a worktree of an earlier commit) in the same
+rounds, and C is compared with D: a change's cost measured against its baseline in one run.
+
 Runs are interleaved, A first in each round and B, L, C in an order that rotates from round to
 round, after one untimed warm-up round, so that machine noise hits all alike; every run starts
 with the previous one's deletions written to disk. The medians and their ratios are printed,
@@ -172,8 +179,12 @@ def _team_repo(root: Path, engine: sandbox.PrivateEngine, registry: sandbox.Priv
     return team
 
 
+BASE_LOCAL = False  # --base-local: each run starts with the base image on the engine
+
+
 def fresh_machine(s: Setup) -> None:
-    """Leave the engine as a freshly set-up developer machine has it: no images at all."""
+    """Leave the engine as a freshly set-up developer machine has it: no images at all (with
+    --base-local, then the base pulled, as on a machine that synced before)."""
     s.team.docker("system", "prune", "-af")
     left = s.team.docker("images", "-aq").stdout.split()
     if left:
@@ -181,6 +192,8 @@ def fresh_machine(s: Setup) -> None:
         left = s.team.docker("images", "-aq").stdout.split()
     if left:
         raise BenchError(f"the engine still has images after pruning: {left}")
+    if BASE_LOCAL:
+        _docker(s, "pull", f"{s.team.repo}:base-1.0.0")
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -244,8 +257,12 @@ def devsync_env(s: Setup, state: Path) -> dict[str, str]:
     return env
 
 
-def run_devsync(s: Setup, run_dir: Path) -> tuple[float, dict[str, float], list[bool]]:
+def run_devsync(s: Setup, run_dir: Path, src: Path | None = None
+                ) -> tuple[float, dict[str, float], list[bool]]:
+    """C, or with `src` D: the devsync of that checkout."""
     env = devsync_env(s, run_dir / "state")
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     cmd = [sys.executable, "-m", "devsync", "sync", "--yes"]
     stamped: list[tuple[float, str]] = []
     t0 = time.perf_counter()
@@ -553,9 +570,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="size of the base image's runtime layer (a PHP base is ~400 MB)")
     ap.add_argument("--deps-mb", type=int, default=60,
                     help="size of the dependency layer (vendor/)")
+    ap.add_argument("--base-local", action="store_true",
+                    help="each run starts with the base image on the engine")
+    ap.add_argument("--compare-src", type=Path,
+                    help="also time (as D) the devsync of this checkout, e.g. a worktree of "
+                    "an earlier commit")
     args = ap.parse_args(argv)
-    global BASE_BYTES, VENDOR_BYTES
+    global BASE_BYTES, VENDOR_BYTES, BASE_LOCAL
     BASE_BYTES, VENDOR_BYTES = args.base_mb * 1_000_000, args.deps_mb * 1_000_000
+    BASE_LOCAL = args.base_local
+    if args.compare_src is not None and not (args.compare_src / "devsync").is_dir():
+        ap.error(f"--compare-src {args.compare_src} has no devsync package")
     if args.runs < 1:
         ap.error("--runs must be at least 1")
 
@@ -569,17 +594,21 @@ def main(argv: list[str] | None = None) -> int:
         expected = expected_hits(s)
         work = s.root / "runs"
         work.mkdir()
-        timings = {"A": Timings(), "B": Timings(), "L": Timings(), "C": Timings()}
+        timings = {"A": Timings(), "B": Timings(), "L": Timings(), "C": Timings(),
+                   "D": Timings()}
         runners = {
             "A": lambda _d: run_plain(s),
             "B": lambda _d: run_by_hand(s),
             "L": lambda _d: run_by_hand(s, labelled=True),
             "C": lambda d: run_devsync(s, d),
+            "D": lambda d: run_devsync(s, d, args.compare_src),
         }
+        others = ["B", "L", "C"] + (["D"] if args.compare_src is not None else [])
         for round_ in range(args.runs + 1):  # round 0 warms caches up and is not counted
-            # A first (it is long), then B, L and C in an order that rotates each round, so
-            # that no one of them always follows the same run
-            rotated = ["B", "L", "C"][round_ % 3:] + ["B", "L", "C"][:round_ % 3]
+            # A first (it is long), then B, L, C (and D) in an order that rotates each round,
+            # so that no one of them always follows the same run
+            shift = round_ % len(others)
+            rotated = others[shift:] + others[:shift]
             for kind in ["A", *rotated]:
                 fresh_machine(s)
                 os.sync()  # the previous run's deletions written out before the clock starts
@@ -594,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
 
         a, b, lab, c = (_median(timings[k].total) for k in ("A", "B", "L", "C"))
         print()
-        print(f"fresh machine, code change, dependency step sleeps {args.sleep} s; "
+        machine = "machine with the base" if BASE_LOCAL else "fresh machine"
+        print(f"{machine}, code change, dependency step sleeps {args.sleep} s; "
               f"medians of {args.runs} interleaved runs:")
         print(f"  A  docker build (no deployed image):              {a:6.2f} s"
               f"{_fmt_phases(timings['A'])}")
@@ -615,6 +645,16 @@ def main(argv: list[str] | None = None) -> int:
               f"rounds' own (C-B)/B: {paired * 100:+.1f}%, C-B: {paired_s:+.2f} s")
         print(f"vs the same image by hand (labels included): (C-L)/L = "
               f"{(c - lab) / lab * 100:+.1f}%")
+        if args.compare_src is not None:
+            d = _median(timings["D"].total)
+            pairs = list(zip(timings["D"].total, timings["C"].total, strict=True))
+            print(f"  D  devsync sync --yes of {args.compare_src}: {d:6.2f} s"
+                  f"{_fmt_phases(timings['D'])}")
+            c_d = statistics.median(ci - di for di, ci in pairs)
+            d_b = statistics.median(di - bi for bi, di in zip(
+                timings["B"].total, timings["D"].total, strict=True))
+            print(f"this devsync vs that one: (C-D)/D = {(c - d) / d * 100:+.1f}%; median of "
+                  f"the rounds' own C-D: {c_d:+.3f} s, D-B: {d_b:+.2f} s")
         print("steps reused by B, L and C: every step before `COPY .`, as expected")
         if not args.no_profile:
             profile(s, work)

@@ -147,3 +147,33 @@ def test_with_the_bases_from_registry_unreachable_the_base_is_unknown_and_the_ap
     check = devsync(clone, "--check", engine=engine, state=state,
                     env={"DEVSYNC_CHECK_DEADLINE": "10"})
     assert (check.returncode, check.stdout) == (0, "")
+
+
+def test_one_sync_on_a_fresh_machine_builds_a_changed_base_first(
+        tmp_path: Path, engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry,
+        busybox_image: str) -> None:
+    """A teammate changed the base's Dockerfile (CI has not built it): on a machine with no
+    image of the project, one sync builds the base here, then the app on it."""
+    yii = make_yii2_repo(tmp_path, engine, registry, busybox_image, name="yii2-fresh")
+    base_df = (yii.path / "build/Dockerfile").read_text().replace(
+        "php7-fpm php7-intl", "php7-fpm php7-intl php7-apcu")
+    yii.write("build/Dockerfile", base_df)
+    yii.commit("Add php7-apcu", author="Ben")
+    yii.forget_local_images()
+    clone = yii.clone(tmp_path / "clone")
+    state = tmp_path / "state"
+
+    sync = run(yii, clone, "sync", "--yes", state=state)
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    phases = [line for line in sync.stdout.splitlines() if line.startswith("==> ")]
+    build_base = phases.index(next(p for p in phases if p.startswith("==> base: build")))
+    build_app = phases.index(next(p for p in phases if p.startswith("==> app: build")))
+    assert build_base < build_app, phases
+    images = statuses(yii, clone, state)
+    assert (images["base"]["state"], images["app"]["state"]) == ("in-sync", "in-sync"), images
+    packages = yii.docker("run", "--rm", "--entrypoint", "cat", f"{yii.repo}:dev",
+                          "/etc/packages").stdout
+    assert "php7-apcu" in packages  # (the app is on the base built here)
+    check = devsync(clone, "--check", engine=engine, state=state,
+                    env={"DEVSYNC_CHECK_DEADLINE": "10"})
+    assert (check.returncode, check.stdout) == (0, "")
