@@ -58,6 +58,9 @@ class ImageRecord:
     # Repo-relative input path (Dockerfile, COPY/ADD sources that are not the whole context)
     # -> sha256 hex of its content at the last sync: the baseline the prompt check compares to.
     watched: dict[str, str] = field(default_factory=dict)
+    # The build context as git pathspecs, .dockerignore exclusions included: the prompt
+    # check's `git log` for a teammate's commit under a whole-directory COPY.
+    context_pathspecs: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept on rewrite
 
     def to_json(self) -> dict[str, Any]:
@@ -76,6 +79,7 @@ class ImageRecord:
             reason=self.reason,
             line=self.line,
             watched=dict(self.watched),
+            context_pathspecs=list(self.context_pathspecs),
         )
         return doc
 
@@ -85,7 +89,7 @@ class ImageRecord:
         known = {
             "name", "tag", "dockerfile", "deployed_ref", "deployed_digest", "local_image_id",
             "synced_revision", "synced_at", "synced_deployed", "status", "reason", "line",
-            "watched",
+            "watched", "context_pathspecs",
         }
         return cls(
             name=_opt_str(d, "name") or name,
@@ -101,6 +105,7 @@ class ImageRecord:
             reason=_opt_str(d, "reason"),
             line=_opt_str(d, "line") or "",
             watched=_str_map(d.get("watched", {}), "watched"),
+            context_pathspecs=_str_list(d.get("context_pathspecs", []), "context_pathspecs"),
             extra={k: v for k, v in d.items() if k not in known},
         )
 
@@ -428,6 +433,12 @@ def _opt_num(d: dict[str, Any], key: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _BadShape(key)
     return float(value)
+
+
+def _str_list(value: object, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _BadShape(what)
+    return list(value)
 
 
 def _str_map(value: object, what: str) -> dict[str, str]:

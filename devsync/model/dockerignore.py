@@ -517,3 +517,50 @@ def trim_build_files_from_excludes(
     if matches_single_parent(dockerfile, out, legacy=legacy):
         out.append("!" + dockerfile)
     return out
+
+
+# ---------------------------------------------------------------- as git pathspecs
+
+
+def context_pathspecs(context: str, patterns: Sequence[str]) -> list[str]:
+    """The build context as git pathspecs (from the repository's top): the context
+    directory (`context`, repo-relative; "." for the top), less what `patterns` exclude, so
+    that `git log -- PATHSPECS` names only commits that change what a build is sent.
+
+    Each exclusion `P` becomes `:(top,exclude,glob)CONTEXT/P` and `.../P/**` (docker
+    excludes what is under an excluded directory; git's `*`, like Go's, stops at `/`). A
+    pattern that could reach something a later `!` pattern brings back is left out: git
+    cannot take a file back once excluded, and a commit too many is better than one missed.
+    Patterns git's glob reads otherwise (`**` inside a name) are left out too.
+    """
+    literal = "" if context in ("", ".") else context.rstrip("/")
+    out = [f":(top,literal){literal}" if literal else ":(top)"]
+    prefix = "".join("\\" + c if c in "\\*?[" else c for c in literal) + "/" if literal else ""
+    kept = [p[1:] for p in patterns if p.startswith("!")]
+    for pattern in patterns:
+        if pattern.startswith("!") or not pattern or pattern == ".":
+            continue
+        if any(_may_overlap(pattern, back) for back in kept):
+            continue
+        if "**" in pattern and any("**" in part and part != "**"
+                                   for part in pattern.split("/")):
+            continue
+        out += [f":(top,exclude,glob){prefix}{pattern}",
+                f":(top,exclude,glob){prefix}{pattern}/**"]
+    return out
+
+
+def _may_overlap(excluded: str, brought_back: str) -> bool:
+    """Whether `brought_back` (a `!` pattern) may name something at or under `excluded`,
+    judged on their literal leading directories (up to the first wildcard)."""
+    def literal(pattern: str) -> list[str]:
+        parts: list[str] = []
+        for part in pattern.split("/"):
+            if any(c in part for c in "*?[\\"):
+                break
+            parts.append(part)
+        return parts
+
+    a, b = literal(excluded), literal(brought_back)
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]

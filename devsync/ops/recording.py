@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from devsync.adapters import state as state_mod
 from devsync.errors import DevsyncError
-from devsync.ops.status import watched_inputs
+from devsync.ops.status import context_pathspecs, watched_inputs
 from devsync.ops.verdict import IN_SYNC
 
 if TYPE_CHECKING:
@@ -36,9 +36,14 @@ def record_statuses(project: Project, statuses: list[ImageStatus], git: GitRepo 
     """Store each image's state; the watched files' baseline is taken now only for images that
     are in sync (for a stale image the baseline stays where the last sync left it)."""
 
+    specs = {spec.name: spec for spec in project.images}
+    contexts = {s.name: context_pathspecs(project, specs[s.name]) for s in statuses
+                if s.name in specs}
+
     def mutate(st: state_mod.RepoState) -> None:
         for s in statuses:
             rec = st.images.get(s.name) or state_mod.ImageRecord(name=s.name)
+            rec.context_pathspecs = contexts.get(s.name, [])
             rec.tag = s.tag
             rec.dockerfile = s.dockerfile
             rec.deployed_ref = s.deployed
@@ -83,6 +88,8 @@ def built_from(project: Project, spec: ImageSpec, git: GitRepo | None) -> BuiltF
 
 def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, image_id: str | None,
                 built: BuiltFrom) -> None:
+    context = context_pathspecs(project, spec)
+
     def mutate(st: state_mod.RepoState) -> None:
         rec = st.images.get(spec.name) or state_mod.ImageRecord(name=spec.name)
         rec.tag = spec.tag
@@ -97,6 +104,7 @@ def record_sync(project: Project, spec: ImageSpec, plan: ImagePlan, image_id: st
         rec.reason = "synced"
         rec.line = ""
         rec.watched = dict(built.watched)
+        rec.context_pathspecs = context
         st.images[spec.name] = rec
 
     _safe_update(project, mutate)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from devsync.model.images import ImageInfo
 
 __all__ = ["IN_SYNC", "MISSING", "STALE", "UNKNOWN", "ImageStatus", "SyncRecord",
-           "collect_statuses", "image_status", "watched_inputs"]
+           "collect_statuses", "context_pathspecs", "image_status", "watched_inputs"]
 
 
 @dataclass
@@ -463,3 +463,18 @@ def watched_inputs(project: Project, spec: ImageSpec) -> list[str]:
     if dockerignore.is_file():
         out.append(".dockerignore" if ctx_rel in ("", ".") else f"{ctx_rel}/.dockerignore")
     return sorted(set(out), key=out.index)
+
+
+def context_pathspecs(project: Project, spec: ImageSpec) -> list[str]:
+    """The build context as git pathspecs, less what its `.dockerignore` excludes: what
+    `--check` asks `git log` about when HEAD moved, for a teammate's commit under a COPY of
+    a whole directory (see devsync.model.dockerignore.context_pathspecs); [] when the
+    `.dockerignore` cannot be read."""
+    from devsync.model.dockerignore import context_pathspecs as as_pathspecs
+    from devsync.model.dockerignore import read_dockerignore
+
+    try:
+        patterns = read_dockerignore(spec.context)
+    except DevsyncError:
+        return []
+    return as_pathspecs(spec.rel_context(project.root), patterns)

@@ -169,7 +169,7 @@ def _check(cwd: str, end: float) -> tuple[str, bool]:
     ):
         line, stale, minutes = cached["line"], cached["stale"], cached["minutes"]
     else:
-        line, stale = _recompute(root, images, end, _revisions(doc))
+        line, stale = _recompute(root, images, end, _revisions(doc), _contexts(doc))
         if cached is not None and cached["stats"].get(CONFIG_NAME) == config_stat:
             minutes = cached["minutes"]  # .devsync.toml unchanged: no TOML parser
         else:
@@ -221,6 +221,18 @@ def _revisions(doc: dict[str, Any]) -> dict[str, str]:
     images = doc.get("images", {})
     return {str(name): img["synced_revision"] for name, img in images.items()
             if isinstance(img, dict) and isinstance(img.get("synced_revision"), str)}
+
+
+def _contexts(doc: dict[str, Any]) -> dict[str, list[str]]:
+    """Per image: its build context as git pathspecs (`:(top...)` only), as the core
+    recorded it."""
+    out: dict[str, list[str]] = {}
+    for name, img in doc.get("images", {}).items():
+        specs = img.get("context_pathspecs") if isinstance(img, dict) else None
+        if isinstance(specs, list) and specs and all(
+                isinstance(p, str) and p.startswith(":(top") and "\0" not in p for p in specs):
+            out[str(name)] = specs
+    return out
 
 
 def _images(doc: dict[str, Any]) -> list[tuple[str, dict[str, str], str]]:
@@ -287,10 +299,12 @@ def _stat(path: str) -> list[int]:
 
 def _recompute(
     root: str, images: list[tuple[str, dict[str, str], str]], end: float,
-    revisions: dict[str, str] | None = None,
+    revisions: dict[str, str] | None = None, contexts: dict[str, list[str]] | None = None,
 ) -> tuple[str, bool]:
     """The first watched file that differs from its baseline, worded as the core's verdict
-    words it (`devsync.prompt.wording`), else the lines the last sync or refresh stored."""
+    words it (`devsync.prompt.wording`), else the lines the last sync or refresh stored; an
+    image whose stored line is "" (in sync) is asked of git: a commit since its sync under
+    its build context (`_context_line`)."""
     digests: dict[str, str | None] = {}
     changed: dict[str, str] = {}  # path -> the first image it makes stale
     for name, watched, _ in images:
@@ -307,7 +321,10 @@ def _recompute(
                                  (revisions or {}).get(image))
         return wording.with_more(wording.prompt_line(image, cause, wording.SYNC),
                                  len(rest)), True
-    lines = [line for _, _, line in images if line]
+    lines = [line or _context_line(root, name, (contexts or {}).get(name),
+                                   (revisions or {}).get(name), end)
+             for name, _, line in images]
+    lines = [line for line in lines if line]
     if not lines:
         return "", False
     line = lines[0] if lines[0].startswith("devsync:") else "devsync: " + lines[0]
@@ -415,6 +432,34 @@ def _describe_change(root: str, path: str, deleted: bool, end: float,
     if not committed:
         return wording.changed_uncommitted(path, deleted=deleted)
     return wording.changed_in(path, short, author, subject, deleted=deleted)
+
+
+def _context_line(root: str, image: str, pathspecs: list[str] | None, synced: str | None,
+                  end: float) -> str:
+    """The prompt line for a commit since the image's sync that changed what its build is
+    sent (its context less the `.dockerignore`'s exclusions: `pathspecs`), e.g. a
+    teammate's edit under `COPY . /app`: one `git log`, worded as `status` words it."""
+    timeout = end - time.monotonic() - 0.03
+    if not pathspecs or not synced or not _is_hex_sha(synced) or timeout < 0.02:
+        return ""
+    out = _git(root, ["-c", "core.quotePath=false", "log", "-1", "--no-show-signature",
+                      "--no-ext-diff", "--no-textconv", "--no-renames", "--no-color",
+                      "--no-decorate", "--raw", "--format=%h%x1f%an%x1f%s", f"{synced}..HEAD",
+                      "--", *pathspecs], timeout)
+    lines = (out or "").splitlines()
+    raw = next((ln for ln in lines[1:] if ln.startswith(":") and "\t" in ln), None)
+    if not lines or "\x1f" not in lines[0] or raw is None:
+        return ""  # nothing since the sync (or a merge, which shows no files)
+    short, author, subject = [*lines[0].split("\x1f"), "", ""][:3]
+    fields, path = raw.split("\t", 1)[0].split(), raw.split("\t", 1)[1]
+    if len(fields) < 5 or not _safe_relpath(path) or path.startswith('"'):
+        return ""  # (a name git had to quote: left to `status`)
+    deleted = fields[4].startswith("D")
+    here = os.path.lexists(os.path.join(root, path))
+    committed = not here if deleted else _blob_matches(root, path, fields[3].rstrip("."))
+    cause = (wording.changed_in(path, short, author, subject, deleted=deleted) if committed
+             else wording.changed_uncommitted(path, deleted=not here))
+    return wording.prompt_line(image, cause, wording.SYNC)
 
 
 def _is_hex_sha(text: str) -> bool:

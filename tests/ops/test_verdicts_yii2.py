@@ -91,8 +91,11 @@ def test_a_teammates_view_edit_names_the_file_and_its_commit(yii: Yii2Repo,
     clone = synced_clone(yii, tmp_path, state)
     short = teammate_pushes(yii, clone, "views/site/index.php", "<h1>Hello, team</h1>\n",
                             "New welcome text")
-    app = status(yii, clone, state)["app"]
     cause = f"views/site/index.php changed in {short} by Ben: New welcome text"
+    # the very next prompt, before status, a refresh or the TUI looked (a file under
+    # `COPY . ...`, not watched one by one: the prompt asks git about the build context)
+    assert check(yii, clone, state) == f"devsync: app: {cause} - run devsync sync"
+    app = status(yii, clone, state)["app"]
     assert (app["state"], app["cause"], app["action"]) == ("stale", cause, "run devsync sync")
     # the prompt says the very same words
     assert check(yii, clone, state) == f"devsync: app: {cause} - run devsync sync"

@@ -41,6 +41,9 @@ async def test_status_table_json_check_and_tui_say_the_same_words(
         yii.write("views/site/index.php", "<h1>Hello, team</h1>\n")
         short = yii.commit("New welcome text", author="Ben")[:7]
         git(clone, "pull", "-q", "--ff-only")
+        # the very next prompt, before the TUI or status looked again
+        first_prompt = devsync(clone, "--check", engine=engine, state=state,
+                               env={"DEVSYNC_CHECK_DEADLINE": "10"}).stdout.strip()
         app.refresh_status()
         await until(pilot, lambda: bool(app._notifications), "the stale toast", attempts=3000)
 
@@ -59,6 +62,6 @@ async def test_status_table_json_check_and_tui_say_the_same_words(
     assert (images["app"]["cause"], images["app"]["action"]) == (cause, action)
     app_row = next(line for line in table_text.splitlines() if line.startswith("app "))
     assert cause in app_row and action in app_row
-    assert prompt == f"devsync: app: {cause} - {action}"
+    assert prompt == first_prompt == f"devsync: app: {cause} - {action}"
     assert row == cause
     assert (toast.title, toast.message) == ("app is stale", f"{cause} - {action}")
