@@ -378,6 +378,7 @@ class PatternMatcher:
         self.legacy = legacy
         self.patterns: list[Pattern] = []
         self._exclusions = False
+        self._infos: dict[tuple[bool, ...], MatchInfo] = {}
         for raw in patterns:
             p = _go_trim_space(raw)
             if not p:
@@ -458,28 +459,39 @@ class PatternMatcher:
     ) -> tuple[bool, MatchInfo]:
         """`MatchesUsingParentResults`: what the modern CLI walk uses for every entry."""
         parent_matched = parent.parent_matched
-        if parent_matched and len(parent_matched) != len(self.patterns):
+        patterns = self.patterns
+        if parent_matched and len(parent_matched) != len(patterns):
             raise ValueError("wrong number of values in parent_matched")
         matched = False
-        results = [False] * len(self.patterns)
-        for i, pattern in enumerate(self.patterns):
-            match = parent_matched[i] if parent_matched else False
-            if not match:
-                if pattern.exclusion != matched:
-                    continue
-                match = self._match(pattern, rel_path)
-                if not match and not parent_matched:
-                    parent_path = _dirname(rel_path)
-                    if parent_path != ".":
-                        dirs = parent_path.split("/")
-                        for j in range(len(dirs)):
-                            if self._match(pattern, "/".join(dirs[: j + 1])):
-                                match = True
-                                break
-            results[i] = match
-            if match:
-                matched = not pattern.exclusion
-        return matched, MatchInfo(tuple(results))
+        results = [False] * len(patterns)
+        try:
+            for i, pattern in enumerate(patterns):
+                match = parent_matched[i] if parent_matched else False
+                if not match:
+                    if pattern.exclusion != matched:
+                        continue
+                    match = pattern.match(rel_path)
+                    if not match and not parent_matched:
+                        parent_path = _dirname(rel_path)
+                        if parent_path != ".":
+                            dirs = parent_path.split("/")
+                            for j in range(len(dirs)):
+                                if pattern.match("/".join(dirs[: j + 1])):
+                                    match = True
+                                    break
+                results[i] = match
+                if match:
+                    matched = not pattern.exclusion
+        except BadPatternError as exc:
+            raise DockerignoreError(
+                f"syntax error in .dockerignore pattern {pattern.cleaned!r}"
+            ) from exc
+        # (a walk asks this for every entry, and the answers take few values: share them)
+        key = tuple(results)
+        info = self._infos.get(key)
+        if info is None:
+            info = self._infos[key] = MatchInfo(key)
+        return matched, info
 
     def exception_reaches_into(self, rel_dir: str) -> bool:
         """Whether an exception pattern starts with `rel_dir/` (so the walk must enter it)."""

@@ -19,12 +19,17 @@ means reproducing three things exactly:
 `BuildContext.write_tar` produces a context that makes the daemon compute the same hashes as
 the chosen CLI, so a devsync build through the Engine API hits the cache of a CLI build.
 
+Every file's digest goes through the context's `FileDigests` (`digests`): by default a memo
+for the life of the context; a persistent cache keyed by what `stat` says makes a warm plan
+of a large repository a stat walk (devsync.adapters.hashcache).
+
 `BuildContext` and `scan_context` are the surface; the parts live in private modules:
   _entries  `ContextEntry`, `TarFlavor` and `git_mode`: one entry and its header per client
   _scan     the CLI's walk and the Dockerfile name it sends
   _daemon   the extracted tree the daemon resolves COPY/ADD sources on, `daemon_removes`,
             `copy_created_by`
   _tar      ustar/PAX headers as Go writes them, and reading file contents
+  _digests  `FileDigests`, `hash_entry`: sha256(header + content) per file, once, in parallel
 """
 
 from __future__ import annotations
@@ -46,6 +51,14 @@ from devsync.model.context._daemon import (
     daemon_removes,
     is_url,
     sha256_join,
+)
+from devsync.model.context._digests import (
+    DigestJob,
+    FileDigest,
+    FileDigests,
+    hash_entry,
+    hash_jobs,
+    hash_variants,
 )
 from devsync.model.context._entries import (
     BLOCKDEV,
@@ -73,6 +86,7 @@ from devsync.model.context._tar import (
     write_file,
 )
 from devsync.model.dockerignore import (
+    DOCKERIGNORE,
     BadPatternError,
     PatternMatcher,
     clean_path,
@@ -94,10 +108,16 @@ __all__ = [
     "BuildContext",
     "BuildContextError",
     "ContextEntry",
+    "DigestJob",
+    "FileDigest",
+    "FileDigests",
     "TarFlavor",
     "copy_created_by",
     "daemon_removes",
     "git_mode",
+    "hash_entry",
+    "hash_jobs",
+    "hash_variants",
     "scan_context",
 ]
 
@@ -107,12 +127,15 @@ def scan_context(
     dockerfile_rel: str = "Dockerfile",
     *,
     ignore_flavor: TarFlavor = TarFlavor.CLI_MODERN,
+    digests: FileDigests | None = None,
 ) -> BuildContext:
     """Walk `context_dir` exactly as `docker build` would and list what it sends.
 
     `ignore_flavor` picks the .dockerignore semantics: CLI_LEGACY (and its git-modes variant)
     follows docker 20.10's walk, the others the modern CLI's (they differ only for unusual
-    patterns). Nothing is hashed here.
+    patterns). Nothing is hashed here. `digests`: where the context's file digests come from
+    (a persistent cache also spares the walk the readability and capability checks of files
+    it saw unchanged); default, a memo of this context's own.
     """
     root = Path(os.path.realpath(context_dir))
     if not root.is_dir():
@@ -123,8 +146,19 @@ def scan_context(
     matcher = PatternMatcher(
         trim_build_files_from_excludes(excludes, dockerfile, legacy=legacy), legacy=legacy
     )
-    entries = Walker(root, matcher, legacy).walk()
-    return BuildContext(root, dockerfile, entries, excludes)
+    digests = digests if digests is not None else FileDigests()
+    entries = Walker(root, matcher, legacy, digests).walk()
+    return BuildContext(root, dockerfile, entries, excludes, digests)
+
+
+def _tarsum_header(e: ContextEntry, flavor: TarFlavor, mode: int, uid: int, gid: int) -> bytes:
+    major, minor = e.devices() if e.rdev else (0, 0)
+    header = b"name%smode%duid%dgid%dsize%dtypeflag%slinkname%sunamegnamedevmajor%ddevminor%d" % (
+        e.name.encode("utf-8", "surrogateescape"), mode, uid, gid, e.size, TYPEFLAG[e.kind],
+        e.linkname.encode("utf-8", "surrogateescape"), major, minor)
+    if e.capability is not None:
+        header += b"".join(xk.encode() + xv for xk, xv in sorted(e.tar_xattrs(flavor).items()))
+    return header
 
 
 @dataclass
@@ -135,8 +169,15 @@ class BuildContext:
     dockerfile: str  # the name the CLI passes to the daemon (pass the same to the API)
     entries: list[ContextEntry]
     excludes: list[str]  # the .dockerignore patterns as read
+    digests: FileDigests = field(default_factory=FileDigests, repr=False)
+    # Flavors whose tarsums are wanted too: a file hashed for one flavor is hashed for these
+    # in the same read (the plan tries several; see `tarsums`).
+    companion_flavors: tuple[TarFlavor, ...] = field(default=(), repr=False)
     _by_rel: dict[str, ContextEntry] = field(init=False, repr=False)
     _tarsums: dict[tuple[object, ...], str] = field(init=False, repr=False)
+    _source_hashes: dict[tuple[object, ...], str | None] = field(init=False, repr=False)
+    _plain: set[str] | bool | None = field(init=False, repr=False, default=None)  # False: not
+    _index: dict[str, int] | None = field(init=False, repr=False, default=None)
     _tree: ExtractedTree | None = field(init=False, repr=False, default=None)
     _resolved: dict[tuple[tuple[str, ...], str], tuple[list[CopyInfo], bool]] = field(
         init=False, repr=False
@@ -146,6 +187,7 @@ class BuildContext:
         self._by_rel = {e.rel: e for e in self.entries}
         self._tarsums = {}
         self._resolved = {}
+        self._source_hashes = {}
 
     # -- entries
 
@@ -170,44 +212,55 @@ class BuildContext:
 
     def tarsum(self, rel: str, flavor: TarFlavor) -> str:
         """The daemon's tarsum v1 of one entry (hex sha256), as sent by `flavor`."""
-        key = clean_path(rel)
-        e = self._by_rel.get(key)
+        e = self._by_rel.get(clean_path(rel))
         if e is None:
             raise KeyError(f"{rel} is not in the build context")
+        return self.tarsums([e], flavor)[0]
+
+    @staticmethod
+    def tarsum_header(e: ContextEntry, flavor: TarFlavor) -> bytes:
+        """The header fields tarsum v1 hashes before the entry's content (the daemon's
+        selection: name, mode, owner, size, type, link name, blanked user and group names,
+        device numbers, then the extended attributes sorted by name)."""
         uid, gid = e.tar_owner(flavor)
-        xattrs = sorted(e.tar_xattrs(flavor).items())
-        mode = e.tar_mode(flavor)
-        # Flavors differ only in these header fields, and often not for a given entry (the
-        # SDK writes the CLI's headers for a root-owned checkout, git's modes are often the
-        # disk's): such flavors share one sum rather than each reading and hashing the file.
-        cache_key = (key, mode, uid, gid, *xattrs)
-        cached = self._tarsums.get(cache_key)
-        if cached is not None:
-            return cached
-        h = hashlib.sha256()
-        major, minor = e.devices()
-        for k, v in (
-            ("name", e.name),
-            ("mode", str(mode)),
-            ("uid", str(uid)),
-            ("gid", str(gid)),
-            ("size", str(e.size)),
-            ("typeflag", TYPEFLAG[e.kind].decode()),
-            ("linkname", e.linkname),
-            ("uname", ""),  # blanked by the daemon since Go 1.10
-            ("gname", ""),
-            ("devmajor", str(major)),
-            ("devminor", str(minor)),
-        ):
-            h.update(k.encode() + v.encode("utf-8", "surrogateescape"))
-        for xk, xv in xattrs:
-            h.update(xk.encode() + xv)
-        if e.kind == FILE and e.size:
-            for chunk in read_exactly(e):
-                h.update(chunk)
-        digest = h.hexdigest()
-        self._tarsums[cache_key] = digest
-        return digest
+        return _tarsum_header(e, flavor, e.tar_mode(flavor), uid, gid)
+
+    def tarsums(self, entries: Sequence[ContextEntry], flavor: TarFlavor) -> list[str]:
+        """The tarsums of `entries` as sent by `flavor`, in order. The contents not known yet
+        (to this context, or to its `digests`) are hashed in one batch over the cores, each
+        file read once for `flavor` and the `companion_flavors`."""
+        memo = self._tarsums
+        digests = self.digests
+        out: list[str | None] = []
+        misses: list[tuple[int, ContextEntry, tuple[object, ...], bytes]] = []
+        for e in entries:
+            mode = e.tar_mode(flavor)
+            uid, gid = e.tar_owner(flavor)
+            # Flavors differ only in these header fields, and often not for a given entry
+            # (the SDK writes the CLI's headers for a root-owned checkout, git's modes are
+            # often the disk's): such flavors share one sum rather than each hashing the file.
+            key: tuple[object, ...] = (e.rel, mode, uid, gid) if e.capability is None else \
+                (e.rel, mode, uid, gid, *sorted(e.tar_xattrs(flavor).items()))
+            digest = memo.get(key)
+            if digest is None:
+                header = _tarsum_header(e, flavor, mode, uid, gid)
+                if e.kind != FILE or not e.size:
+                    digest = hashlib.sha256(header).hexdigest()
+                else:
+                    digest = digests.known(e, header)
+                    if digest is None:
+                        misses.append((len(out), e, key, header))
+                if digest is not None:
+                    memo[key] = digest
+            out.append(digest)
+        if misses:
+            companions = [f for f in self.companion_flavors if f is not flavor]
+            jobs = [(e, [header, *(self.tarsum_header(e, f) for f in companions)])
+                    for _i, e, _key, header in misses]
+            for (i, _e, key, _header), found in zip(misses, digests.compute(jobs),
+                                                     strict=True):
+                memo[key] = out[i] = found[0]
+        return out  # type: ignore[return-value]  # (every None was filled in)
 
     # -- COPY / ADD sources
 
@@ -225,13 +278,24 @@ class BuildContext:
         an ADD with a URL source (the daemon hashes the download). Raises BuildContextError
         where the build itself would fail (missing source, path outside the context, ...).
         """
+        memo_key = (tuple(sources), flavor, instruction.upper())
+        if memo_key in self._source_hashes:
+            return self._source_hashes[memo_key]
         infos, has_url = self._resolve(sources, instruction)
         if has_url:
+            self._source_hashes[memo_key] = None
             return None
-        hashes = [self._info_hash(info, flavor) for info in infos]
-        if len(hashes) == 1:
-            return hashes[0]
-        return "multi:" + sha256_join(hashes)
+        by_rel = self._by_rel
+        sums = iter(self.tarsums([by_rel[k] for info in infos for has_sum, k in info.keys
+                                  if has_sum], flavor))
+        hashes: list[str] = []
+        for info in infos:
+            parts = [next(sums) if has_sum else k for has_sum, k in info.keys]
+            hashes.append("file:" + parts[0] if info.kind == "file"
+                          else "dir:" + sha256_join(sorted(parts)))
+        result = hashes[0] if len(hashes) == 1 else "multi:" + sha256_join(hashes)
+        self._source_hashes[memo_key] = result
+        return result
 
     def check_sources(self, sources: Sequence[str], *, instruction: str = "COPY") -> None:
         """Raise where `source_hash` would (the build itself would fail), without hashing."""
@@ -248,12 +312,6 @@ class BuildContext:
         for info in infos:
             out.update(rel for has_sum, rel in info.keys if has_sum)
         return sorted(out, key=os.fsencode)
-
-    def _info_hash(self, info: CopyInfo, flavor: TarFlavor) -> str:
-        parts = [self.tarsum(k, flavor) if has_sum else k for has_sum, k in info.keys]
-        if info.kind == "file":
-            return "file:" + parts[0]
-        return "dir:" + sha256_join(sorted(parts))
 
     def _resolve(self, sources: Sequence[str], instruction: str) -> tuple[list[CopyInfo], bool]:
         cache_key = (tuple(sources), instruction.upper())
@@ -275,10 +333,10 @@ class BuildContext:
         return infos, has_url
 
     def _calc_copy_info(self, orig: str, allow_wildcards: bool, instruction: str) -> list[CopyInfo]:
-        tree = self._extracted
         path = orig[1:] if orig.startswith("/") else orig
         path = path[2:] if path.startswith("./") else path
         if allow_wildcards and contains_wildcards(path):
+            tree = self._extracted
             infos: list[CopyInfo] = []
             for rel in tree.walk("."):
                 if rel == ".":
@@ -290,6 +348,10 @@ class BuildContext:
                 if matched:
                     infos.extend(self._calc_copy_info(rel, False, instruction))
             return infos
+        direct = self._direct_copy_info(clean_path(path or "."))
+        if direct is not None:
+            return direct
+        tree = self._extracted
         try:
             full = tree.follow(path)
             node = tree.lookup(full)
@@ -305,14 +367,74 @@ class BuildContext:
         if node.kind != DIR:
             return [CopyInfo("file", [self._hash_key(path)])]
         keys: list[tuple[bool, str]] = []
-        for rel in tree.walk(full):
+        by_rel = self._by_rel
+        for rel, child in tree.walk_nodes(full):
             if rel == ".":
+                continue
+            if child.kind != SYMLINK:
+                # its parents are real directories (the walk enters nothing else), so the
+                # daemon's FollowSymlinkInScope of it is itself
+                keys.append((rel in by_rel, rel))
                 continue
             try:
                 keys.append(self._hash_key(rel))
             except ResolveError:
                 continue  # walkSource skips what it cannot hash
         return [CopyInfo("dir", keys)]
+
+    def _direct_copy_info(self, path: str) -> list[CopyInfo] | None:
+        """A source resolved from the entries, without building the extracted tree, when the
+        context has no symbolic link and lists every directory it sends (the walk of a plain
+        checkout): then the daemon finds each path as itself, and a directory's walk is the
+        entries that follow it, but for what it deletes first (`daemon_removes`). None when
+        the tree must be asked (that, errors included, is the reference)."""
+        removed = self._plain_removed()
+        if removed is None or path in removed:
+            return None
+        if path == ".":
+            return [CopyInfo("dir", [(True, e.rel) for e in self.entries
+                                     if e.rel not in removed])]
+        found = self._by_rel.get(path)
+        if found is None:
+            return None
+        if found.kind != DIR:
+            return [CopyInfo("file", [(True, path)])]
+        if self._index is None:
+            self._index = {e.rel: i for i, e in enumerate(self.entries)}
+        keys = [(True, path)]
+        prefix = path + "/"
+        for e in self.entries[self._index[path] + 1:]:
+            if not e.rel.startswith(prefix):
+                break
+            if e.rel not in removed:
+                keys.append((True, e.rel))
+        return [CopyInfo("dir", keys)]
+
+    def _plain_removed(self) -> set[str] | None:
+        """What the daemon deletes from a plain context (see `_direct_copy_info`), or None
+        when the context is not plain."""
+        if self._plain is False:
+            return None
+        if self._plain is not None and self._plain is not True:
+            return self._plain
+        dirs = {""}
+        removed: set[str] = set()
+        plain = True
+        for e in self.entries:
+            if e.kind == SYMLINK or e.rel.rpartition("/")[0] not in dirs:
+                plain = False
+                break
+            if e.kind == DIR:
+                dirs.add(e.rel)
+        if plain and DOCKERIGNORE in self._by_rel:
+            for name in (DOCKERIGNORE, self.dockerfile):
+                rel = clean_path(name)
+                if rel in self._by_rel and daemon_removes(name, self.excludes):
+                    if rel in dirs:
+                        plain = False  # (a directory would take its contents along)
+                    removed.add(rel)
+        self._plain = removed if plain else False
+        return removed if plain else None
 
     def _hash_key(self, path: str) -> tuple[bool, str]:
         """archiveContext.Hash: the tarsum of the followed path, else the path string itself."""

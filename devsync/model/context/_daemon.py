@@ -51,28 +51,45 @@ class ExtractedTree:
     def __init__(self, entries: Sequence[ContextEntry], dockerfile: str,
                  excludes: Sequence[str]) -> None:
         self.root = _Node(DIR, children={})
+        # directory rel -> its node: the walk lists a directory before what is in it, so an
+        # entry's parent is one lookup away (a large context has tens of thousands of them)
+        dirs: dict[str, _Node] = {"": self.root}
         for e in entries:
-            parent = self.root
-            parts = e.rel.split("/")
-            for part in parts[:-1]:
-                assert parent.children is not None
-                nxt = parent.children.get(part)
-                if nxt is None:
-                    nxt = parent.children[part] = _Node(DIR, children={})
-                parent = nxt
-            assert parent.children is not None
-            existing = parent.children.get(parts[-1])
+            parent_rel, _, name = e.rel.rpartition("/")
+            parent = dirs.get(parent_rel)
+            if parent is None:
+                parent = self._make_dirs(parent_rel, dirs)
+            children = parent.children
+            assert children is not None
             if e.kind == DIR:
+                existing = children.get(name)
                 if existing is None or existing.kind != DIR:
-                    parent.children[parts[-1]] = _Node(DIR, children={})
+                    existing = children[name] = _Node(DIR, children={})
+                dirs[e.rel] = existing
             elif e.kind == SYMLINK:
-                parent.children[parts[-1]] = _Node(SYMLINK, linkname=e.linkname)
+                children[name] = _Node(SYMLINK, linkname=e.linkname)
             else:
-                parent.children[parts[-1]] = _Node(FILE if e.kind == HARDLINK else e.kind)
+                children[name] = _Node(FILE if e.kind == HARDLINK else e.kind)
         if any(e.rel == DOCKERIGNORE for e in entries):
             for name in (DOCKERIGNORE, dockerfile):
                 if daemon_removes(name, excludes):
                     self._remove(name)
+
+    def _make_dirs(self, rel: str, dirs: dict[str, _Node]) -> _Node:
+        """The directory `rel`, made (with its parents) where the walk sent no entry for it
+        (an excluded directory entered for an exception inside it)."""
+        parent = self.root
+        done = ""
+        for part in rel.split("/"):
+            done = f"{done}/{part}" if done else part
+            assert parent.children is not None
+            nxt = parent.children.get(part)
+            if nxt is None:
+                nxt = parent.children[part] = _Node(DIR, children={})
+            parent = nxt
+            if nxt.kind == DIR:
+                dirs[done] = nxt
+        return parent
 
     def _remove(self, path: str) -> None:
         try:
@@ -142,13 +159,19 @@ class ExtractedTree:
 
     def walk(self, start: str) -> Iterator[str]:
         """filepath.Walk from `start` (cleaned rel): pre-order, names in byte order."""
+        for rel, _node in self.walk_nodes(start):
+            yield rel
+
+    def walk_nodes(self, start: str) -> Iterator[tuple[str, _Node]]:
+        """`walk`, with each path's node (only directories are entered: every path below
+        `start` has real directories for parents)."""
         node = self.lookup(start)
         if node is None:
             return
         stack: list[tuple[str, _Node]] = [(start, node)]
         while stack:
             rel, node = stack.pop()
-            yield rel
+            yield rel, node
             if node.kind == DIR and node.children:
                 names = sorted(node.children, key=os.fsencode, reverse=True)
                 prefix = "" if rel == "." else rel + "/"

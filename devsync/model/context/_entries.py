@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -37,15 +37,19 @@ class TarFlavor(Enum):
     CLI_LEGACY_GIT_MODES = "cli-legacy+git-modes"
     SDK_DEFAULT_GIT_MODES = "sdk-default+git-modes"
 
+    # (set on each member below: asked per file, an Enum's hash would cost a scan's worth)
+    _base: TarFlavor
+    _git_modes: bool
+
     @property
     def base(self) -> TarFlavor:
         """The client whose headers this flavor writes (itself for the plain flavors)."""
-        return _GIT_MODES_BASE.get(self, self)
+        return self._base
 
     @property
     def git_modes(self) -> bool:
         """Whether permission bits are normalized to git's (see `git_mode`)."""
-        return self in _GIT_MODES_BASE
+        return self._git_modes
 
     def with_git_modes(self) -> TarFlavor:
         """The git-modes variant of this flavor's base."""
@@ -58,6 +62,9 @@ _GIT_MODES_BASE = {
     TarFlavor.SDK_DEFAULT_GIT_MODES: TarFlavor.SDK_DEFAULT,
 }
 _WITH_GIT_MODES = {base: variant for variant, base in _GIT_MODES_BASE.items()}
+for _flavor in TarFlavor:
+    _flavor._base = _GIT_MODES_BASE.get(_flavor, _flavor)
+    _flavor._git_modes = _flavor in _GIT_MODES_BASE
 PLAIN_FLAVORS = (TarFlavor.CLI_MODERN, TarFlavor.CLI_LEGACY, TarFlavor.SDK_DEFAULT)
 GIT_MODES_FLAVORS = tuple(_WITH_GIT_MODES[f] for f in PLAIN_FLAVORS)
 
@@ -103,9 +110,14 @@ TYPEFLAG = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ContextEntry:
-    """One entry of the context tar, in the CLI's walk order."""
+    """One entry of the context tar, in the CLI's walk order (never changed once scanned).
+
+    Not a frozen dataclass: making 20,000 of those costs a large repository's scan twice as
+    much. The `*_ns`, `ino` and `dev` fields are what `lstat` said during the walk: a file
+    with the same signature (`stat_key`) still has the content a cache of digests saw.
+    """
 
     name: str  # as written in the tar: slash-separated, directories end with "/"
     kind: str  # file, dir, symlink, hardlink, fifo, chardev or blockdev
@@ -118,24 +130,34 @@ class ContextEntry:
     mtime: int = 0
     rdev: int = 0
     capability: bytes | None = None  # security.capability xattr, which the CLI sends
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    ino: int = 0
+    dev: int = 0
+    # the cleaned relative path (the daemon's key for this entry's tarsum); from `name`
+    rel: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        self.rel = self.name.rstrip("/")
 
     @property
     def path(self) -> Path:
         return Path(self.abspath)
 
     @property
-    def rel(self) -> str:
-        """The cleaned relative path (the daemon's key for this entry's tarsum)."""
-        return self.name.rstrip("/")
+    def stat_key(self) -> tuple[int, int, int, int, int, int]:
+        """(size, mtime_ns, ctime_ns, inode, mode, device): what git's index keys a file's
+        hash by. Any write, chmod, chown, xattr change or replacement moves one of them."""
+        return (self.size, self.mtime_ns, self.ctime_ns, self.ino, self.mode, self.dev)
 
     def tar_mode(self, flavor: TarFlavor) -> int:
-        perm = git_mode(self.mode) if flavor.git_modes else stat.S_IMODE(self.mode)
-        if flavor.base is TarFlavor.CLI_LEGACY:
-            return perm | stat.S_IFMT(self.mode)
+        perm = git_mode(self.mode) if flavor._git_modes else self.mode & 0o7777
+        if flavor._base is TarFlavor.CLI_LEGACY:
+            return perm | (self.mode & 0o170000)  # (stat.S_IFMT)
         return perm
 
     def tar_owner(self, flavor: TarFlavor) -> tuple[int, int]:
-        if flavor.base is TarFlavor.SDK_DEFAULT:
+        if flavor._base is TarFlavor.SDK_DEFAULT:
             return self.uid, self.gid
         return 0, 0
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import stat
+from operator import attrgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devsync.model.context._entries import (
     BLOCKDEV,
@@ -23,6 +25,12 @@ from devsync.model.context._entries import (
     ContextEntry,
 )
 from devsync.model.dockerignore import MatchInfo, PatternMatcher, clean_path
+
+if TYPE_CHECKING:
+    from devsync.model.context._digests import FileDigests
+
+
+_name = attrgetter("name")
 
 
 def dockerfile_name(root: Path, dockerfile_rel: str) -> str:
@@ -46,10 +54,13 @@ def dockerfile_name(root: Path, dockerfile_rel: str) -> str:
 class Walker:
     """The CLI's `TarWithOptions` walk (plus `ValidateContextDirectory`'s readability check)."""
 
-    def __init__(self, root: Path, matcher: PatternMatcher, legacy: bool) -> None:
+    def __init__(self, root: Path, matcher: PatternMatcher, legacy: bool,
+                 facts: FileDigests | None = None) -> None:
         self.root = root
         self.pm = matcher
         self.legacy = legacy
+        # what a cache of digests knows of files it saw unchanged (readable, capability)
+        self.facts = facts
         self.entries: list[ContextEntry] = []
         self.seen_inodes: dict[int, str] = {}
 
@@ -60,7 +71,12 @@ class Walker:
     def _visit(self, abs_dir: str, rel_dir: str, info: MatchInfo) -> None:
         try:
             with os.scandir(abs_dir) as it:
-                items = sorted(it, key=lambda d: os.fsencode(d.name))
+                items = list(it)
+            # byte order of the names; for ASCII names (the usual) that of the strings
+            if all(d.name.isascii() for d in items):
+                items.sort(key=_name)
+            else:
+                items.sort(key=lambda d: os.fsencode(d.name))
         except OSError as exc:
             shown = rel_dir or "."
             raise BuildContextError(
@@ -97,19 +113,39 @@ class Walker:
 
     def _entry(self, path: str, rel: str, st: os.stat_result) -> ContextEntry | None:
         mode = st.st_mode
+        if self.facts is not None and stat.S_ISREG(mode) and st.st_nlink == 1:
+            # the common case, short: a file the cache saw unchanged (readable, capability)
+            known = self.facts.known_facts(rel, st)
+            if known is not None:
+                return ContextEntry(rel, FILE, mode, st.st_uid, st.st_gid, st.st_size, "", path,
+                                    int(st.st_mtime), st.st_rdev, known[0], st.st_mtime_ns,
+                                    st.st_ctime_ns, st.st_ino, st.st_dev)
         linkname = ""
         size = 0
+        capability: bytes | None = None
         if stat.S_ISDIR(mode):
             kind = DIR
         elif stat.S_ISREG(mode):
             kind = FILE
             size = st.st_size
-            if not os.access(path, os.R_OK):
-                raise BuildContextError(
-                    f"no permission to read {rel!r} in the build context; docker refuses "
-                    "such a context",
-                    hint=f"fix its permissions or add {rel} to .dockerignore",
-                )
+            known = self.facts.known_facts(rel, st) if self.facts is not None else None
+            if known is not None:
+                capability = known[0]
+            else:
+                if not os.access(path, os.R_OK):
+                    raise BuildContextError(
+                        f"no permission to read {rel!r} in the build context; docker refuses "
+                        "such a context",
+                        hint=f"fix its permissions or add {rel} to .dockerignore",
+                    )
+                # capabilities only mean something on regular files (setcap refuses others)
+                try:
+                    capability = os.getxattr(path, "security.capability",
+                                             follow_symlinks=False)
+                except OSError:
+                    capability = None
+                if self.facts is not None:
+                    self.facts.note_facts(rel, st, capability)
         elif stat.S_ISLNK(mode):
             kind = SYMLINK
             linkname = os.readlink(path)
@@ -126,14 +162,7 @@ class Walker:
             if first is None:
                 self.seen_inodes[st.st_ino] = rel
             else:
-                kind, linkname, size = HARDLINK, first, 0
-        capability: bytes | None = None
-        if kind == FILE:
-            # capabilities only mean something on regular files (setcap refuses others)
-            try:
-                capability = os.getxattr(path, "security.capability", follow_symlinks=False)
-            except OSError:
-                capability = None
+                kind, linkname, size, capability = HARDLINK, first, 0, None
         return ContextEntry(
             name=rel + "/" if kind == DIR else rel,
             kind=kind,
@@ -146,4 +175,8 @@ class Walker:
             mtime=int(st.st_mtime),
             rdev=st.st_rdev,
             capability=capability,
+            mtime_ns=st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
+            ino=st.st_ino,
+            dev=st.st_dev,
         )
