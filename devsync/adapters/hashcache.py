@@ -1,0 +1,348 @@
+"""File digests remembered on disk, keyed by what `stat` says, as git's index keys its hashes.
+
+A plan of a large repository reads and hashes every file a `COPY .` sends; they rarely change
+between two plans. `HashCache` is the `FileDigests` of one scan (devsync.model.context) that
+remembers, per regular file of a build context:
+- its signature: size, mtime_ns, ctime_ns, inode, mode, device (`ContextEntry.stat_key`);
+  any write, chmod, chown, xattr change or replacement moves one of them;
+- what the scan learnt of it (readable, its security.capability xattr), so that a warm scan
+  is a stat walk;
+- a digest per header: sha256(header + content), the header being whatever the caller hashes
+  first (the tarsum fields of one way of sending the context, or BuildKit's contenthash
+  header), known by a 16-byte blake2b of it. So one cache serves every sender and builder.
+
+Git's "racy" rule: a file changed in the same timestamp granule as it was read may keep its
+signature while its content changes. So an entry is remembered only when its mtime and ctime
+are `RACY_NS` older than the moment the scan began (no file was read earlier); on loading,
+entries not that much older than the cache's own stamp are dropped again. Such a file is
+re-hashed by the next scans until it has been left alone for `RACY_NS`.
+
+On disk: `<cache dir>/hashes/<key>.bin`, <key> = 16 hex digits of sha256(realpath(context)),
+the cache dir `$DEVSYNC_CACHE_DIR`, else platformdirs' user cache dir. The file is a magic line,
+a JSON header line (format, machine, user, context, stamp, sizes) and fixed-size binary tables,
+then a sha256 of all that. Anything else (truncated, corrupt, another format or devsync, another
+machine, user or context, hostile: a link, a device, absurd sizes or offsets) is dropped, never
+trusted: the scan hashes what it needs and the next save writes a good cache. A save writes a
+new file and renames it into place, so a reader sees the old cache or the new one, whole, and
+concurrent devsync processes cannot corrupt it (the last to save wins; what the other hashed is
+hashed again next time). Only what this scan saw is written: deleted files drop out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from devsync.model.context import FILE, ContextEntry, FileDigests
+
+CACHE_DIR_ENV = "DEVSYNC_CACHE_DIR"
+FORMAT = 1
+MAGIC = b"devsync file digests\n"
+# Older than the scan's start by this much, a file's next change moves its mtime or ctime:
+# covers ext4's and xfs's coarse clock ticks, 1 s (ext3, HFS+) and 2 s (FAT) granules.
+RACY_NS = 2_000_000_000
+_MAX_FILE = 1 << 30  # a cache of a million files is ~250 MB
+_MAX_HEADER = 64 * 1024
+# path offset, path length, size, mtime_ns, ctime_ns, inode, device, mode,
+# capability offset, capability length (-1: none), first variant, variant count
+_RECORD = struct.Struct("<IIqqqQQIIiII")
+_VARIANT_ID = 16
+_DIGEST = 32
+_VARIANT = _VARIANT_ID + _DIGEST
+_CHECKSUM = 32
+
+StatKey = tuple[int, int, int, int, int, int]
+
+
+def cache_dir() -> str:
+    """`$DEVSYNC_CACHE_DIR`, else platformdirs' `user_cache_dir("devsync")`."""
+    override = os.environ.get(CACHE_DIR_ENV, "")
+    if override:
+        return os.path.abspath(override)
+    if sys.platform.startswith("linux"):
+        # platformdirs' answer on Linux, without its import (as devsync.prompt.statestore)
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        if os.path.isabs(xdg):
+            return os.path.join(xdg, "devsync")
+        home = os.environ.get("HOME", "")
+        if os.path.isabs(home):
+            return os.path.join(home.rstrip("/") or "/", ".cache", "devsync")
+    import platformdirs
+
+    return str(platformdirs.user_cache_dir("devsync"))
+
+
+def cache_path(context_dir: str | os.PathLike[str]) -> str:
+    real = os.path.realpath(os.fspath(context_dir))
+    key = hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
+    return os.path.join(cache_dir(), "hashes", key + ".bin")
+
+
+_MACHINE: str | None = None
+
+
+def machine_id() -> str:
+    """This machine, as systemd names it (else its host name): inode numbers and the like
+    mean nothing on another one."""
+    global _MACHINE
+    if _MACHINE is None:
+        found = ""
+        for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+            with contextlib.suppress(OSError, UnicodeDecodeError), \
+                    open(path, encoding="ascii") as f:
+                found = f.read(64).strip()
+            if found:
+                break
+        _MACHINE = found or f"host:{os.uname().nodename}"
+    return _MACHINE
+
+
+def variant_id(header: bytes) -> bytes:
+    return hashlib.blake2b(header, digest_size=_VARIANT_ID).digest()
+
+
+@dataclass(slots=True)
+class _Record:
+    key: StatKey
+    capability: bytes | None
+    # variant id -> raw sha256: those read from disk (kept as they were) and those new
+    variants: dict[bytes, bytes] = field(default_factory=dict)
+
+
+class HashCache(FileDigests):
+    """The persistent `FileDigests` of one scan of `context_dir` (see the module doc).
+
+    `clock` (nanoseconds, the file system's clock) says when the scan begins: made just
+    before the scan, this object is good for that one scan; `load` it first, `save` after.
+    """
+
+    def __init__(self, context_dir: str | os.PathLike[str], *, path: str | None = None,
+                 clock: Callable[[], int] = time.time_ns, workers: int | None = None) -> None:
+        super().__init__(workers=workers)
+        self.root = os.path.realpath(os.fspath(context_dir))
+        self.path = path or cache_path(self.root)
+        self.clock = clock
+        self.started_ns = clock()
+        self._loaded: dict[str, _Record] = {}
+        self._seen: dict[str, _Record] = {}  # what this scan found (and may write)
+        self._dirty = False
+        self.problem: str | None = None  # why the file on disk was not used, if it was not
+        self.racy = 0  # files found too new to be remembered
+
+    @classmethod
+    def open(cls, context_dir: str | os.PathLike[str], **kwargs: object) -> HashCache:
+        """A cache for a scan that starts now, loaded from its file."""
+        cache = cls(context_dir, **kwargs)  # type: ignore[arg-type]
+        cache.load()
+        return cache
+
+    # -- reading and writing the file
+
+    def load(self) -> None:
+        """Read the cache file; anything wrong with it makes an empty cache (`problem`)."""
+        try:
+            data = _read_regular(self.path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self.problem = f"unreadable: {exc.strerror or exc}"
+            return
+        try:
+            self._loaded = self._parse(data)
+        except _Rejected as exc:
+            self.problem = str(exc)
+            self._loaded = {}
+            self._dirty = True  # (the next save replaces it)
+
+    def _parse(self, data: bytes) -> dict[str, _Record]:
+        if not data.startswith(MAGIC):
+            raise _Rejected("not a devsync digest cache")
+        if len(data) < len(MAGIC) + _CHECKSUM:
+            raise _Rejected("truncated")
+        body, checksum = data[:-_CHECKSUM], data[-_CHECKSUM:]
+        if hashlib.sha256(body).digest() != checksum:
+            raise _Rejected("checksum mismatch (truncated or damaged)")
+        end = body.find(b"\n", len(MAGIC), len(MAGIC) + _MAX_HEADER)
+        if end < 0:
+            raise _Rejected("no header")
+        try:
+            head = json.loads(body[len(MAGIC):end])
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise _Rejected("unreadable header") from exc
+        if not isinstance(head, dict):
+            raise _Rejected("unreadable header")
+        expected = {"format": FORMAT, "machine": machine_id(), "uid": os.geteuid(),
+                    "context": self.root}
+        for name, value in expected.items():
+            if head.get(name) != value:
+                raise _Rejected(f"made for another {name}")
+        sizes: list[int] = []
+        for name in ("stamp_ns", "records", "variants", "blob"):
+            value = head.get(name)
+            if type(value) is not int or value < 0:
+                raise _Rejected("unreadable header")
+            sizes.append(value)
+        stamp, n_records, n_variants, n_blob = sizes
+        tables = body[end + 1:]
+        records_end = n_records * _RECORD.size
+        variants_end = records_end + n_variants * _VARIANT
+        if len(tables) != variants_end + n_blob:
+            raise _Rejected("sizes do not add up")
+        variants = tables[records_end:variants_end]
+        blob = tables[variants_end:]
+        limit = min(stamp, self.started_ns) - RACY_NS
+        out: dict[str, _Record] = {}
+        # The records' paths, capabilities and variants follow each other in the order
+        # `save` writes them: anything else is refused, which also bounds the work a
+        # crafted file can ask for by its size.
+        pos = 0
+        next_variant = 0
+        for (path_off, path_len, size, mtime, ctime, ino, dev, mode, cap_off, cap_len,
+             first, count) in _RECORD.iter_unpack(tables[:records_end]):
+            cap_end = cap_off + max(cap_len, 0)
+            if path_off != pos or cap_off != path_off + path_len or cap_len < -1 \
+                    or cap_end > n_blob or first != next_variant \
+                    or first + count > n_variants or not stat.S_ISREG(mode) or size <= 0:
+                raise _Rejected("a record does not follow the format")
+            pos, next_variant = cap_end, first + count
+            if mtime >= limit or ctime >= limit:
+                continue  # racy when it was written: hashed again
+            rel = blob[path_off:cap_off].decode("utf-8", "surrogateescape")
+            record = _Record((size, mtime, ctime, ino, mode, dev),
+                             blob[cap_off:cap_end] if cap_len >= 0 else None)
+            for i in range(first, first + count):
+                row = variants[i * _VARIANT:(i + 1) * _VARIANT]
+                record.variants[row[:_VARIANT_ID]] = row[_VARIANT_ID:]
+            out[rel] = record
+        if pos != n_blob or next_variant != n_variants:
+            raise _Rejected("a record does not follow the format")
+        return out
+
+    def save(self) -> bool:
+        """Write what this scan saw (atomically) when it differs from the file; False when
+        the cache cannot be written (a cache only: nothing is lost)."""
+        if not self._dirty and self._seen.keys() == self._loaded.keys():
+            return True
+        records = sorted(self._seen.items())
+        table = bytearray()
+        variants = bytearray()
+        blob = bytearray()
+        n_variants = 0
+        for rel, record in records:
+            path = rel.encode("utf-8", "surrogateescape")
+            path_off = len(blob)
+            blob += path
+            cap = record.capability
+            cap_off = len(blob)
+            if cap is not None:
+                blob += cap
+            for vid, digest in record.variants.items():
+                variants += vid + digest
+            size, mtime, ctime, ino, mode, dev = record.key
+            table += _RECORD.pack(path_off, len(path), size, mtime, ctime, ino, dev, mode,
+                                  cap_off, -1 if cap is None else len(cap), n_variants,
+                                  len(record.variants))
+            n_variants += len(record.variants)
+        head = {"format": FORMAT, "machine": machine_id(), "uid": os.geteuid(),
+                "context": self.root, "stamp_ns": self.started_ns, "records": len(records),
+                "variants": n_variants, "blob": len(blob)}
+        body = b"".join((MAGIC, json.dumps(head).encode(), b"\n", table, variants, blob))
+        try:
+            _write_atomically(self.path, body + hashlib.sha256(body).digest())
+        except OSError:
+            return False
+        self._dirty = False
+        self._loaded = dict(self._seen)
+        return True
+
+    # -- FileDigests
+
+    def _racy(self, mtime_ns: int, ctime_ns: int) -> bool:
+        limit = self.started_ns - RACY_NS
+        return mtime_ns >= limit or ctime_ns >= limit
+
+    def known_facts(self, rel: str, st: os.stat_result) -> tuple[bytes | None] | None:
+        record = self._loaded.get(rel)
+        if record is None:
+            return None
+        if record.key != (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode,
+                          st.st_dev) or self._racy(st.st_mtime_ns, st.st_ctime_ns):
+            return None
+        self._seen[rel] = record
+        return (record.capability,)
+
+    def note_facts(self, rel: str, st: os.stat_result, capability: bytes | None) -> None:
+        if not st.st_size or self._racy(st.st_mtime_ns, st.st_ctime_ns):
+            if st.st_size:
+                self.racy += 1
+            return
+        self._seen[rel] = _Record((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                                   st.st_mode, st.st_dev), capability)
+        self._dirty = True
+
+    def lookup(self, entry: ContextEntry, header: bytes) -> str | None:
+        record = self._seen.get(entry.rel)
+        if record is None or record.key != entry.stat_key:
+            return super().lookup(entry, header)  # (a racy file hashed earlier in this scan)
+        digest = record.variants.get(variant_id(header))
+        return digest.hex() if digest is not None else None
+
+    def store(self, entry: ContextEntry, header: bytes, digest: str) -> None:
+        if entry.kind != FILE or not entry.size:
+            return
+        record = self._seen.get(entry.rel)
+        if record is None or record.key != entry.stat_key:
+            # a file the scan did not note (racy, or scanned without this cache): in memory
+            super().store(entry, header, digest)
+            return
+        record.variants[variant_id(header)] = bytes.fromhex(digest)
+        self._dirty = True
+
+
+class _Rejected(Exception):
+    """The cache file cannot be trusted (the message says why)."""
+
+
+def _read_regular(path: str) -> bytes:
+    """The whole file at `path` if it is a regular file of a sane size (not through a link)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(0, "not a regular file")
+        if st.st_size > _MAX_FILE:
+            raise OSError(0, "too large")
+        chunks = []
+        left = st.st_size + 1  # (one more: a file growing under us is read to the limit)
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".digests-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
