@@ -142,7 +142,7 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     if not flavors:
         raise ValueError("plan_image needs at least one flavor to try")
     df = project.dockerfile(spec)
-    context = scan_context(spec.context, _rel_to(spec.dockerfile, spec.context))
+    context = scan_with_cache(spec)
     notes: list[str] = []
     sources: list[ImageInfo] = []
     cache_from: list[str] = []
@@ -193,16 +193,20 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         orders.append(best_order[::-1])
     # with git's modes already on disk a git-modes flavor sends the very same tar as its base
     git_modes_matter = context.git_modes_differ()
+    tried = [f for f in flavors
+             if not (f.git_modes and not git_modes_matter and f.base in flavors)]
     for order in orders:
-        for flavor in flavors:
-            if flavor.git_modes and not git_modes_matter and flavor.base in flavors:
-                continue
+        for flavor in tried:
             sim = BuildSimulator(df, context=context, images=lookup,
                                  sources=[info for info, _ref in order],
                                  build_args=spec.build_args, target=spec.target,
                                  flavor=flavor, hash_after_miss=False).run()
             if best is None or sim.cached_count > best.cached_count:
                 best, best_order = sim, order
+            if all(step.cached for step in best.steps):
+                break  # (nothing reuses more: the rest would only hash the context again)
+        if best is not None and all(step.cached for step in best.steps):
+            break
     assert best is not None
     cache_from = [ref for _info, ref in best_order]
     if best.flavor.git_modes and git_modes_matter:
@@ -211,6 +215,7 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
                         {ref: info for info, ref in best_order})
     if not cache_from:
         _local_cache_caveat(steps, best, df, resolver, notes)
+    save_digests(context)
     pull_bytes = 0
     if deployed is not None and resolver.local(deployed_ref or "") is None:
         pull_bytes = deployed.size or 0
@@ -223,6 +228,22 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         base=best.stage_bases.get(best.target_stage), flavor=best.flavor, notes=notes,
         pull_bytes=pull_bytes, scanned_context=context,
     )
+
+
+def scan_with_cache(spec: ImageSpec) -> BuildContext:
+    """The build context of `spec` as `docker build` would send it, its file digests
+    remembered across runs (devsync.adapters.hashcache): a warm scan is a stat walk."""
+    from devsync.adapters.hashcache import HashCache
+
+    return scan_context(spec.context, _rel_to(spec.dockerfile, spec.context),
+                        digests=HashCache.open(spec.context))
+
+
+def save_digests(context: BuildContext) -> None:
+    """Keep what a plan hashed for the next run (a cache: a failed write loses nothing)."""
+    save = getattr(context.digests, "save", None)
+    if save is not None:
+        save()
 
 
 def _local_cache_caveat(steps: list[PlanStep], sim: SimResult, df: Dockerfile,
