@@ -27,6 +27,21 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir() -> Iterator[Path]:
+    """devsync's cache (file digests) in a directory of the suite's own, never the user's;
+    subprocesses inherit it. A test of the cache itself points it elsewhere."""
+    root = Path(tempfile.mkdtemp(prefix="devsync-cache-"))
+    before = os.environ.get("DEVSYNC_CACHE_DIR")
+    os.environ["DEVSYNC_CACHE_DIR"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("DEVSYNC_CACHE_DIR", None)
+    else:
+        os.environ["DEVSYNC_CACHE_DIR"] = before
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def sandbox_root() -> Iterator[Path]:
     # short path: unix sockets are limited to ~107 bytes
