@@ -5,6 +5,7 @@ extracted tree's."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from devsync.model.context import (
     FILE,
     BuildContext,
+    BuildContextError,
     FileDigests,
     TarFlavor,
     hash_entry,
@@ -157,3 +159,43 @@ def test_a_context_with_links_resolves_through_the_tree(tmp_path: Path) -> None:
     for sources in (["."], ["link"], ["link/c.txt"]):
         assert ctx.source_hash(sources, TarFlavor.CLI_MODERN) == \
             tree.source_hash(sources, TarFlavor.CLI_MODERN)
+
+
+# ------------------------------------------------ the tar, streamed while it is made
+
+
+@pytest.mark.parametrize("flavor", [TarFlavor.CLI_MODERN, TarFlavor.CLI_LEGACY,
+                                    TarFlavor.SDK_DEFAULT_GIT_MODES])
+def test_the_streamed_tar_is_the_written_tar(tmp_path: Path, flavor: TarFlavor) -> None:
+    _tree(tmp_path, 120)
+    (tmp_path / ("n" * 120 + ".txt")).write_text("a long name: a PAX header\n")
+    os.symlink("d1", tmp_path / "link")
+    ctx = scan_context(tmp_path)
+    files = {"Dockerfile": b"FROM scratch\nLABEL a=b\n", "added.txt": b"x" * 700}
+    written = io.BytesIO()
+    ctx.write_tar(written, flavor, files=files)
+    assert len(written.getvalue()) == ctx.tar_size_estimate(flavor, files=files)
+    for piece in (511, 4096, 65536, 10**9):
+        stream = ctx.tar_stream(flavor, files=files)
+        assert stream.size == len(written.getvalue())
+        parts = []
+        sent = 0
+        while True:
+            data = stream.read(piece)
+            if not data:
+                break
+            parts.append(data)
+            sent += len(data)
+            assert stream.tell() == sent and len(data) <= piece
+        assert b"".join(parts) == written.getvalue(), piece
+
+
+def test_a_file_that_changes_under_the_stream_stops_it(tmp_path: Path) -> None:
+    _tree(tmp_path, 20)
+    ctx = scan_context(tmp_path)
+    stream = ctx.tar_stream(TarFlavor.CLI_MODERN)
+    victim = next(e for e in ctx.entries if e.kind == FILE and e.size > 5000)
+    Path(victim.abspath).write_bytes(b"short")
+    with pytest.raises(BuildContextError, match="changed while devsync was reading"):
+        while stream.read(65536):
+            pass

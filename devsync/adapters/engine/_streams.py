@@ -278,32 +278,41 @@ class Stream:
 
 
 class CancellableReader:
-    """The build context, read by the upload; stops the upload when `cancel` is set."""
+    """The build context, read by the upload; stops the upload when `cancel` is set.
 
-    def __init__(self, fileobj: IO[bytes], cancel: threading.Event | None,
-                 abandoned: threading.Event) -> None:
-        self._f = fileobj
+    A file, or a stream that knows its `size` and `tell`s how far it got (a context tar made
+    as it is read, devsync.model.context.TarStream): the socket path sends either; the SDK's
+    requests needs a file (`Engine.build` spools a stream into one first).
+    """
+
+    def __init__(self, fileobj: IO[bytes] | enginesocket.Readable,
+                 cancel: threading.Event | None, abandoned: threading.Event) -> None:
+        self._f: Any = fileobj
         self._cancel = cancel
         self._abandoned = abandoned
 
     def read(self, size: int = -1) -> bytes:
         if self._abandoned.is_set() or (self._cancel is not None and self._cancel.is_set()):
             raise InterruptedError_("build cancelled while sending the context; nothing was tagged")
-        return self._f.read(size)
+        data: bytes = self._f.read(size)
+        return data
 
     # requests sizes the body through these (Content-Length instead of chunked encoding)
     def tell(self) -> int:
-        return self._f.tell()
+        return int(self._f.tell())
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
+        return int(self._f.seek(offset, whence))
 
     def remaining(self) -> int | None:
         """How many bytes are still to be read; None for a stream that cannot tell."""
+        size = getattr(self._f, "size", None)
+        if isinstance(size, int):  # a stream that knows its size
+            return size - int(self._f.tell())
         try:
             here = self._f.tell()
             end = self._f.seek(0, os.SEEK_END)
             self._f.seek(here)
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             return None
-        return end - here
+        return int(end - here)

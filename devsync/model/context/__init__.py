@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,12 +79,10 @@ from devsync.model.context._entries import (
 )
 from devsync.model.context._scan import Walker, dockerfile_name
 from devsync.model.context._tar import (
-    BLOCK,
+    TarStream,
     header_plan,
-    header_size,
-    read_exactly,
-    tar_header,
-    write_file,
+    tar_chunks,
+    tar_size,
 )
 from devsync.model.dockerignore import (
     DOCKERIGNORE,
@@ -112,6 +111,7 @@ __all__ = [
     "FileDigest",
     "FileDigests",
     "TarFlavor",
+    "TarStream",
     "copy_created_by",
     "daemon_removes",
     "git_mode",
@@ -173,6 +173,8 @@ class BuildContext:
     # Flavors whose tarsums are wanted too: a file hashed for one flavor is hashed for these
     # in the same read (the plan tries several; see `tarsums`).
     companion_flavors: tuple[TarFlavor, ...] = field(default=(), repr=False)
+    # when the walk was done (time.monotonic): how old the listing is
+    scanned_at: float = field(default_factory=time.monotonic, repr=False)
     _by_rel: dict[str, ContextEntry] = field(init=False, repr=False)
     _tarsums: dict[tuple[object, ...], str] = field(init=False, repr=False)
     _source_hashes: dict[tuple[object, ...], str | None] = field(init=False, repr=False)
@@ -198,15 +200,10 @@ class BuildContext:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def tar_size_estimate(self, flavor: TarFlavor = TarFlavor.CLI_MODERN) -> int:
+    def tar_size_estimate(self, flavor: TarFlavor = TarFlavor.CLI_MODERN, *,
+                          files: Mapping[str, bytes] | None = None) -> int:
         """The exact number of bytes `write_tar(..., flavor)` produces (no file is read)."""
-        total = 2 * BLOCK
-        for e in self.entries:
-            uid, gid = e.tar_owner(flavor)
-            body = header_plan(name=e.name, linkname=e.linkname, uid=uid, gid=gid,
-                               size=e.size, mtime=e.mtime, xattrs=e.tar_xattrs(flavor))[3]
-            total += header_size(body) + -(-e.size // BLOCK) * BLOCK
-        return total
+        return tar_size(self.entries, flavor, files or {})
 
     # -- tarsums
 
@@ -447,7 +444,7 @@ class BuildContext:
 
     def write_tar(self, fileobj: BinaryIO, flavor: TarFlavor, *,
                   files: Mapping[str, bytes] | None = None, plain_first: bool = False) -> None:
-        """Stream the context tar, headers written the way `flavor` writes them.
+        """Write the context tar, headers written the way `flavor` writes them.
 
         `files` (slash-separated names) are sent instead of the context's entries of those
         names, or after them: regular files, 0644, owned by root.
@@ -457,39 +454,17 @@ class BuildContext:
         needs a PAX header first (a long or non-ASCII name) makes it read the tar as the
         Dockerfile ("unknown instruction: PAXHEADERS.0/..."). The first entry sent is then
         one that needs none (BuildKit unpacks the context, so order does not matter to it)."""
-        extra = dict(files or {})
         entries = self._plain_first(flavor) if plain_first else self.entries
-        for e in entries:
-            content = extra.pop(e.rel, None)
-            if content is not None and e.kind == FILE:
-                write_file(fileobj, e.name, content, mtime=e.mtime)
-                continue
-            uid, gid = e.tar_owner(flavor)
-            major, minor = e.devices()
-            fileobj.write(
-                tar_header(
-                    name=e.name,
-                    mode=e.tar_mode(flavor),
-                    uid=uid,
-                    gid=gid,
-                    size=e.size,
-                    mtime=e.mtime,
-                    typeflag=TYPEFLAG[e.kind],
-                    linkname=e.linkname,
-                    devmajor=major,
-                    devminor=minor,
-                    xattrs=e.tar_xattrs(flavor),
-                )
-            )
-            if e.kind == FILE and e.size:
-                for chunk in read_exactly(e):
-                    fileobj.write(chunk)
-                pad = -e.size % BLOCK
-                if pad:
-                    fileobj.write(b"\0" * pad)
-        for name, content in extra.items():
-            write_file(fileobj, name, content, mtime=0)
-        fileobj.write(b"\0" * (2 * BLOCK))
+        for chunk in tar_chunks(entries, flavor, files or {}):
+            fileobj.write(chunk)
+
+    def tar_stream(self, flavor: TarFlavor, *,
+                   files: Mapping[str, bytes] | None = None) -> TarStream:
+        """The tar `write_tar` writes, as a stream of known size made as it is read: a build
+        request sends the context while the files are still being read."""
+        files = files or {}
+        return TarStream(tar_chunks(self.entries, flavor, files),
+                         tar_size(self.entries, flavor, files))
 
     def _plain_first(self, flavor: TarFlavor) -> list[ContextEntry]:
         for i, e in enumerate(self.entries):

@@ -2,16 +2,21 @@
 
 A ustar header, with a PAX header first when a name, link name, number or extended attribute
 does not fit (`tar_header`); `header_plan` decides that without writing, so that a context's
-tar size is known before it is sent. File contents are read exactly as large as the walk saw
-them (`read_exactly`).
+tar size is known before it is sent (`tar_size`). File contents are read exactly as large as
+the walk saw them (`read_exactly`). `tar_chunks` produces a context's tar piece by piece and
+`TarStream` reads it like a file, so a build request can send it while it is being made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 from devsync.model.context._entries import FILE, TYPEFLAG, BuildContextError, ContextEntry
+
+if TYPE_CHECKING:
+    from devsync.model.context._entries import TarFlavor
 
 _CHUNK = 1 << 20
 BLOCK = 512
@@ -161,3 +166,132 @@ def tar_header(*, name: str, mode: int, uid: int, gid: int, size: int, mtime: in
     head = _ustar_block(name=pax_name, mode=0o644, uid=0, gid=0, size=len(body), mtime=0,
                         typeflag=b"x", linkname=b"", devmajor=0, devminor=0)
     return head + body + b"\0" * (-len(body) % BLOCK) + main
+
+
+def _entry_header(e: ContextEntry, flavor: TarFlavor) -> bytes:
+    uid, gid = e.tar_owner(flavor)
+    major, minor = e.devices()
+    return tar_header(name=e.name, mode=e.tar_mode(flavor), uid=uid, gid=gid, size=e.size,
+                      mtime=e.mtime, typeflag=TYPEFLAG[e.kind], linkname=e.linkname,
+                      devmajor=major, devminor=minor, xattrs=e.tar_xattrs(flavor))
+
+
+def _file_bytes(name: str, content: bytes, mtime: int) -> bytes:
+    header = tar_header(name=name, mode=0o644, uid=0, gid=0, size=len(content), mtime=mtime,
+                        typeflag=TYPEFLAG[FILE], linkname="", devmajor=0, devminor=0,
+                        xattrs={})
+    return header + content + b"\0" * (-len(content) % BLOCK)
+
+
+# files up to this size go out with their header in one piece
+_SMALL = 256 * 1024
+
+
+def tar_chunks(entries: Iterable[ContextEntry], flavor: TarFlavor,
+               files: Mapping[str, bytes]) -> Iterator[bytes]:
+    """The context tar in pieces: each entry's header, then its content read from disk (a
+    file changed since the scan raises BuildContextError); `files` replace the entries of
+    their names, or come after them (regular files, 0644, owned by root)."""
+    extra = dict(files)
+    for e in entries:
+        content = extra.pop(e.rel, None)
+        if content is not None and e.kind == FILE:
+            yield _file_bytes(e.name, content, e.mtime)
+            continue
+        header = _entry_header(e, flavor)
+        if e.kind != FILE or not e.size:
+            yield header
+            continue
+        pad = b"\0" * (-e.size % BLOCK)
+        if e.size <= _SMALL:
+            yield b"".join((header, *read_exactly(e), pad))
+            continue
+        yield header
+        yield from read_exactly(e)
+        if pad:
+            yield pad
+    for name, content in extra.items():
+        yield _file_bytes(name, content, 0)
+    yield b"\0" * (2 * BLOCK)
+
+
+def tar_size(entries: Sequence[ContextEntry], flavor: TarFlavor,
+             files: Mapping[str, bytes]) -> int:
+    """The exact number of bytes `tar_chunks` produces (no file is read)."""
+    extra = dict(files)
+    total = 2 * BLOCK
+    for e in entries:
+        content = extra.pop(e.rel, None)
+        if content is not None and e.kind == FILE:
+            body = header_plan(name=e.name, linkname="", uid=0, gid=0, size=len(content),
+                               mtime=e.mtime, xattrs={})[3]
+            total += header_size(body) + -(-len(content) // BLOCK) * BLOCK
+            continue
+        uid, gid = e.tar_owner(flavor)
+        body = header_plan(name=e.name, linkname=e.linkname, uid=uid, gid=gid, size=e.size,
+                           mtime=e.mtime, xattrs=e.tar_xattrs(flavor))[3]
+        total += header_size(body) + -(-e.size // BLOCK) * BLOCK
+    for name, content in extra.items():
+        body = header_plan(name=name, linkname="", uid=0, gid=0, size=len(content), mtime=0,
+                           xattrs={})[3]
+        total += header_size(body) + -(-len(content) // BLOCK) * BLOCK
+    return total
+
+
+class TarStream:
+    """A context tar read like a file while it is being made: `size` bytes in all, read in
+    whatever pieces the reader asks for (a build request's body). Not seekable."""
+
+    def __init__(self, chunks: Iterator[bytes], size: int) -> None:
+        self.size = size
+        self._chunks = chunks
+        self._pending: deque[bytes] = deque()
+        self._offset = 0  # into the first pending chunk
+        self._buffered = 0
+        self._sent = 0
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._sent
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self.size - self._sent if size is None or size < 0 else size
+        while self._buffered < want and not self._ended:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self._ended = True
+                break
+            if chunk:
+                self._pending.append(chunk)
+                self._buffered += len(chunk)
+        out: list[bytes] = []
+        left = min(want, self._buffered)
+        while left:
+            first = self._pending[0]
+            take = min(left, len(first) - self._offset)
+            out.append(first[self._offset:self._offset + take])
+            self._offset += take
+            left -= take
+            if self._offset == len(first):
+                self._pending.popleft()
+                self._offset = 0
+        data = b"".join(out)
+        self._buffered -= len(data)
+        self._sent += len(data)
+        if self._ended and not self._buffered and self._sent != self.size:
+            raise BuildContextError(
+                f"the build context came to {self._sent} bytes where {self.size} were "
+                "announced: it changed while devsync was sending it")
+        return data
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
