@@ -93,6 +93,10 @@ class SimResult:
     flavor: TarFlavor
     stage_bases: dict[int, str]  # stage index -> expanded base reference (or stage name)
     target_stage: int
+    # the image the target stage ends on: its history length and layers (as the builder
+    # would have them once the last step is done, before any label step)
+    final_history_len: int = 0
+    final_layers: tuple[str, ...] = ()
 
     @property
     def cached_count(self) -> int:
@@ -247,8 +251,10 @@ class BuildSimulator:
             by_index[stage.index] = state
             if stage.name:
                 results[stage.name] = state
+        final = by_index[target_index].parent
         return SimResult(steps=steps, flavor=self.flavor, stage_bases=bases,
-                         target_stage=target_index)
+                         target_stage=target_index, final_history_len=len(final.history),
+                         final_layers=final.diff_ids)
 
     # -- stages ---------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import stat
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from devsync.errors import DevsyncError
 from devsync.model.classic import BuildSimulator, SimResult, SimStep, StepKind
@@ -79,6 +79,33 @@ class PlanStep:
         }
 
 
+@dataclass(frozen=True)
+class WholeReuse:
+    """Every step of a classic build is reused from one cache source, on which the builder
+    would end: its reference, its image ID, how much of its history and which of its layers
+    the build's result has (before the label step)."""
+
+    ref: str
+    image_id: str
+    history_len: int
+    layers: tuple[str, ...]
+    source: ImageInfo = field(repr=False, compare=False)
+
+
+def whole_reuse(sim: SimResult, sources: dict[str, ImageInfo]) -> WholeReuse | None:
+    """The `WholeReuse` of a simulated classic build, when there is one: a single stage,
+    every step cached, certainly, and not by assumption, from one image the sync has."""
+    steps = sim.steps
+    if len(steps) < 2 or any(s.stage != sim.target_stage or not s.cached or not s.certain
+                             or s.assumed for s in steps):
+        return None
+    ref = steps[-1].source_ref or ""
+    source = sources.get(ref)
+    if source is None or not source.image_id or sim.final_history_len == 0:
+        return None
+    return WholeReuse(ref, source.image_id, sim.final_history_len, sim.final_layers, source)
+
+
 @dataclass
 class ImagePlan:
     name: str
@@ -101,6 +128,8 @@ class ImagePlan:
     transport: str | None = None
     # the context as scanned for this plan (not serialised): status reuses it
     scanned_context: BuildContext | None = field(default=None, repr=False, compare=False)
+    # every step cached from one image: a sync makes the result without a build (ops.reuse)
+    reuse: WholeReuse | None = field(default=None, repr=False, compare=False)
 
     @property
     def first_rebuild(self) -> PlanStep | None:
@@ -142,7 +171,11 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     if not flavors:
         raise ValueError("plan_image needs at least one flavor to try")
     df = project.dockerfile(spec)
-    context = scan_with_cache(spec)
+    on_demand = _ContextOnDemand(spec)
+    copies = _copies_context(df, spec.target)
+    if copies:
+        on_demand.scanned = scan_with_cache(spec)
+    context = cast(BuildContext, on_demand)
     notes: list[str] = []
     sources: list[ImageInfo] = []
     cache_from: list[str] = []
@@ -192,30 +225,40 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     if len(best_order) == 2:
         orders.append(best_order[::-1])
     # with git's modes already on disk a git-modes flavor sends the very same tar as its base
-    git_modes_matter = context.git_modes_differ()
-    tried = [f for f in flavors
-             if not (f.git_modes and not git_modes_matter and f.base in flavors)]
+    modes_differ: list[bool] = []  # (asked once, of a context that was walked)
+
+    def git_modes_matter() -> bool:
+        if not modes_differ and on_demand.scanned is not None:
+            modes_differ.append(on_demand.scanned.git_modes_differ())
+        return bool(modes_differ and modes_differ[0])
+
     for order in orders:
-        for flavor in tried:
+        for flavor in flavors:
+            if flavor.git_modes and flavor.base in flavors and not git_modes_matter():
+                continue
             sim = BuildSimulator(df, context=context, images=lookup,
                                  sources=[info for info, _ref in order],
                                  build_args=spec.build_args, target=spec.target,
                                  flavor=flavor, hash_after_miss=False).run()
             if best is None or sim.cached_count > best.cached_count:
                 best, best_order = sim, order
-            if all(step.cached for step in best.steps):
-                break  # (nothing reuses more: the rest would only hash the context again)
+            if all(step.cached for step in best.steps) or on_demand.scanned is None:
+                # nothing reuses more (the rest would only hash the context again), or
+                # nothing was sent from the context: how it is sent changes nothing
+                break
         if best is not None and all(step.cached for step in best.steps):
             break
     assert best is not None
     cache_from = [ref for _info, ref in best_order]
-    if best.flavor.git_modes and git_modes_matter:
+    if best.flavor.git_modes and git_modes_matter():
         notes.append(_git_modes_note(context))
     steps = _plan_steps(best, spec, context, deployed, git, project,
                         {ref: info for info, ref in best_order})
     if not cache_from:
         _local_cache_caveat(steps, best, df, resolver, notes)
-    save_digests(context)
+    if on_demand.scanned is not None:
+        save_digests(on_demand.scanned)
+    reuse = whole_reuse(best, {ref: info for info, ref in best_order})
     pull_bytes = 0
     if deployed is not None and resolver.local(deployed_ref or "") is None:
         pull_bytes = deployed.size or 0
@@ -226,7 +269,7 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         deployed_digest=deployed.digest if deployed else None,
         deployed_revision=deployed.labels.get(REVISION_LABEL) if deployed else None,
         base=best.stage_bases.get(best.target_stage), flavor=best.flavor, notes=notes,
-        pull_bytes=pull_bytes, scanned_context=context,
+        pull_bytes=pull_bytes, scanned_context=on_demand.scanned, reuse=reuse,
     )
 
 
@@ -237,6 +280,34 @@ def scan_with_cache(spec: ImageSpec) -> BuildContext:
 
     return scan_context(spec.context, _rel_to(spec.dockerfile, spec.context),
                         digests=HashCache.open(spec.context))
+
+
+class _ContextOnDemand:
+    """The build context, walked when first asked for: a Dockerfile that copies nothing
+    from it (a base image's, usually, whose context is a large repository too) costs no walk,
+    unless an ONBUILD trigger of its base copies something after all."""
+
+    def __init__(self, spec: ImageSpec) -> None:
+        self._spec = spec
+        self.scanned: BuildContext | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.scanned is None:
+            self.scanned = scan_with_cache(self._spec)
+        return getattr(self.scanned, name)
+
+
+def planned_context(plan: ImagePlan, spec: ImageSpec) -> BuildContext:
+    """The context the plan walked, else one walked when first asked for."""
+    return plan.scanned_context or cast(BuildContext, _ContextOnDemand(spec))
+
+
+def _copies_context(df: Dockerfile, target: str | None) -> bool:
+    """Whether a stage the build runs has a COPY or ADD from the build context."""
+    last = df.stage_named(target) if target else None
+    stages = df.stages[: last.index + 1] if last is not None else df.stages
+    return any(ins.cmd in ("COPY", "ADD") and not ins.flag("from")
+               for stage in stages for ins in stage.instructions)
 
 
 def save_digests(context: BuildContext) -> None:

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from devsync.errors import DevsyncError
 from devsync.model.classic import BuildSimulator, SimResult, SimStep, StepKind
-from devsync.model.context import scan_context
 from devsync.model.project import ImageSpec, Project
-from devsync.ops.plan import REVISION_LABEL, ImagePlan, plan_image
+from devsync.ops.plan import REVISION_LABEL, ImagePlan, plan_image, planned_context
 from devsync.ops.verdict import (
     GIT_PULL,
     IN_SYNC,
@@ -284,9 +283,7 @@ class _Judge:
         return plan
 
     def _context(self, plan: ImagePlan) -> BuildContext:
-        return plan.scanned_context or scan_context(self.spec.context,
-                                                    _rel(self.spec.dockerfile,
-                                                         self.spec.context))
+        return planned_context(plan, self.spec)
 
     def _simulate(self, sources: list[ImageInfo], context: BuildContext, plan: ImagePlan,
                   revision: str | None = None) -> SimResult:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from devsync.adapters.engine import Engine
     from devsync.adapters.gitrepo import GitRepo
     from devsync.adapters.resolver import Resolver
-    from devsync.model.context import BuildContext
+    from devsync.model.context import BuildContext, TarStream
     from devsync.ops.plan import ImagePlan, PlanStep
     from devsync.ops.session import Session
 
@@ -65,12 +65,16 @@ def pull_missing(engine: Engine, refs: list[str],
 
 
 class BuildInput:
-    """The context tar and the labels of one build, made while the pulls still run.
+    """What one build is sent and stamps: the context and the labels, made while the pulls
+    still run (asking git for the labels, listing the context and deciding where the labels
+    go take tens of milliseconds that would otherwise sit between the pull and the build).
 
-    Writing the context (every file read) and asking git for the labels takes tens of
-    milliseconds that would otherwise sit between the end of the pull and the build. A
-    BuildKit build takes the labels as an option (no step) and, through the docker CLI, no
-    tar at all (`tar` is None): the CLI reads the context itself.
+    A classic build streams its context tar (`stream`): the request sends it while the files
+    are read, and the engine unpacks it as it comes, where writing the whole tar first made
+    the engine wait for the last file before it could start on the first. A BuildKit build
+    takes the labels as an option (no step) and, through the Engine API, a tar written
+    beforehand (`tar`); through the docker CLI no tar at all (`tar` is None): the CLI reads
+    the context itself.
     """
 
     def __init__(self, project: Project, spec: ImageSpec, plan: ImagePlan,
@@ -80,24 +84,32 @@ class BuildInput:
         """`context`: the one the plan just listed, when it is still current; else the
         directory is scanned now. `revision`: HEAD as already read for this build.
         `labels`: the ones to stamp, when already made."""
-        from devsync.model.context import scan_context
         from devsync.model.labelstep import labelled_context_files
+        from devsync.ops.plan import scan_with_cache
 
         self.labels = dict(labels) if labels is not None else oci_labels(
             project, spec, git, version=version, revision=revision)
         self.tar: IO[bytes] | None = None
+        self._context: BuildContext | None = None
+        self._files: dict[str, bytes] = {}
+        self._flavor = plan.flavor
+        self._project, self._spec = project, spec
         buildkit = plan.builder == "buildkit"
         self.dockerfile = _rel(spec)
         self.labels_in_dockerfile = False
         if buildkit and plan.transport == "cli":
             return
-        context = context or scan_context(spec.context, _rel(spec))
+        context = context or scan_with_cache(spec)
         # the labels as the last step of a classic build when the context can carry them
         # unseen (BuildKit writes labels to the config without a step)
         labelled = None if buildkit else labelled_context_files(
             context, project.dockerfile(spec), target=spec.target, labels=self.labels)
         self.dockerfile, files = labelled or (context.dockerfile, {})
         self.labels_in_dockerfile = labelled is not None
+        self._context = context
+        self._files = dict(files)
+        if not buildkit:
+            return
         self.tar = tempfile.TemporaryFile(prefix="devsync-context-")  # noqa: SIM115 - closed by close()
         try:
             context.write_tar(self.tar, plan.flavor, files=files, plain_first=buildkit)
@@ -105,6 +117,33 @@ class BuildInput:
         except BaseException:
             self.tar.close()
             raise
+
+    def stream(self) -> TarStream:
+        """The context tar of a classic build, made as it is read (each call a new one).
+
+        A listing older than a moment (made before a pull) is made again first: the tar
+        announces its size before it reads a file, so a file edited since would stop it."""
+        import time
+
+        from devsync.model.labelstep import labelled_context_files
+        from devsync.ops.plan import scan_with_cache
+
+        context = self._context
+        assert context is not None
+        if time.monotonic() - context.scanned_at > _LISTING_FRESH_S:
+            fresh = scan_with_cache(self._spec)
+            files: dict[str, bytes] = {}
+            if self.labels_in_dockerfile:
+                labelled = labelled_context_files(fresh, self._project.dockerfile(self._spec),
+                                                  target=self._spec.target, labels=self.labels)
+                # (the labels go where they were to go, or the listing stays the old one)
+                fresh_ok = labelled is not None and labelled[0] == self.dockerfile
+                files = dict(labelled[1]) if labelled is not None else {}
+            else:
+                fresh_ok = fresh.dockerfile == self.dockerfile
+            if fresh_ok:
+                context, self._context, self._files = fresh, fresh, files
+        return context.tar_stream(self._flavor, files=self._files)
 
     def close(self) -> None:
         if self.tar is not None:
@@ -115,6 +154,10 @@ class BuildInput:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# how old a context listing may be when its tar is sent (see BuildInput.stream)
+_LISTING_FRESH_S = 2.0
 
 
 def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: Engine,
@@ -141,9 +184,9 @@ def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: E
                                            prepared=prepared, target=target,
                                            build_args=build_args, cancel=cancel)
             return
-        assert prepared.tar is not None
         for event in engine.build(
-            prepared.tar, dockerfile=prepared.dockerfile, tag=tag, cache_from=plan.cache_from,
+            prepared.stream(), dockerfile=prepared.dockerfile, tag=tag,
+            cache_from=plan.cache_from,
             build_args={**spec.build_args, **(build_args or {})},
             labels=None if prepared.labels_in_dockerfile else prepared.labels,
             target=target or spec.target,
@@ -199,8 +242,8 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
     mismatches: list[int] = []
     finished: dict[int, StepFinished] = {}
     dockerfile_steps = len(_built_steps(plan))
-    for event in build_image(project, spec, plan, engine=engine, git=git, tag=spec.tag,
-                             prepared=prepared, resolver=resolver, cancel=cancel):
+    for event in _build_or_reuse(project, spec, plan, engine=engine, git=git,
+                                 prepared=prepared, resolver=resolver, cancel=cancel):
         if isinstance(event, StepFinished) and event.index < dockerfile_steps:
             finished[event.index] = event  # (BuildKit may correct itself: the last word)
         if isinstance(event, ImageBuilt):
@@ -231,6 +274,28 @@ def sync_image(project: Project, spec: ImageSpec, *, engine: Engine, resolver: R
     yield Done(ok=True, summary=f"{spec.tag}: {reused}/{dockerfile_steps} Dockerfile steps "
                f"reused{'; ' + fetched if fetched else ''}{_compose_summary(spec, tagged)}",
                details=details)
+
+
+def _build_or_reuse(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: Engine,
+                    git: GitRepo | None, prepared: BuildInput | None, resolver: Resolver,
+                    cancel: threading.Event | None) -> Iterator[Event]:
+    """`build_image`, unless the plan proves every step cached from an image that is here:
+    then that image and the labels make the result without a build (devsync.ops.reuse), and
+    when anything says otherwise, the real build runs."""
+    with contextlib.ExitStack() as stack:
+        if plan.reuse is not None and plan.builder != "buildkit":
+            from devsync.ops.reuse import reuse_whole
+
+            if prepared is None:
+                prepared = stack.enter_context(BuildInput(project, spec, plan, git))
+            made = yield from reuse_whole(project, spec, plan, engine=engine, resolver=resolver,
+                                          labels=prepared.labels,
+                                          labels_in_dockerfile=prepared.labels_in_dockerfile,
+                                          tag=spec.tag, cancel=cancel)
+            if made is not None:
+                return
+        yield from build_image(project, spec, plan, engine=engine, git=git, tag=spec.tag,
+                               prepared=prepared, resolver=resolver, cancel=cancel)
 
 
 def _tag_for_compose(engine: Engine, spec: ImageSpec,
