@@ -102,12 +102,41 @@ class SimResult:
     def cached_count(self) -> int:
         return sum(1 for s in self.steps if s.cached and s.kind != StepKind.FROM)
 
+    def whole_reuse(self, sources: Mapping[str, ImageInfo]) -> WholeReuse | None:
+        """The image the builder would end on when every step is cached from it (a single
+        stage, every step cached, certainly and not by assumption, from one of `sources`,
+        by reference), else None: then the build's result is that image (plus any label
+        step), as far as its layers and config go."""
+        steps = self.steps
+        if len(steps) < 2 or any(s.stage != self.target_stage or not s.cached
+                                 or not s.certain or s.assumed for s in steps):
+            return None
+        ref = steps[-1].source_ref or ""
+        source = sources.get(ref)
+        if source is None or not source.image_id or self.final_history_len == 0:
+            return None
+        return WholeReuse(ref, source.image_id, self.final_history_len, self.final_layers,
+                          source)
+
     @property
     def first_miss(self) -> SimStep | None:
         for s in self.steps:
             if s.stage == self.target_stage and not s.cached:
                 return s
         return None
+
+
+@dataclass(frozen=True)
+class WholeReuse:
+    """Every step of a classic build is reused from one cache source, on which the builder
+    would end: its reference, its image ID, how much of its history and which of its layers
+    the build's result has (before any label step)."""
+
+    ref: str
+    image_id: str
+    history_len: int
+    layers: tuple[str, ...]
+    source: ImageInfo = field(repr=False, compare=False)
 
 
 ImageLookup = Callable[[str], ImageInfo | None]

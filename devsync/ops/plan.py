@@ -15,21 +15,21 @@ import stat
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from devsync.errors import DevsyncError
-from devsync.model.classic import BuildSimulator, SimResult, SimStep, StepKind
+from devsync.model.classic import BuildSimulator, SimResult, SimStep, StepKind, WholeReuse
 from devsync.model.context import (
     GIT_MODES_FLAVORS,
     PLAIN_FLAVORS,
     BuildContext,
     TarFlavor,
     git_mode,
-    scan_context,
 )
 from devsync.model.dockerfiles import Dockerfile, cache_busting_order
 from devsync.model.images import ImageInfo
 from devsync.model.project import ROLE_BASE, ImageSpec, Project
+from devsync.ops.contexts import ContextOnDemand, copies_context, save_digests, scan_with_cache
 from devsync.ops.reasons import REVISION_LABEL, built_on_stage, changed_line, from_changed
 
 if TYPE_CHECKING:
@@ -77,33 +77,6 @@ class PlanStep:
             "certain": self.certain,
             "files": self.files, "commits": self.commits,
         }
-
-
-@dataclass(frozen=True)
-class WholeReuse:
-    """Every step of a classic build is reused from one cache source, on which the builder
-    would end: its reference, its image ID, how much of its history and which of its layers
-    the build's result has (before the label step)."""
-
-    ref: str
-    image_id: str
-    history_len: int
-    layers: tuple[str, ...]
-    source: ImageInfo = field(repr=False, compare=False)
-
-
-def whole_reuse(sim: SimResult, sources: dict[str, ImageInfo]) -> WholeReuse | None:
-    """The `WholeReuse` of a simulated classic build, when there is one: a single stage,
-    every step cached, certainly, and not by assumption, from one image the sync has."""
-    steps = sim.steps
-    if len(steps) < 2 or any(s.stage != sim.target_stage or not s.cached or not s.certain
-                             or s.assumed for s in steps):
-        return None
-    ref = steps[-1].source_ref or ""
-    source = sources.get(ref)
-    if source is None or not source.image_id or sim.final_history_len == 0:
-        return None
-    return WholeReuse(ref, source.image_id, sim.final_history_len, sim.final_layers, source)
 
 
 @dataclass
@@ -171,11 +144,10 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     if not flavors:
         raise ValueError("plan_image needs at least one flavor to try")
     df = project.dockerfile(spec)
-    on_demand = _ContextOnDemand(spec)
-    copies = _copies_context(df, spec.target)
-    if copies:
+    on_demand = ContextOnDemand(spec)
+    if copies_context(df, spec.target):
         on_demand.scanned = scan_with_cache(spec)
-    context = cast(BuildContext, on_demand)
+    context = on_demand.as_context()
     notes: list[str] = []
     sources: list[ImageInfo] = []
     cache_from: list[str] = []
@@ -258,7 +230,7 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         _local_cache_caveat(steps, best, df, resolver, notes)
     if on_demand.scanned is not None:
         save_digests(on_demand.scanned)
-    reuse = whole_reuse(best, {ref: info for info, ref in best_order})
+    reuse = best.whole_reuse({ref: info for info, ref in best_order})
     pull_bytes = 0
     if deployed is not None and resolver.local(deployed_ref or "") is None:
         pull_bytes = deployed.size or 0
@@ -273,48 +245,9 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     )
 
 
-def scan_with_cache(spec: ImageSpec) -> BuildContext:
-    """The build context of `spec` as `docker build` would send it, its file digests
-    remembered across runs (devsync.adapters.hashcache): a warm scan is a stat walk."""
-    from devsync.adapters.hashcache import HashCache
-
-    return scan_context(spec.context, _rel_to(spec.dockerfile, spec.context),
-                        digests=HashCache.open(spec.context))
-
-
-class _ContextOnDemand:
-    """The build context, walked when first asked for: a Dockerfile that copies nothing
-    from it (a base image's, usually, whose context is a large repository too) costs no walk,
-    unless an ONBUILD trigger of its base copies something after all."""
-
-    def __init__(self, spec: ImageSpec) -> None:
-        self._spec = spec
-        self.scanned: BuildContext | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self.scanned is None:
-            self.scanned = scan_with_cache(self._spec)
-        return getattr(self.scanned, name)
-
-
 def planned_context(plan: ImagePlan, spec: ImageSpec) -> BuildContext:
     """The context the plan walked, else one walked when first asked for."""
-    return plan.scanned_context or cast(BuildContext, _ContextOnDemand(spec))
-
-
-def _copies_context(df: Dockerfile, target: str | None) -> bool:
-    """Whether a stage the build runs has a COPY or ADD from the build context."""
-    last = df.stage_named(target) if target else None
-    stages = df.stages[: last.index + 1] if last is not None else df.stages
-    return any(ins.cmd in ("COPY", "ADD") and not ins.flag("from")
-               for stage in stages for ins in stage.instructions)
-
-
-def save_digests(context: BuildContext) -> None:
-    """Keep what a plan hashed for the next run (a cache: a failed write loses nothing)."""
-    save = getattr(context.digests, "save", None)
-    if save is not None:
-        save()
+    return plan.scanned_context or ContextOnDemand(spec).as_context()
 
 
 def _local_cache_caveat(steps: list[PlanStep], sim: SimResult, df: Dockerfile,
@@ -332,13 +265,6 @@ def _local_cache_caveat(steps: list[PlanStep], sim: SimResult, df: Dockerfile,
         if not step.cached and step.kind not in ("meta", "skip", StepKind.FROM):
             step.certain = False
             step.reason += "; an earlier local build on the same base may be reused"
-
-
-def _rel_to(path: Any, root: Any) -> str:
-    try:
-        return str(path.relative_to(root).as_posix())
-    except ValueError:
-        return str(path)
 
 
 def _plan_steps(sim: SimResult, spec: ImageSpec, context: BuildContext,
@@ -561,6 +487,10 @@ def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildC
     # Not when a file differs from the deployed revision's, edits aside: then no flavor
     # can match, and hashing the context once per flavor is the plan's largest cost.
     differs_from_revision = any(path not in uncommitted for path in changed)
+    if not differs_from_revision and git is not None and revision:
+        # nor when an edit changed what a file holds (or added one): a sender's headers
+        # change no content (only a chmod or a touch can leave a flavor to match)
+        differs_from_revision = _content_edited(git, project, revision, uncommitted)
     for flavor in () if differs_from_revision else DEFAULT_FLAVORS:
         if flavor is sim.flavor:
             continue
@@ -613,6 +543,24 @@ def _explain_files(out: PlanStep, step: SimStep, sim: SimResult, context: BuildC
                       f"{REVISION_LABEL} label, so devsync cannot say which)")
     else:
         out.reason = f"files under {what} differ from {image} (revision {revision[:8]})"
+
+
+def _content_edited(git: GitRepo, project: Project, revision: str, paths: list[str],
+                    at_most: int = 20) -> bool:
+    """Whether one of the first `at_most` edited files holds other bytes than at `revision`
+    (or is not there at all)."""
+    for path in paths[:at_most]:
+        try:
+            now = (project.root / path).read_bytes()
+        except OSError:
+            continue
+        try:
+            then = git.file_at(revision, path)
+        except DevsyncError:
+            return False
+        if then != now:
+            return True
+    return False
 
 
 def _changed_files(git: GitRepo, repo_files: list[str], revision: str | None

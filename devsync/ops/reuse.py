@@ -124,7 +124,7 @@ def _check_prediction(project: Project, spec: ImageSpec, plan: ImagePlan,
     on the same image."""
     from devsync.model.classic import BuildSimulator
     from devsync.model.dockerfiles import parse_file
-    from devsync.ops.plan import save_digests, scan_with_cache, whole_reuse
+    from devsync.ops.contexts import save_digests, scan_with_cache
 
     reuse = plan.reuse
     assert reuse is not None
@@ -140,7 +140,7 @@ def _check_prediction(project: Project, spec: ImageSpec, plan: ImagePlan,
     save_digests(context)
     planned = [s.created_by for s in plan.steps if s.kind not in ("skip", "meta")]
     now = [s.created_by for s in sim.steps]
-    if whole_reuse(sim, {reuse.ref: reuse.source}) != reuse or now != planned:
+    if sim.whole_reuse({reuse.ref: reuse.source}) != reuse or now != planned:
         raise _NotProven("the files or the Dockerfile changed since the plan")
 
 

@@ -85,7 +85,7 @@ class BuildInput:
         directory is scanned now. `revision`: HEAD as already read for this build.
         `labels`: the ones to stamp, when already made."""
         from devsync.model.labelstep import labelled_context_files
-        from devsync.ops.plan import scan_with_cache
+        from devsync.ops.contexts import scan_with_cache
 
         self.labels = dict(labels) if labels is not None else oci_labels(
             project, spec, git, version=version, revision=revision)
@@ -126,7 +126,7 @@ class BuildInput:
         import time
 
         from devsync.model.labelstep import labelled_context_files
-        from devsync.ops.plan import scan_with_cache
+        from devsync.ops.contexts import scan_with_cache
 
         context = self._context
         assert context is not None

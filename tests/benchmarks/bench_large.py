@@ -22,6 +22,8 @@ the run (E, a new edit every run). So the hand-typed baseline includes no pull:
        D  `devsync sync --yes`
   P  `devsync plan app` and `devsync status`, warm (the run before left devsync's hash cache)
   C  `devsync plan app`, cold (devsync's hash cache removed; the OS page cache stays warm)
+  W  the TUI's re-plan after a one-file edit: `collect_statuses` in a process that has its
+     session open already (as the TUI has), timed in-process, with the files it hashed
   G  `git status --porcelain` on the same checkout: a stat walk in C, for scale
 
 Runs alternate (H and D in an order that flips each round) after one untimed warm-up round;
@@ -283,6 +285,53 @@ def alternate(b: Bench, r: Repo, size: str, what: str, rounds: int,
     b.results[size][f"{what}.ratio"] = [di / hi for hi, di in zip(h, d, strict=True)]
 
 
+_WATCH = r"""
+import json, sys, time
+from pathlib import Path
+from devsync.ops.session import Session
+from devsync.ops.status import collect_statuses
+root = Path.cwd()
+edits = int(sys.argv[1])
+out = []
+with Session(root, need_engine=False) as s:
+    collect_statuses(s.project, s.resolver, s.git)  # (what the TUI shows first)
+    for n in range(edits):
+        path = root / sys.argv[2 + n]
+        with open(path, "a") as f:
+            f.write(f"// watched edit {n}\n")
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        statuses = collect_statuses(s.project, s.resolver, s.git)
+        took = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        hashed = sum(st.plan.scanned_context.digests.hashed for st in statuses
+                     if st.plan is not None and st.plan.scanned_context is not None)
+        out.append({"seconds": took, "cpu": cpu, "hashed": hashed,
+                    "states": {st.name: st.state for st in statuses}})
+print(json.dumps(out))
+"""
+
+
+def watch_replans(b: Bench, r: Repo, size: str, edits: int) -> None:
+    """W: the re-plan a watching TUI makes after each of `edits` one-file edits."""
+    rels = []
+    for _ in range(edits):
+        r.edits += 1
+        i = (r.edits * 7919) % r.files
+        rels.append(f"src/pkg{i // 400:03d}/mod{(i // 40) % 10:02d}/Class{i:05d}.php")
+    _elapsed, out = timed([sys.executable, "-c", _WATCH, str(edits), *rels], r.team.path,
+                          devsync_env(b))
+    for n, row in enumerate(json.loads(out)):
+        print(f"    watch re-plan after edit {n + 1}: {row['seconds']:6.2f} s "
+              f"({row['cpu']:.2f} s CPU), {row['hashed']} file(s) hashed, {row['states']}",
+              flush=True)
+        if row["hashed"] > 2:
+            raise BenchError(f"the re-plan after one edit hashed {row['hashed']} files")
+        b.add(size, "watch", row["seconds"])
+        b.add(size, "watch.cpu", row["cpu"])
+    restore_checkout(r)
+
+
 def bench_size(b: Bench, files: int, rounds: int, syncs: bool) -> None:
     size = f"{files // 1000}k"
     print(f"== {files} files", flush=True)
@@ -309,6 +358,7 @@ def bench_size(b: Bench, files: int, rounds: int, syncs: bool) -> None:
                   flush=True)
             if i:
                 b.add(size, what, elapsed)
+    watch_replans(b, r, size, rounds + 2)
     if not syncs:
         return
     alternate(b, r, size, "N", rounds, before=lambda: drop_dev(r), after=lambda: None,
@@ -328,6 +378,8 @@ def report(b: Bench) -> None:
     for size, rows in b.results.items():
         for what, label in (("plan.warm", "`plan app`, warm"), ("status.warm", "`status`, warm"),
                             ("plan.cold", "`plan app`, cold (no hash cache)"),
+                            ("watch", "TUI re-plan after a one-file edit (in-process)"),
+                            ("watch.cpu", "the same, CPU seconds"),
                             ("git-status", "`git status` (for scale)")):
             if what in rows:
                 goal = TARGETS.get(what.split(".")[0]) if what.endswith("warm") else None

@@ -77,6 +77,8 @@ from devsync.adapters.engine._streams import (
     ResponseTap,
     Stream,
     open_stream,
+    seekable,
+    spool,
 )
 from devsync.errors import DevsyncError, EngineError, InterruptedError_
 from devsync.events import (
@@ -471,9 +473,8 @@ class Engine:
               image_name: str = "", cancel: threading.Event | None = None) -> Iterator[Event]:
         """Build with the engine's classic builder; tag `tag` only once the build succeeded.
 
-        `context_tar` is an uncompressed or gzip/bzip2/xz tar (the daemon detects which): a
-        file, or a stream made while it is read with its `size` (model.context.TarStream),
-        which goes out as it comes over a local socket (the SDK's requests wants a file).
+        `context_tar` is an uncompressed or gzip/bzip2/xz tar (the daemon detects which): a file,
+        or a stream of known `size` sent as it is made (the SDK gets it spooled to a file).
         Events: StepStarted / StepFinished per step (FROM included; `cached` is True when the
         builder printed "Using cache", and for FROM unless ONBUILD triggers ran), LogLine for
         RUN output and other builder text, Warning_ for "[Warning]" lines and for a
@@ -492,10 +493,9 @@ class Engine:
                                       "builder ignores it (pull it first)")
         parser = BuildParser(image)
         abandoned = threading.Event()
-        spooled = None
-        if self._socket is None and not _seekable(context_tar):
-            spooled = context_tar = _spool(context_tar)
-        body = CancellableReader(context_tar, cancel, abandoned)
+        spooled = spool(context_tar) if self._socket is None and not seekable(context_tar) \
+            else None
+        body = CancellableReader(spooled or context_tar, cancel, abandoned)
 
         def start() -> Iterable[dict[str, Any]]:
             # the engine gets no tag: see the module doc
@@ -509,19 +509,15 @@ class Engine:
                 forcerm=True, decode=True, timeout=None,  # _open_stream bounds the wait
             )
 
-        try:
-            stream = self._open_stream(start, what=f"build {image or 'image'}", cancel=cancel,
-                                       classify=build_request_failure, ref=image,
-                                       abandoned=abandoned)
-            with stream:
-                for obj in stream:
-                    if "error" in obj or "errorDetail" in obj:
-                        raise parser.failure(error_text(obj))
-                    yield from parser.feed(obj)
-                yield from parser.close()
-        finally:
-            if spooled is not None:
-                spooled.close()
+        stream = self._open_stream(start, what=f"build {image or 'image'}", cancel=cancel,
+                                   classify=build_request_failure, ref=image,
+                                   abandoned=abandoned)
+        with stream, spooled or contextlib.nullcontext():
+            for obj in stream:
+                if "error" in obj or "errorDetail" in obj:
+                    raise parser.failure(error_text(obj))
+                yield from parser.feed(obj)
+            yield from parser.close()
         if cancel is not None and cancel.is_set():
             raise InterruptedError_(f"build of {image or 'image'} cancelled; nothing was tagged")
         image_id = self._built_id(parser, image)
@@ -697,23 +693,3 @@ class Engine:
             idle = self.stream_idle_timeout
         return open_stream(start, self._tap, host=self.host, what=what, cancel=cancel,
                            classify=classify, ref=ref, abandoned=abandoned, idle=idle)
-
-
-def _seekable(fileobj: Any) -> bool:
-    seekable = getattr(fileobj, "seekable", None)
-    return bool(seekable()) if callable(seekable) else hasattr(fileobj, "seek")
-
-
-def _spool(stream: Any) -> IO[bytes]:
-    """A stream's bytes in a temporary file (for the SDK, whose requests sizes its body)."""
-    import shutil
-    import tempfile
-
-    spooled = tempfile.TemporaryFile(prefix="devsync-context-")  # noqa: SIM115 - the caller closes it
-    try:
-        shutil.copyfileobj(stream, spooled, 1 << 20)
-        spooled.seek(0)
-    except BaseException:
-        spooled.close()
-        raise
-    return spooled

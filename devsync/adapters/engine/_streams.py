@@ -316,3 +316,23 @@ class CancellableReader:
         except (OSError, ValueError, AttributeError):
             return None
         return int(end - here)
+
+
+def seekable(fileobj: Any) -> bool:
+    found = getattr(fileobj, "seekable", None)
+    return bool(found()) if callable(found) else hasattr(fileobj, "seek")
+
+
+def spool(stream: Any) -> IO[bytes]:
+    """A stream's bytes in a temporary file (for the SDK, whose requests sizes its body)."""
+    import shutil
+    import tempfile
+
+    spooled = tempfile.TemporaryFile(prefix="devsync-context-")  # noqa: SIM115 - the caller closes it
+    try:
+        shutil.copyfileobj(stream, spooled, 1 << 20)
+        spooled.seek(0)
+    except BaseException:
+        spooled.close()
+        raise
+    return spooled

@@ -1,0 +1,62 @@
+"""The build context a plan or a build reads: walked as `docker build` walks it, with the
+file digests remembered across runs (devsync.adapters.hashcache), and only when needed.
+
+On a large repository the walk is most of a warm plan: a Dockerfile that copies nothing from
+its context (a base image's, usually, whose context is the same repository) gets a context
+that is walked when first asked for (`ContextOnDemand`), which a plan never does unless an
+ONBUILD trigger of its base copies something after all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from devsync.model.context import BuildContext
+    from devsync.model.dockerfiles import Dockerfile
+    from devsync.model.project import ImageSpec
+
+
+def scan_with_cache(spec: ImageSpec) -> BuildContext:
+    """The build context of `spec` as `docker build` would send it, its file digests
+    remembered across runs: a warm walk is a stat walk, and hashes only what changed."""
+    from devsync.adapters.hashcache import HashCache
+    from devsync.model.context import scan_context
+
+    try:
+        dockerfile = spec.dockerfile.relative_to(spec.context).as_posix()
+    except ValueError:
+        dockerfile = str(spec.dockerfile)
+    return scan_context(spec.context, dockerfile, digests=HashCache.open(spec.context))
+
+
+def save_digests(context: BuildContext) -> None:
+    """Keep what was hashed for the next run (a cache: a failed write loses nothing)."""
+    save = getattr(context.digests, "save", None)
+    if save is not None:
+        save()
+
+
+class ContextOnDemand:
+    """The build context of `spec`, walked when first asked for (`scanned` until then None);
+    stands in for a BuildContext."""
+
+    def __init__(self, spec: ImageSpec) -> None:
+        self._spec = spec
+        self.scanned: BuildContext | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.scanned is None:
+            self.scanned = scan_with_cache(self._spec)
+        return getattr(self.scanned, name)
+
+    def as_context(self) -> BuildContext:
+        return cast("BuildContext", self)
+
+
+def copies_context(df: Dockerfile, target: str | None) -> bool:
+    """Whether a stage the build runs has a COPY or ADD from the build context."""
+    last = df.stage_named(target) if target else None
+    stages = df.stages[: last.index + 1] if last is not None else df.stages
+    return any(ins.cmd in ("COPY", "ADD") and not ins.flag("from")
+               for stage in stages for ins in stage.instructions)
