@@ -37,10 +37,8 @@ import os
 import stat
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from devsync.model.context import FILE, ContextEntry, FileDigests
 
@@ -110,12 +108,44 @@ def variant_id(header: bytes) -> bytes:
     return hashlib.blake2b(header, digest_size=_VARIANT_ID).digest()
 
 
-@dataclass(slots=True)
 class _Record:
-    key: StatKey
-    capability: bytes | None
-    # variant id -> raw sha256: those read from disk (kept as they were) and those new
-    variants: dict[bytes, bytes] = field(default_factory=dict)
+    """One file: its signature, capability, and digests per header (variant id + sha256
+    rows as read from disk, `rows`; those found since, `new`)."""
+
+    __slots__ = ("capability", "key", "new", "rows")
+
+    def __init__(self, key: StatKey, capability: bytes | None, rows: bytes = b"") -> None:
+        self.key = key
+        self.capability = capability
+        self.rows = rows
+        self.new: dict[bytes, bytes] | None = None
+
+    def digest(self, vid: bytes) -> bytes | None:
+        if self.new is not None and vid in self.new:
+            return self.new[vid]
+        rows = self.rows
+        for i in range(0, len(rows), _VARIANT):
+            if rows[i:i + _VARIANT_ID] == vid:
+                return rows[i + _VARIANT_ID:i + _VARIANT]
+        return None
+
+    def add(self, vid: bytes, digest: bytes) -> None:
+        if self.new is None:
+            self.new = {}
+        self.new[vid] = digest
+
+    def all_rows(self) -> bytes:
+        """Every variant row, each id once (a new digest for an id replaces the old)."""
+        if not self.new:
+            return self.rows
+        out = bytearray()
+        rows = self.rows
+        for i in range(0, len(rows), _VARIANT):
+            if rows[i:i + _VARIANT_ID] not in self.new:
+                out += rows[i:i + _VARIANT]
+        for vid, digest in self.new.items():
+            out += vid + digest
+        return bytes(out)
 
 
 class HashCache(FileDigests):
@@ -217,12 +247,9 @@ class HashCache(FileDigests):
             if mtime >= limit or ctime >= limit:
                 continue  # racy when it was written: hashed again
             rel = blob[path_off:cap_off].decode("utf-8", "surrogateescape")
-            record = _Record((size, mtime, ctime, ino, mode, dev),
-                             blob[cap_off:cap_end] if cap_len >= 0 else None)
-            for i in range(first, first + count):
-                row = variants[i * _VARIANT:(i + 1) * _VARIANT]
-                record.variants[row[:_VARIANT_ID]] = row[_VARIANT_ID:]
-            out[rel] = record
+            out[rel] = _Record((size, mtime, ctime, ino, mode, dev),
+                               blob[cap_off:cap_end] if cap_len >= 0 else None,
+                               variants[first * _VARIANT:(first + count) * _VARIANT])
         if pos != n_blob or next_variant != n_variants:
             raise _Rejected("a record does not follow the format")
         return out
@@ -245,13 +272,13 @@ class HashCache(FileDigests):
             cap_off = len(blob)
             if cap is not None:
                 blob += cap
-            for vid, digest in record.variants.items():
-                variants += vid + digest
+            rows = record.all_rows()
+            variants += rows
             size, mtime, ctime, ino, mode, dev = record.key
+            count = len(rows) // _VARIANT
             table += _RECORD.pack(path_off, len(path), size, mtime, ctime, ino, dev, mode,
-                                  cap_off, -1 if cap is None else len(cap), n_variants,
-                                  len(record.variants))
-            n_variants += len(record.variants)
+                                  cap_off, -1 if cap is None else len(cap), n_variants, count)
+            n_variants += count
         head = {"format": FORMAT, "machine": machine_id(), "uid": os.geteuid(),
                 "context": self.root, "stamp_ns": self.started_ns, "records": len(records),
                 "variants": n_variants, "blob": len(blob)}
@@ -274,8 +301,10 @@ class HashCache(FileDigests):
         record = self._loaded.get(rel)
         if record is None:
             return None
-        if record.key != (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode,
-                          st.st_dev) or self._racy(st.st_mtime_ns, st.st_ctime_ns):
+        size, mtime, ctime, ino, mode, dev = record.key
+        if mtime != st.st_mtime_ns or ctime != st.st_ctime_ns or size != st.st_size \
+                or ino != st.st_ino or mode != st.st_mode or dev != st.st_dev \
+                or self._racy(mtime, ctime):
             return None
         self._seen[rel] = record
         return (record.capability,)
@@ -293,7 +322,7 @@ class HashCache(FileDigests):
         record = self._seen.get(entry.rel)
         if record is None or record.key != entry.stat_key:
             return super().lookup(entry, header)  # (a racy file hashed earlier in this scan)
-        digest = record.variants.get(variant_id(header))
+        digest = record.digest(variant_id(header))
         return digest.hex() if digest is not None else None
 
     def store(self, entry: ContextEntry, header: bytes, digest: str) -> None:
@@ -304,7 +333,7 @@ class HashCache(FileDigests):
             # a file the scan did not note (racy, or scanned without this cache): in memory
             super().store(entry, header, digest)
             return
-        record.variants[variant_id(header)] = bytes.fromhex(digest)
+        record.add(variant_id(header), bytes.fromhex(digest))
         self._dirty = True
 
 
@@ -335,6 +364,8 @@ def _read_regular(path: str) -> bytes:
 
 
 def _write_atomically(path: str, data: bytes) -> None:
+    import tempfile
+
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".digests-", suffix=".tmp", dir=directory)

@@ -379,6 +379,7 @@ class PatternMatcher:
         self.patterns: list[Pattern] = []
         self._exclusions = False
         self._infos: dict[tuple[bool, ...], MatchInfo] = {}
+        self._depths: set[int] | None = None
         for raw in patterns:
             p = _go_trim_space(raw)
             if not p:
@@ -492,6 +493,17 @@ class PatternMatcher:
         if info is None:
             info = self._infos[key] = MatchInfo(key)
         return matched, info
+
+    def cannot_match_at(self, depth: int) -> bool:
+        """Whether no pattern can match a path of `depth` segments. Only said of plain
+        patterns (no `**`, no class, no escape): their `*` and `?` never match a slash, so
+        each matches paths of as many segments as it has. A walk then skips asking."""
+        if self._depths is None:
+            plain = all("**" not in p.cleaned and "[" not in p.cleaned and "\\" not in p.cleaned
+                        for p in self.patterns)
+            # (-1: not plain, nothing is said)
+            self._depths = {len(p.dirs) for p in self.patterns} if plain else {-1}
+        return -1 not in self._depths and depth not in self._depths
 
     def exception_reaches_into(self, rel_dir: str) -> bool:
         """Whether an exception pattern starts with `rel_dir/` (so the walk must enter it)."""

@@ -71,7 +71,7 @@ def plan_images(session: Session, specs: list[ImageSpec]) -> PlanReport:
     for spec in specs:
         answer = PlanAnswer(spec.name, spec.role, spec.rel_dockerfile(project.root), spec.tag)
         try:
-            answer.plan = plan_image(project, spec, session.resolver, session.git)
+            answer.plan = plan_image(project, spec, session.resolver, session.git_when_asked())
         except DevsyncError as exc:
             answer.error = exc
         answers.append(answer)

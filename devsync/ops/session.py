@@ -4,7 +4,7 @@ repository, the engine (optional for read-only work) and a resolver for images."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from devsync.errors import DevsyncError
 
@@ -57,6 +57,11 @@ class Session:
             self._git = open_repo(self.project.root)
         return self._git
 
+    def git_when_asked(self) -> GitRepo:
+        """`git`, opened only when something asks it a question: a plan whose every step is
+        cached never does, and so never imports GitPython."""
+        return cast("GitRepo", _GitWhenAsked(self))
+
     def images(self, name: str | None) -> list[ImageSpec]:
         return [self.project.image(name)] if name else list(self.project.images)
 
@@ -71,3 +76,13 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _GitWhenAsked:
+    """Stands in for the session's GitRepo until an attribute of it is asked for."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session.git, name)

@@ -199,3 +199,31 @@ def test_a_file_that_changes_under_the_stream_stops_it(tmp_path: Path) -> None:
     with pytest.raises(BuildContextError, match="changed while devsync was reading"):
         while stream.read(65536):
             pass
+
+
+# ------------------------------------------------ the walk skips what no pattern can match
+
+
+@pytest.mark.parametrize("dockerignore", [
+    "*.log\n.git\nnode_modules\n",
+    "src/*/x.txt\n!src/a/x.txt\n",
+    "*/*/*.log\n",
+    "**/skip\n",
+    "[ab]*\n",
+    "src\n!src/b/keep.log\n",
+    "a?c/d\n",
+])
+def test_the_walk_skips_only_what_no_pattern_can_match(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dockerignore: str) -> None:
+    for rel in ("src/a/x.txt", "src/b/x.txt", "src/b/keep.log", "src/b/deep/x.log",
+                "src/b/deep/skip/y", "abc/d", "abc/e/f", "x.log", "node_modules/m",
+                "b/c/d/e.log", "Dockerfile"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rel)
+    (tmp_path / ".dockerignore").write_text(dockerignore)
+    fast = [(e.name, e.kind) for e in scan_context(tmp_path).entries]
+    from devsync.model.dockerignore import PatternMatcher
+
+    monkeypatch.setattr(PatternMatcher, "cannot_match_at", lambda self, depth: False)
+    assert [(e.name, e.kind) for e in scan_context(tmp_path).entries] == fast

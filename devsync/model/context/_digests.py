@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from devsync.model.context._entries import FILE, ContextEntry
 from devsync.model.context._tar import read_exactly
@@ -70,6 +69,8 @@ def hash_jobs(jobs: Sequence[DigestJob], *, workers: int | None = None) -> list[
 
     def run(batch: Sequence[DigestJob]) -> list[list[str]]:
         return [hash_variants(e, headers) for e, headers in batch]
+
+    from concurrent.futures import ThreadPoolExecutor  # (a warm plan never needs it)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="devsync-hash") as pool:
         return [digests for part in pool.map(run, batches) for digests in part]

@@ -138,7 +138,8 @@ class ContextEntry:
     rel: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        self.rel = self.name.rstrip("/")
+        if not self.rel:
+            self.rel = self.name.rstrip("/")
 
     @property
     def path(self) -> Path:

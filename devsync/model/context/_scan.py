@@ -86,6 +86,12 @@ class Walker:
             ) from exc
         pm = self.pm
         use_patterns = bool(pm.patterns)
+        parent = info.parent_matched
+        if use_patterns and not self.legacy and parent and not any(parent) \
+                and pm.cannot_match_at(rel_dir.count("/") + 2 if rel_dir else 1):
+            # nothing above matched, and no pattern can match a path this deep: every
+            # entry here would get its parent's answers (a large tree's common case)
+            use_patterns = False
         for de in items:
             rel = de.name if not rel_dir else f"{rel_dir}/{de.name}"
             try:
@@ -119,7 +125,7 @@ class Walker:
             if known is not None:
                 return ContextEntry(rel, FILE, mode, st.st_uid, st.st_gid, st.st_size, "", path,
                                     int(st.st_mtime), st.st_rdev, known[0], st.st_mtime_ns,
-                                    st.st_ctime_ns, st.st_ino, st.st_dev)
+                                    st.st_ctime_ns, st.st_ino, st.st_dev, rel)
         linkname = ""
         size = 0
         capability: bytes | None = None
