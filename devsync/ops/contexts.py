@@ -9,12 +9,17 @@ ONBUILD trigger of its base copies something after all.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from devsync.model.context import BuildContext
     from devsync.model.dockerfiles import Dockerfile
-    from devsync.model.project import ImageSpec
+    from devsync.model.project import ImageSpec, Project
+
+# how old a context listing may be when its tar is sent (see `relisted`)
+LISTING_FRESH_S = 2.0
 
 
 def scan_with_cache(spec: ImageSpec) -> BuildContext:
@@ -60,3 +65,24 @@ def copies_context(df: Dockerfile, target: str | None) -> bool:
     stages = df.stages[: last.index + 1] if last is not None else df.stages
     return any(ins.cmd in ("COPY", "ADD") and not ins.flag("from")
                for stage in stages for ins in stage.instructions)
+
+
+def relisted(context: BuildContext, project: Project, spec: ImageSpec, dockerfile: str,
+             labels: Mapping[str, str] | None) -> tuple[BuildContext, dict[str, bytes]] | None:
+    """A new listing of the context and the files sent with it (the labelled Dockerfile
+    under the name `dockerfile`, when `labels` go in it), when `context` was listed more than
+    a moment ago (before a pull): a streamed tar announces its size before it reads a file,
+    so a file edited since the listing would stop the build. None: keep the listing (fresh,
+    or the labels would not go where they were to go with the new one)."""
+    from devsync.model.labelstep import labelled_context_files
+
+    if time.monotonic() - context.scanned_at <= LISTING_FRESH_S:
+        return None
+    fresh = scan_with_cache(spec)
+    if labels is None:
+        return (fresh, {}) if fresh.dockerfile == dockerfile else None
+    labelled = labelled_context_files(fresh, project.dockerfile(spec), target=spec.target,
+                                      labels=labels)
+    if labelled is None or labelled[0] != dockerfile:
+        return None
+    return fresh, dict(labelled[1])

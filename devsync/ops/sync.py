@@ -65,16 +65,11 @@ def pull_missing(engine: Engine, refs: list[str],
 
 
 class BuildInput:
-    """What one build is sent and stamps: the context and the labels, made while the pulls
-    still run (asking git for the labels, listing the context and deciding where the labels
-    go take tens of milliseconds that would otherwise sit between the pull and the build).
-
-    A classic build streams its context tar (`stream`): the request sends it while the files
-    are read, and the engine unpacks it as it comes, where writing the whole tar first made
-    the engine wait for the last file before it could start on the first. A BuildKit build
-    takes the labels as an option (no step) and, through the Engine API, a tar written
-    beforehand (`tar`); through the docker CLI no tar at all (`tar` is None): the CLI reads
-    the context itself.
+    """What one build is sent and stamps, made while the pulls still run: the labels and the
+    context. A classic build streams its tar (`stream`: sent while the files are read, the
+    engine unpacking it as it comes). A BuildKit build takes the labels as an option and,
+    through the Engine API, a tar written beforehand (`tar`); through the docker CLI no tar
+    at all (`tar` is None): the CLI reads the context itself.
     """
 
     def __init__(self, project: Project, spec: ImageSpec, plan: ImagePlan,
@@ -119,31 +114,16 @@ class BuildInput:
             raise
 
     def stream(self) -> TarStream:
-        """The context tar of a classic build, made as it is read (each call a new one).
+        """The context tar of a classic build, made as it is read (each call a new one), from
+        a listing made again if it was made before a pull (see ops.contexts.relisted)."""
+        from devsync.ops.contexts import relisted
 
-        A listing older than a moment (made before a pull) is made again first: the tar
-        announces its size before it reads a file, so a file edited since would stop it."""
-        import time
-
-        from devsync.model.labelstep import labelled_context_files
-        from devsync.ops.contexts import scan_with_cache
-
-        context = self._context
-        assert context is not None
-        if time.monotonic() - context.scanned_at > _LISTING_FRESH_S:
-            fresh = scan_with_cache(self._spec)
-            files: dict[str, bytes] = {}
-            if self.labels_in_dockerfile:
-                labelled = labelled_context_files(fresh, self._project.dockerfile(self._spec),
-                                                  target=self._spec.target, labels=self.labels)
-                # (the labels go where they were to go, or the listing stays the old one)
-                fresh_ok = labelled is not None and labelled[0] == self.dockerfile
-                files = dict(labelled[1]) if labelled is not None else {}
-            else:
-                fresh_ok = fresh.dockerfile == self.dockerfile
-            if fresh_ok:
-                context, self._context, self._files = fresh, fresh, files
-        return context.tar_stream(self._flavor, files=self._files)
+        assert self._context is not None
+        fresh = relisted(self._context, self._project, self._spec, self.dockerfile,
+                         self.labels if self.labels_in_dockerfile else None)
+        if fresh is not None:
+            self._context, self._files = fresh
+        return self._context.tar_stream(self._flavor, files=self._files)
 
     def close(self) -> None:
         if self.tar is not None:
@@ -154,10 +134,6 @@ class BuildInput:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# how old a context listing may be when its tar is sent (see BuildInput.stream)
-_LISTING_FRESH_S = 2.0
 
 
 def build_image(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: Engine,
