@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devsync.errors import ConfigError
+from devsync.model.files import read_regular
 from devsync.model.versions import InvalidReferenceError, split_reference
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ class _ComposeFile:
         import yaml
 
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            text = read_regular(path).decode("utf-8-sig")
         except FileNotFoundError:
             raise ConfigError(f"{self.display}: no such Compose file",
                               hint="check COMPOSE_FILE, or compose_files in .devsync.toml"
@@ -406,7 +407,7 @@ def _read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
     from dotenv.parser import parse_stream
 
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular(path).decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         return {}, [f"{ENV_FILE}: cannot be read ({exc}); Compose variables from it are "
                     "not known"]

@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from devsync.errors import ConfigError
+from devsync.model.files import read_regular
 from devsync.model.states import ROLES
 from devsync.model.versions import InvalidReferenceError, split_reference
 
@@ -109,7 +110,7 @@ def load_config(repo_root: Path) -> DevsyncConfig:
     """Read `.devsync.toml` at `repo_root`; defaults when there is none."""
     path = repo_root / CONFIG_NAME
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except FileNotFoundError:
         return DevsyncConfig()
     except IsADirectoryError:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devsync.errors import DockerfileError
+from devsync.model.files import read_regular
 
 _ESCAPE_DIRECTIVE = re.compile(r"^#\s*escape\s*=\s*(\S)\s*$", re.IGNORECASE)
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
@@ -192,7 +193,7 @@ def _stage(ins: Instruction, index: int, display: str) -> Stage:
 def parse_file(path: Path, display: str | None = None) -> Dockerfile:
     shown = display or str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except FileNotFoundError:
         raise DockerfileError(f"{shown}: no such Dockerfile") from None
     except OSError as exc:

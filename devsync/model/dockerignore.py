@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devsync.errors import DockerfileError
+from devsync.model.files import read_regular
 
 DOCKERIGNORE = ".dockerignore"
 _BOM = b"\xef\xbb\xbf"
@@ -238,7 +239,7 @@ def _go_trim_space(s: str) -> str:
 def read_dockerignore(context_dir: Path) -> list[str]:
     """The patterns of `context_dir/.dockerignore` ([] when there is none)."""
     try:
-        data = (Path(context_dir) / DOCKERIGNORE).read_bytes()
+        data = read_regular(Path(context_dir) / DOCKERIGNORE)
     except FileNotFoundError:
         return []
     except OSError as exc:

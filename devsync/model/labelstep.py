@@ -30,6 +30,7 @@ from devsync.errors import DevsyncError
 from devsync.model.context import FILE, HARDLINK, BuildContext, daemon_removes
 from devsync.model.dockerfiles import Dockerfile, parse_text
 from devsync.model.dockerignore import DOCKERIGNORE, clean_path
+from devsync.model.files import read_regular
 
 # What a LABEL key or value may be written as without quotes in a Dockerfile; anything
 # else is double-quoted with \\, " and $ escaped (the builder expands variables in LABEL).
@@ -67,7 +68,7 @@ def labelled_context_files(context: BuildContext, dockerfile: Dockerfile, *,
     if entry is None:
         return None
     try:
-        text = entry.path.read_bytes().decode("utf-8", "surrogateescape")
+        text = read_regular(entry.path).decode("utf-8", "surrogateescape")
     except OSError:
         return None
     labelled = _with_line_after_stage(text, dockerfile, target, line)
@@ -131,7 +132,7 @@ def _removable_name(context: BuildContext) -> tuple[str, bytes | None] | None:
         if not ignore_sent:
             return name, f"{DOCKERIGNORE}\n{name}\n".encode()
         try:
-            current = (context.context_dir / DOCKERIGNORE).read_bytes()
+            current = read_regular(context.context_dir / DOCKERIGNORE)
         except OSError:
             return None
         if current and not current.endswith(b"\n"):

@@ -18,6 +18,7 @@ from devsync.errors import (
 )
 from devsync.events import Event, PhaseStarted, Pushed, Warning_
 from devsync.model.dockerfiles import cache_busting_order
+from devsync.model.files import read_regular
 from devsync.model.project import ROLE_APP, ROLE_BASE, ImageSpec, Project
 from devsync.model.versions import (
     BASE_PREFIX,
@@ -140,7 +141,7 @@ def base_bump(project: Project, resolver: Resolver, to_tag: str | None = None, *
     for app in project.images:
         if app.role != ROLE_APP:
             continue
-        raw = app.dockerfile.read_bytes()
+        raw = read_regular(app.dockerfile)
         df = project.dockerfile(app)
         lines = raw.split(b"\n")
         # the lines that can hold the tag: FROM lines, and ARGs before the first FROM

@@ -27,6 +27,7 @@ from devsync.model.context import (
     git_mode,
 )
 from devsync.model.dockerfiles import Dockerfile, cache_busting_order
+from devsync.model.files import read_regular
 from devsync.model.images import ImageInfo
 from devsync.model.project import ROLE_BASE, ImageSpec, Project
 from devsync.ops.contexts import ContextOnDemand, copies_context, save_digests, scan_with_cache
@@ -551,7 +552,7 @@ def _content_edited(git: GitRepo, project: Project, revision: str, paths: list[s
     (or is not there at all)."""
     for path in paths[:at_most]:
         try:
-            now = (project.root / path).read_bytes()
+            now = read_regular(project.root / path)
         except OSError:
             continue
         try:
@@ -612,7 +613,7 @@ def _mode_only_changes(git: GitRepo, context: BuildContext, paths: list[str],
         if committed is None or entry is None or entry.kind != "file":
             continue
         try:
-            if entry.path.read_bytes() != committed:
+            if read_regular(entry.path) != committed:
                 continue
         except OSError:
             continue

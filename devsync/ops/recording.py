@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from devsync.adapters import state as state_mod
 from devsync.errors import DevsyncError
+from devsync.model.files import read_regular
 from devsync.ops.status import context_pathspecs, watched_inputs
 from devsync.ops.verdict import IN_SYNC
 
@@ -25,7 +26,7 @@ def _digest_files(project: Project, paths: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for rel in paths:
         try:
-            out[rel] = hashlib.sha256((project.root / rel).read_bytes()).hexdigest()
+            out[rel] = hashlib.sha256(read_regular(project.root / rel)).hexdigest()
         except OSError:
             out[rel] = ""
     return out

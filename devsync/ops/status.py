@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from devsync.errors import DevsyncError
 from devsync.model.classic import BuildSimulator, SimResult, SimStep, StepKind
+from devsync.model.files import read_regular
 from devsync.model.project import ImageSpec, Project
 from devsync.ops.plan import REVISION_LABEL, ImagePlan, plan_image, planned_context
 from devsync.ops.verdict import (
@@ -394,7 +395,7 @@ class _Judge:
 
     def _digest(self, path: str) -> str:
         try:
-            return hashlib.sha256((self.project.root / path).read_bytes()).hexdigest()
+            return hashlib.sha256(read_regular(self.project.root / path)).hexdigest()
         except OSError:
             return ""
 
