@@ -64,7 +64,9 @@ def test_the_readme_install_puts_a_working_devsync_on_path(tool: str, tmp_path: 
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTHON", "VIRTUAL_ENV", "XDG_", "PIPX_", "UV_", "DEVSYNC_",
                                 "BASH_ENV", "ENV", "PROMPT_COMMAND"))}
-    env.update(HOME=str(home), PATH=f"{bindir}:/usr/local/bin:/usr/bin:/bin",
+    # SHELL as a user's terminal always sets it (`uv tool update-shell` picks the rc file by
+    # it); CI runners start without one.
+    env.update(HOME=str(home), PATH=f"{bindir}:/usr/local/bin:/usr/bin:/bin", SHELL="/bin/bash",
                DEVSYNC_STATE_DIR=str(tmp_path / "state"), DEVSYNC_NO_REFRESH="1",
                DEVSYNC_CHECK_DEADLINE="10")
 
