@@ -38,6 +38,9 @@ class Resolver:
     problems: list[str] = field(default_factory=list)
     # registry host -> why it could not be asked; images of it were taken from the engine
     unchecked: dict[str, str] = field(default_factory=dict)
+    # every registry host that could not be asked at all, with or without a local stand-in
+    # (a view asks them again, cheaply, until they answer)
+    unreachable: set[str] = field(default_factory=set)
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
     _remote: dict[str, ImageInfo | None] = field(default_factory=dict)
     _local: dict[str, ImageInfo | None] = field(default_factory=dict)
@@ -55,7 +58,12 @@ class Resolver:
 
     def tags(self, repository: str) -> list[str]:
         if repository not in self._tags:
-            self._tags[repository] = self.client(repository).tags(repository_path(repository))
+            try:
+                found = self.client(repository).tags(repository_path(repository))
+            except RegistryUnreachableError:
+                self.unreachable.add(registry_of(repository))
+                raise
+            self._tags[repository] = found
         return self._tags[repository]
 
     def latest_deployed(self, deployed: str) -> str | None:
@@ -96,6 +104,7 @@ class Resolver:
             self._remote[ref] = None
             return None
         except RegistryUnreachableError as exc:
+            self.unreachable.add(registry_of(repo))
             # offline: the engine's copy of the tag stands in for the registry's
             local = self.local(ref)
             if local is None:

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from devsync.ops.pulse import LOOK_REGISTRY, PULSE_SECONDS
 from devsync.ops.verdict import IN_SYNC, MISSING, ROLE_BASE, STALE, UNKNOWN
 from devsync.tui.errors import WorkerCancel, describe, is_cancellation
-from devsync.tui.messages import FilesChanged, SnapshotReady
+from devsync.tui.messages import FilesChanged, LookAgain, SnapshotReady
 from devsync.tui.screens.dashboard import DashboardScreen
 from devsync.tui.screens.modals import ConfirmScreen, HelpScreen, plain_body
 from devsync.tui.screens.onboarding import OnboardingScreen
@@ -64,6 +66,10 @@ class DevsyncApp(App[int]):
         self._registry_timer: Timer | None = None
         self._timer_minutes = 0.0
         self._last_error = ""
+        self._pulse_worker: Worker[None] | None = None
+        # notifications that arrive while the help screen is open: shown when it closes
+        self._help_open = False
+        self._held: list[tuple[str, dict[str, object]]] = []
         self.theme = theme
 
     def get_default_screen(self) -> Screen[None]:
@@ -73,6 +79,7 @@ class DevsyncApp(App[int]):
         self.refresh_status(registry=True)
         if self._watching:
             self._watch()
+            self.set_interval(PULSE_SECONDS, self._pulse_tick)
 
     # -- status ---------------------------------------------------------------------------
 
@@ -152,6 +159,27 @@ class DevsyncApp(App[int]):
             message, _hint = describe(worker.error)
             self.notify(f"Stopped following file changes: {message}. Press r to refresh.",
                         severity="warning", markup=False, timeout=10)
+
+    # -- the pulse: the engine and the registries, which no file watch sees -------------------
+
+    def _pulse_tick(self) -> None:
+        snapshot = self.snapshot
+        if snapshot is None or self.busy or self._operation_running():
+            return  # a status is being taken, or an operation will take one when it ends
+        if self._pulse_worker is not None and self._pulse_worker.state in (
+                WorkerState.PENDING, WorkerState.RUNNING):
+            return
+        self._pulse_worker = self._pulse(snapshot)
+
+    @work(thread=True, group="pulse", exit_on_error=False)
+    def _pulse(self, snapshot: Snapshot) -> None:
+        answer = self.services.pulse(snapshot)
+        if answer and not get_current_worker().is_cancelled:
+            self.post_message(LookAgain(registry=answer == LOOK_REGISTRY))
+
+    def on_look_again(self, message: LookAgain) -> None:
+        if message.registry or not self.busy:
+            self.refresh_status(registry=message.registry)
 
     # -- watching -------------------------------------------------------------------------
 
@@ -277,7 +305,24 @@ class DevsyncApp(App[int]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self._help_open = True
+            self.push_screen(HelpScreen(), callback=self._help_closed)
+
+    def _help_closed(self, _result: None) -> None:
+        self._help_open = False
+        held, self._held = self._held, []
+        for message, options in held:
+            self.notify(message, **options)  # type: ignore[arg-type]
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        # a toast over the help screen would hide the keys being read: held until it closes
+        if self._help_open:
+            self._held.append((message, {"title": title, "severity": severity,
+                                         "timeout": timeout, "markup": markup}))
+            return
+        super().notify(message, title=title, severity=severity, timeout=timeout,
+                       markup=markup)
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

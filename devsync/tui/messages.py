@@ -24,6 +24,15 @@ class FilesChanged(Message):
         self.paths = paths
 
 
+class LookAgain(Message):
+    """The pulse saw the engine or a registry change under the snapshot (`registry`: a
+    registry that could not be asked answers again)."""
+
+    def __init__(self, *, registry: bool) -> None:
+        super().__init__()
+        self.registry = registry
+
+
 class ChecklistReady(Message):
     def __init__(self, items: list[CheckItem]) -> None:
         super().__init__()

@@ -55,6 +55,8 @@ class Snapshot:
     engine_problem: str | None = None  # one line when the engine cannot be reached
     first_run: bool = False  # nothing was ever built or synced here: offer the checklist
     registry_check_minutes: float = DEFAULT_REGISTRY_CHECK_MINUTES  # 0: never
+    offline_registries: tuple[str, ...] = ()  # registries that could not be asked at all
+    insecure_registries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ class Services(Protocol):
         ...
 
     def checklist(self, cancel: threading.Event) -> list[CheckItem]: ...
+
+    def pulse(self, snapshot: Snapshot) -> str:
+        """Whether `snapshot` still holds: devsync.ops.pulse's STILL, LOOK_LOCAL or
+        LOOK_REGISTRY (cheap: a ping, an inspect per tag, a `/v2/` per offline registry)."""
+        ...
 
     def sync(self, images: Sequence[str], cancel: threading.Event) -> Iterator[Event]:
         """Sync these images (pull, then build what changed) and record it."""
@@ -146,14 +153,30 @@ class CoreServices:
         minutes = float(project.config.registry_check_minutes or 0)
         return Snapshot(repo=repo, statuses=statuses, engine_problem=problem,
                         first_run=not synced_before and not built_here,
-                        registry_check_minutes=minutes)
+                        registry_check_minutes=minutes,
+                        offline_registries=tuple(sorted(resolver.unreachable)),
+                        insecure_registries=tuple(project.config.insecure_registries))
+
+    def pulse(self, snapshot: Snapshot) -> str:
+        from devsync.ops.pulse import look_again, take_pulse
+
+        pulse = take_pulse([s.tag for s in snapshot.statuses], snapshot.offline_registries,
+                           snapshot.insecure_registries)
+        return look_again(snapshot.statuses, snapshot.engine_problem, pulse)
 
     def _connected(self) -> tuple[Engine | None, str | None]:
         from devsync.adapters.engine import Engine
 
         with self._lock:
             if self._engine is not None:
-                return self._engine, None
+                try:
+                    self._engine.ping()
+                    return self._engine, None
+                except DevsyncError:
+                    pass
+                # gone since: say so now, and connect afresh when it is back
+                self._engine.close()
+                self._engine = None
             try:
                 self._engine = Engine.connect()
             except DevsyncError as exc:

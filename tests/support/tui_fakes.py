@@ -239,6 +239,7 @@ class FakeServices:
     cancelled: threading.Event = field(default_factory=threading.Event)
     changes: queue.Queue[set[str]] = field(default_factory=queue.Queue)
     snapshots_taken: int = 0
+    pulse_answer: str = ""  # what the next pulse says (devsync.ops.pulse)
     root: Path = ROOT
 
     def snapshot(self, *, registry: bool, cancel: threading.Event) -> Snapshot:
@@ -251,6 +252,11 @@ class FakeServices:
     def checklist(self, cancel: threading.Event) -> list[CheckItem]:
         self.calls.append(("checklist",))
         return list(self.items)
+
+    def pulse(self, snapshot: Snapshot) -> str:
+        # the answer once, as a real change is seen once: the snapshot taken next holds
+        answer, self.pulse_answer = self.pulse_answer, ""
+        return answer
 
     def _play(self, cancel: threading.Event) -> Iterator[Event]:
         for item in self.script:

@@ -10,6 +10,7 @@ from textual.widgets import Button, DataTable, Input, RichLog, Static
 
 from devsync.errors import ConfigError, EngineError
 from devsync.events import Done, LogLine
+from devsync.ops.pulse import LOOK_LOCAL, LOOK_REGISTRY
 from devsync.tui.app import DevsyncApp, make_app
 from devsync.tui.screens.dashboard import DashboardScreen
 from devsync.tui.screens.modals import ConfirmScreen, ErrorScreen, HelpScreen
@@ -421,6 +422,44 @@ async def test_a_change_seen_by_the_watcher_refreshes_and_notifies() -> None:
         assert note.message == ("Dockerfile.base changed in 3f2a1c4 by Ana Lima: bump PHP to 8.3"
                                 " - run devsync sync")
         assert note.title == "base is stale"
+
+
+async def test_a_sync_in_another_terminal_shows_at_the_next_pulse() -> None:
+    services = FakeServices(current=stale_snapshot())
+    app = app_for(services)
+    async with app.run_test() as pilot:
+        await loaded(pilot, app)
+        # `devsync sync` in another terminal: no file changed, the engine's tags did
+        services.current = in_sync_snapshot()
+        services.pulse_answer = LOOK_LOCAL
+        await until(pilot, lambda: app.snapshot is services.current, "refreshed by the pulse")
+        assert services.calls[-1] == ("snapshot", False)  # the registry's answers kept
+        table = app.screen.query_one(ImagesTable)
+        assert str(table.get_cell("app", "state")).strip() == "IN SYNC"
+
+
+async def test_a_registry_answering_again_is_asked_at_the_next_pulse() -> None:
+    services = FakeServices(current=in_sync_snapshot())
+    app = app_for(services)
+    async with app.run_test() as pilot:
+        await loaded(pilot, app)
+        assert services.calls.count(("snapshot", True)) == 1  # the first look
+        services.pulse_answer = LOOK_REGISTRY
+        await until(pilot, lambda: services.calls.count(("snapshot", True)) == 2,
+                    "the registry asked again")
+
+
+async def test_a_toast_never_covers_the_help_screen() -> None:
+    app = app_for(FakeServices(), watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot, app)
+        await pilot.press("question_mark")
+        app.notify("base is stale", title="base is stale")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and not app._notifications
+        await pilot.press("escape")
+        await until(pilot, lambda: bool(app._notifications), "the held toast")
+        assert next(iter(app._notifications)).message == "base is stale"
 
 
 async def test_registry_is_checked_periodically() -> None:

@@ -246,7 +246,11 @@ class Engine:
         return env
 
     def ping(self) -> bool:
+        """Whether the engine answers (raises a DevsyncError when it cannot be reached)."""
         with self._calling("ping the Docker engine"):
+            if self._socket is not None:
+                enginesocket.ping(self._socket, timeout=self._api_timeout)
+                return True
             return bool(self._client.ping())
 
     # ---- images
@@ -268,6 +272,12 @@ class Engine:
         """Whether `ref` is a local image: one API call, where `image` makes several."""
         with self._calling(f"inspect image {ref}"):
             return self._inspect(ref) is not None
+
+    def image_id(self, ref: str) -> str | None:
+        """The ID of the local image `ref`, None when there is none: one API call."""
+        with self._calling(f"inspect image {ref}"):
+            data = self._inspect(ref)
+        return str(data["Id"]) if data is not None else None
 
     def _inspect(self, ref: str) -> dict[str, Any] | None:
         """The engine's `inspect` of image `ref`, None when there is none (inside _calling)."""
