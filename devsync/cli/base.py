@@ -18,7 +18,8 @@ def run(start: Path, args: argparse.Namespace) -> int:
         printer = EventPrinter(as_json=args.json)
         for event in basework.base_build(session.project, engine=session.engine,
                                          resolver=session.resolver, git=session.git,
-                                         version=args.base_version, push=args.push):
+                                         version=args.base_version, push=args.push,
+                                         replace=args.replace):
             printer.show(event)
         printer.finish()
         if not args.json:

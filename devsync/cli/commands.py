@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--push", action="store_true")
     s.add_argument("--version", dest="base_version",
                    help="the new base's version (default: the next in the newest tag's scheme)")
+    s.add_argument("--replace", action="store_true",
+                   help="with --push and --version: replace that tag in the registry, where "
+                        "it exists already")
     s.add_argument("--json", action="store_true")
     s = bsub.add_parser("bump", help="point FROM at the newest base tag")
     s.add_argument("--to", dest="to_tag",

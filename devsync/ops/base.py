@@ -83,8 +83,14 @@ def new_base_tag(spec: ImageSpec, resolver: Resolver,
 
 
 def base_build(project: Project, *, engine: Engine, resolver: Resolver, git: GitRepo | None,
-               version: str | None = None, push: bool = False,
+               version: str | None = None, push: bool = False, replace: bool = False,
                cancel: threading.Event | None = None) -> Iterator[Event]:
+    """Build the base as the next `REPO:base-VERSION` (or `version`), and push it.
+
+    A pushed base tag is what every app build FROM it gets: pushing over one the registry
+    already has would change the team's builds in silence, so an explicit `version` whose
+    tag exists there is refused before anything is built, unless `replace` says so.
+    """
     from devsync.adapters.state import operation_lock
 
     spec = base_spec(project)
@@ -92,6 +98,11 @@ def base_build(project: Project, *, engine: Engine, resolver: Resolver, git: Git
         tag, warning = new_base_tag(spec, resolver, version)
         if warning:
             yield Warning_(spec.name, warning)
+        if push and version and not replace and _in_registry(resolver, tag):
+            raise UsageError(f"{tag} is already in the registry: pushing would replace the "
+                             "base every build FROM it gets",
+                             hint="pick a new version (without --version devsync takes the "
+                                  "next one), or say --replace")
         plan = plan_image(project, spec, resolver, git)
         yield PhaseStarted(spec.name, "build", f"{tag}: {plan.summary}")
         if plan.deployed and plan.builder != "buildkit":  # (BuildKit fetches what it reuses)
@@ -102,6 +113,18 @@ def base_build(project: Project, *, engine: Engine, resolver: Resolver, git: Git
         if push:
             yield PhaseStarted(spec.name, "push", tag)
             yield from engine.push(tag, cancel=cancel)
+
+
+def _in_registry(resolver: Resolver, ref: str) -> bool:
+    """Whether the registry has `ref` (False when it cannot be asked: the push will say)."""
+    from devsync.adapters.resolver import repository_path
+
+    repo, tag, _digest = split_reference(ref)
+    try:
+        found = resolver.client(repo).head_digest(repository_path(repo), tag or "latest")
+    except DevsyncError:
+        return False
+    return found is not None
 
 
 @dataclass
@@ -275,7 +298,8 @@ def publish(project: Project, version: str, *, engine: Engine, resolver: Resolve
     from devsync.adapters.state import operation_lock
 
     if parse_version(version) is None and version != "latest":
-        raise ConfigError(f"{version}: not a semantic version (X.Y.Z)")
+        raise UsageError(f"{version}: not a semantic version (X.Y.Z)",
+                         hint="e.g. devsync publish 1.4.2")
     specs = [project.image(image)] if image else project.app_images
     with operation_lock(project.root, "publishing"):
         for spec in specs:

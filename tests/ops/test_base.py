@@ -263,3 +263,40 @@ def test_yii2_base_1_1_bump_sync_and_next_base(
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{yii.repo}:base-1.2: " in out.stdout
     yii.docker("image", "inspect", f"{yii.repo}:base-1.2")
+
+
+def test_a_base_tag_the_registry_has_is_never_pushed_over_unasked(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path: Path) -> None:
+    shop = make_team_repo(tmp_path / "team", engine, registry, busybox_image, "keepbase")
+    state = tmp_path / "state"
+    digest_before = _registry_digest(registry, "keepbase", "base-1.0.0")
+    base = shop.path / "Dockerfile.base"
+    base.write_text(base.read_text().replace("runtime 1", "runtime 9"))
+    shop.commit("Runtime 9")
+
+    out = devsync(shop.path, "base", "build", "--version", "1.0.0", "--push",
+                  engine=shop.engine, state=state)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"{shop.repo}:base-1.0.0 is already in the registry" in out.stderr
+    assert "--replace" in out.stderr and "Traceback" not in out.stderr
+    assert _registry_digest(registry, "keepbase", "base-1.0.0") == digest_before
+
+    # a new version is fine; so is the same one when asked for
+    out = devsync(shop.path, "base", "build", "--version", "1.0.0", "--push", "--replace",
+                  engine=shop.engine, state=state)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _registry_digest(registry, "keepbase", "base-1.0.0") != digest_before
+
+
+def test_publish_refuses_a_version_that_is_not_one_as_a_usage_error(team: TeamRepo,
+                                                                      tmp_path: Path) -> None:
+    out = devsync(team.path, "publish", "1.x", engine=team.engine, state=tmp_path / "state")
+    assert out.returncode == 2, out.stderr
+    assert "1.x: not a semantic version" in out.stderr and "Traceback" not in out.stderr
+
+
+def _registry_digest(registry: sandbox.PrivateRegistry, path: str, tag: str) -> str | None:
+    from devsync.adapters.registry import RegistryClient
+
+    return RegistryClient(registry.host).head_digest(path, tag)
