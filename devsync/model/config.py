@@ -11,6 +11,8 @@ unknown keys only produce warnings, so a newer file still loads in an older devs
     base_drift_threshold = 0.5           # warn when app layers exceed this fraction of the base
     layer_warning = 100                  # warn when an image's layer count reaches this
     docker_cli = "/usr/bin/docker"       # the docker CLI for BuildKit builds that need one
+    builder = "auto"                     # "classic", "buildkit", or "auto": the deployed
+                                         # image's own builder
     compose_files = ["docker-compose.yml"]  # the Compose files to read ([]: none); default:
                                          # the ones Compose itself reads (see model.compose)
 
@@ -22,6 +24,7 @@ unknown keys only produce warnings, so a newer file still loads in an older devs
     role = "app"                         # "app" or "base"
     target = "prod"                      # build stage
     build_args = { PHP_VERSION = "8.3" }
+    builder = "buildkit"                 # this image's builder (default: [devsync] builder)
     compose_services = ["web"]           # the Compose services this image serves ([]: none);
                                          # default: those that build its Dockerfile
 """
@@ -58,9 +61,10 @@ _HOST_PORT = re.compile(rf"(?P<host>{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa
                         r"(?::(?P<port>[0-9]{1,5}))?")
 _ROLES = ROLES
 _SETTINGS = ("registry_check_minutes", "insecure_registries", "base_drift_threshold",
-             "layer_warning", "docker_cli", "compose_files")
+             "layer_warning", "docker_cli", "compose_files", "builder")
+BUILDERS = ("auto", "classic", "buildkit")
 _IMAGE_KEYS = ("dockerfile", "context", "tag", "deployed", "role", "target", "build_args",
-               "compose_services")
+               "compose_services", "builder")
 
 
 @dataclass
@@ -76,6 +80,7 @@ class ImageConfig:
     target: str | None = None
     build_args: dict[str, str] = field(default_factory=dict)
     compose_services: list[str] | None = None
+    builder: str | None = None  # None: [devsync] builder
 
 
 @dataclass
@@ -88,6 +93,8 @@ class DevsyncConfig:
     # None: the first on PATH that can (DEVSYNC_DOCKER_CLI wins over both)
     docker_cli: str | None = None
     compose_files: list[str] | None = None  # None: the files Compose itself would read
+    # which builder devsync builds (and predicts) with: "auto" follows the deployed image
+    builder: str = "auto"
     images: dict[str, ImageConfig] = field(default_factory=dict)
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
@@ -185,6 +192,8 @@ class _Loader:
                                     f"{OVERLAY2_MAX_LAYERS} layers: builds fail before it warns")
             elif key == "docker_cli":
                 config.docker_cli = self.string(value, path)
+            elif key == "builder":
+                config.builder = self.builder(value, path)
             elif key == "compose_files":
                 config.compose_files = [self.relative_path(item, path)
                                         for item in self.string_list(value, path)]
@@ -216,6 +225,8 @@ class _Loader:
                 image.build_args = self.build_args(value, path)
             elif key == "compose_services":
                 image.compose_services = self.string_list(value, path)
+            elif key == "builder":
+                image.builder = self.builder(value, path)
             else:
                 self.unknown(path, _IMAGE_KEYS)
         self.config.images[name] = image
@@ -228,6 +239,14 @@ class _Loader:
         if not value.strip():
             raise self.fail(path, "expected a non-empty string")
         return value
+
+    def builder(self, value: object, path: tuple[str, ...]) -> str:
+        builder = self.string(value, path)
+        if builder not in BUILDERS:
+            raise self.fail(path, f'expected "auto", "classic" or "buildkit", got {builder!r}',
+                            hint='"auto" (the default) builds with the builder the deployed '
+                                 "image was built with")
+        return builder
 
     def integer(self, value: object, path: tuple[str, ...], minimum: int) -> int:
         # TOML booleans arrive as Python bools, which are ints

@@ -48,6 +48,7 @@ class ImageSpec:
     cache_from: list[str] = field(default_factory=list)  # more cache sources (Compose's)
     compose_services: list[str] = field(default_factory=list)  # the Compose services served
     compose_tags: list[str] = field(default_factory=list)  # the names Compose runs it by
+    builder: str | None = None  # .devsync.toml's images.NAME.builder; None: [devsync] builder
 
     def rel_dockerfile(self, root: Path) -> str:
         return _rel(self.dockerfile, root)
@@ -157,7 +158,7 @@ def _configured_images(project: Project) -> list[ImageSpec]:
                                f"no such directory: {_rel(context, root)}")
         spec = ImageSpec(name=name, role=ic.role or ROLE_APP, dockerfile=dockerfile,
                          context=context, tag="", deployed=ic.deployed, target=ic.target,
-                         build_args=dict(ic.build_args or {}))
+                         build_args=dict(ic.build_args or {}), builder=ic.builder)
         df = project.dockerfile(spec)
         spec.base_ref = final_base(df, spec.build_args, spec.target)
         if ic.tag:

@@ -368,3 +368,32 @@ def test_allowed_relative_paths(tmp_path: Path) -> None:
     """)
     image = load_config(tmp_path).images["app"]
     assert (image.dockerfile, image.context) == ("./docker/../Dockerfile", "sub/dir/.")
+
+
+def test_builder_defaults_to_auto_and_is_read_per_project_and_per_image(tmp_path: Path) -> None:
+    assert load_config(tmp_path).builder == "auto"
+    _write(tmp_path, """
+        [devsync]
+        builder = "buildkit"
+        [images.app]
+        builder = "classic"
+        [images.worker]
+        dockerfile = "Dockerfile"
+    """)
+    config = load_config(tmp_path)
+    assert config.builder == "buildkit"
+    assert config.images["app"].builder == "classic"
+    assert config.images["worker"].builder is None  # (the project's)
+    assert config.warnings == []
+
+
+@pytest.mark.parametrize("where", ["[devsync]", "[images.app]"])
+def test_another_builder_is_a_config_error_naming_the_choices(tmp_path: Path, where: str) -> None:
+    error = _error(tmp_path, f"""
+        {where}
+        builder = "buildx"
+    """)
+    key = "devsync.builder" if where == "[devsync]" else "images.app.builder"
+    assert error.message == (f'.devsync.toml:2: {key}: expected "auto", "classic" or '
+                             "\"buildkit\", got 'buildx'")
+    assert error.hint and "auto" in error.hint

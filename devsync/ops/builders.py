@@ -1,0 +1,206 @@
+"""Which builder an image is built (and predicted) with, and which way a BuildKit build goes.
+
+The builder: `.devsync.toml`'s `builder` (`[images.NAME]` over `[devsync]`), "classic",
+"buildkit" or "auto" (the default). On "auto" it is the builder the deployed image was built
+with (for a base, the registry's base; for an app with no deployed image, the registry's base
+it is FROM), and classic when there is no such image: each builder reuses only its own
+layers (NOTES.md, "BuildKit").
+
+The way (`transport`, BuildKit only; see devsync.ops.buildkit): "cli", the docker CLI's
+session, when a docker CLI with a BuildKit client is found and either the registry asks for a
+login (only a session carries Docker's credentials to BuildKit) or the deployed image was
+built through a CLI, as CI builds (`docker build`, buildx, build-push-action): only the same
+way hits its `COPY .` layers. Else "api": the Engine API with the context in the request body
+(it pulls first what needs a login). An image devsync published through the Engine API says
+so in a label (`TRANSPORT_LABEL`), so the next sync builds the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from devsync.errors import DevsyncError
+from devsync.model.versions import split_reference
+
+if TYPE_CHECKING:
+    from devsync.adapters.resolver import Resolver
+    from devsync.model.images import ImageInfo
+    from devsync.model.project import ImageSpec, Project
+
+CLASSIC, BUILDKIT = "classic", "buildkit"
+CLI, API = "cli", "api"
+# on an image devsync built with BuildKit through the Engine API (not through a CLI)
+TRANSPORT_LABEL = "dev.devsync.buildkit.transport"
+INLINE_FIX = ("build it in CI with BuildKit's cache metadata: `--build-arg BUILDKIT_INLINE_CACHE=1`"
+              " (docker build), `cache-to: type=inline` (docker/build-push-action), or a "
+              "`type=registry,mode=max` cache")
+
+
+@dataclass(frozen=True)
+class BuilderChoice:
+    builder: str  # CLASSIC or BUILDKIT
+    transport: str | None  # BuildKit: CLI or API; None for the classic builder
+    why: str  # in words: what decided it
+    # what the user should know: the builder cannot reuse the deployed image, and the fix
+    notes: tuple[str, ...] = ()
+
+    @property
+    def buildkit(self) -> bool:
+        return self.builder == BUILDKIT
+
+
+def configured_builder(project: Project, spec: ImageSpec) -> str:
+    """`builder` from `.devsync.toml`: the image's own, else the project's ("auto")."""
+    return spec.builder or getattr(project.config, "builder", "auto") or "auto"
+
+
+def built_through_cli(image: ImageInfo | None) -> bool:
+    """Whether a BuildKit image was built through a docker CLI's session (as CI builds),
+    not by devsync through the Engine API."""
+    return image is not None and image.built_with_buildkit \
+        and image.labels.get(TRANSPORT_LABEL) != API
+
+
+def decide(configured: str, *, reference: ImageInfo | None, reference_name: str = "",
+           cli_found: Callable[[], bool], needs_login: Callable[[], bool],
+           registry_cache: Callable[[], bool] = lambda: False) -> BuilderChoice:
+    """The decision table. `reference`: the image "auto" follows (None: none is known).
+    `cli_found` and `needs_login` are asked only for a BuildKit build, `registry_cache`
+    (whether the registry has a BuildKit registry cache) only when `reference` has no inline
+    cache."""
+    name = reference_name or (reference.reference if reference is not None else "")
+    if configured == CLASSIC:
+        notes: tuple[str, ...] = ()
+        if reference is not None and reference.built_with_buildkit:
+            notes = (f"{name} was built with BuildKit, and .devsync.toml says builder = "
+                     '"classic": the classic builder cannot reuse its layers. Set builder = '
+                     '"buildkit" (or "auto") to build with BuildKit and reuse them, or build it '
+                     "in CI with the classic builder (DOCKER_BUILDKIT=0 docker build ...).",)
+        return BuilderChoice(CLASSIC, None, 'builder = "classic" in .devsync.toml', notes)
+    choice = _buildkit_or_classic(configured, reference, name, cli_found, needs_login)
+    if not choice.buildkit or reference is None:
+        return choice
+    if not reference.built_with_buildkit:
+        note = (f"{name} was built by the classic builder: BuildKit imports no cache from it, "
+                f"so every step runs. Either {INLINE_FIX}, or set builder = \"classic\" in "
+                ".devsync.toml while CI builds that way.")
+    elif not reference.inline_cache and not registry_cache():
+        note = (f"{name} carries no BuildKit cache metadata, so BuildKit reuses nothing from "
+                f"it: {INLINE_FIX}.")
+    else:
+        return choice
+    return BuilderChoice(choice.builder, choice.transport, choice.why, (note,))
+
+
+def _buildkit_or_classic(configured: str, reference: ImageInfo | None, name: str,
+                         cli_found: Callable[[], bool],
+                         needs_login: Callable[[], bool]) -> BuilderChoice:
+    if configured == BUILDKIT:
+        why = 'builder = "buildkit" in .devsync.toml'
+    elif reference is not None and reference.built_with_buildkit:
+        why = f"{name} was built with BuildKit"
+    elif reference is not None:
+        return BuilderChoice(CLASSIC, None, f"{name} was built with the classic builder")
+    else:
+        return BuilderChoice(CLASSIC, None, "no deployed image to follow: the classic builder "
+                             '(set builder = "buildkit" in .devsync.toml to build with BuildKit)')
+    if not cli_found():
+        return BuilderChoice(BUILDKIT, API, f"{why}; no docker CLI with BuildKit: through the "
+                             "Engine API")
+    if needs_login():
+        return BuilderChoice(BUILDKIT, CLI, f"{why}; its registry asks for a login: through "
+                             "the docker CLI")
+    if built_through_cli(reference):
+        return BuilderChoice(BUILDKIT, CLI, f"{why}; built through a docker CLI: through the "
+                             "docker CLI too")
+    return BuilderChoice(BUILDKIT, API, f"{why}; through the Engine API")
+
+
+def builder_of(project: Project, spec: ImageSpec, deployed: ImageInfo | None) -> str:
+    """The builder alone, from the deployed image (no CLI probe, no registry asked)."""
+    return decide(configured_builder(project, spec), reference=deployed,
+                  cli_found=lambda: False, needs_login=lambda: False).builder
+
+
+def choose_builder(project: Project, spec: ImageSpec, resolver: Resolver, *,
+                   deployed: ImageInfo | None, deployed_ref: str | None = None) -> BuilderChoice:
+    """The builder and way for `spec`, given its deployed image as the plan read it."""
+    configured = configured_builder(project, spec)
+    reference, name = deployed, deployed_ref or ""
+    if reference is None and configured == "auto" and spec.base_ref \
+            and any(b.tag == spec.base_ref for b in project.base_images):
+        # an app not deployed yet: the team's base tells how the team builds
+        try:
+            reference = resolver.base(spec.base_ref)
+        except DevsyncError:
+            reference = None
+        name = spec.base_ref
+        if reference is not None and reference.origin != "registry":
+            reference = None  # (one built here says nothing of CI)
+
+    def cli_found() -> bool:
+        from devsync.adapters.engine import find_buildkit_cli
+
+        return find_buildkit_cli(project.config.docker_cli).cli is not None
+
+    def needs_login() -> bool:
+        # (the team's registry: a FROM of Docker Hub's is not asked)
+        refs = [r for r in (deployed_ref, spec.deployed, name) if r]
+        for ref in dict.fromkeys(refs):
+            try:
+                if resolver.client(split_reference(ref)[0]).asks_for_login:
+                    return True
+            except DevsyncError:
+                continue
+        return False
+
+    def registry_cache() -> bool:
+        from devsync.adapters.resolver import repository_path
+        from devsync.model.registrycache import REGISTRY_CACHE_TAG
+
+        repository = split_reference(name)[0] if name else ""
+        if not repository:
+            return False
+        try:
+            return resolver.client(repository).head_digest(
+                repository_path(repository), REGISTRY_CACHE_TAG) is not None
+        except DevsyncError:
+            return False
+
+    return decide(configured, reference=reference, reference_name=name, cli_found=cli_found,
+                  needs_login=needs_login, registry_cache=registry_cache)
+
+
+
+_Plan = TypeVar("_Plan")  # devsync.ops.plan.ImagePlan (which imports this module)
+
+
+def buildkit_stand_in(given: _Plan) -> _Plan:
+    """A BuildKit plan while its steps are the classic model's, which cannot say what BuildKit
+    reuses: every step past the FROM is left to BuildKit (`certain: False`), the cache source is
+    the deployed image alone (BuildKit reads its cache metadata, and fetches lazily: no pull),
+    and the context goes as a CLI sends it. (devsync.model.buildkit's predictor replaces it.)"""
+    from devsync.model.classic import StepKind
+    from devsync.model.context import TarFlavor
+
+    plan: Any = given
+    source = plan.deployed if plan.deployed in plan.cache_from else None
+    why = (f"BuildKit decides from {source}'s cache metadata as it builds" if source
+           else "BuildKit decides as it builds (no cache source: only this engine's cache)")
+    for step in plan.steps:
+        if step.kind in ("skip", "meta", StepKind.FROM):
+            continue
+        step.cached, step.certain = False, False
+        step.reason, step.files, step.commits = why, [], []
+    plan.cache_from = [source] if source else []
+    plan.flavor = TarFlavor.CLI_MODERN
+    plan.pull_bytes = 0
+    plan.reuse = None
+    return given
+
+
+__all__ = ["API", "BUILDKIT", "CLASSIC", "CLI", "TRANSPORT_LABEL", "BuilderChoice", "builder_of",
+           "buildkit_stand_in", "built_through_cli", "choose_builder", "configured_builder",
+           "decide"]

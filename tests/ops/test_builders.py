@@ -1,0 +1,114 @@
+"""The builder decision (devsync.ops.builders.decide): which builder, which way, and what is
+said when the chosen builder cannot reuse the deployed image. No engine: the facts it asks
+for are given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from devsync.model.images import HistoryEntry, ImageInfo
+from devsync.ops.builders import API, TRANSPORT_LABEL, BuilderChoice, builder_of, decide
+
+REF = "reg.example:5000/app:1.0.0"
+
+
+def image(kind: str, *, inline: bool = True, labels: dict[str, str] | None = None) -> ImageInfo:
+    """"buildkit" (CI's CLI build, with or without inline cache) or "classic"."""
+    created_by = ("RUN /bin/sh -c make # buildkit" if kind == "buildkit"
+                  else "/bin/sh -c make")
+    return ImageInfo(reference=REF, image_id="sha256:1",
+                     history=(HistoryEntry(0, created_by),), diff_ids=("sha256:a",),
+                     labels=dict(labels or {}),
+                     inline_cache="eyJ9" if inline and kind == "buildkit" else "")
+
+
+def asked(answer: bool, calls: list[str], name: str) -> Callable[[], bool]:
+    def ask() -> bool:
+        calls.append(name)
+        return answer
+    return ask
+
+
+def choose(configured: str, reference: ImageInfo | None, *, cli: bool = True,
+           login: bool = False, registry_cache: bool = False,
+           calls: list[str] | None = None) -> BuilderChoice:
+    calls = [] if calls is None else calls
+    return decide(configured, reference=reference, cli_found=asked(cli, calls, "cli"),
+                  needs_login=asked(login, calls, "login"),
+                  registry_cache=asked(registry_cache, calls, "registry_cache"))
+
+
+@pytest.mark.parametrize(("configured", "reference", "cli", "login", "expected"), [
+    # auto follows the deployed image
+    ("auto", "buildkit", True, False, ("buildkit", "cli")),  # CI's CLI build: same way
+    ("auto", "buildkit", True, True, ("buildkit", "cli")),
+    ("auto", "buildkit", False, False, ("buildkit", "api")),  # no CLI: the Engine API
+    ("auto", "buildkit", False, True, ("buildkit", "api")),  # (which pulls first)
+    ("auto", "classic", True, False, ("classic", None)),
+    ("auto", None, True, False, ("classic", None)),  # nothing to follow
+    # what the file says wins
+    ("classic", "buildkit", True, False, ("classic", None)),
+    ("buildkit", "classic", True, False, ("buildkit", "api")),  # not CLI-built, no login
+    ("buildkit", "classic", True, True, ("buildkit", "cli")),  # a login: only a session
+    ("buildkit", None, True, False, ("buildkit", "api")),
+    ("buildkit", None, False, True, ("buildkit", "api")),
+])
+def test_decision_table(configured: str, reference: str | None, cli: bool, login: bool,
+                        expected: tuple[str, str | None]) -> None:
+    info = image(reference) if reference else None
+    choice = choose(configured, info, cli=cli, login=login)
+    assert (choice.builder, choice.transport) == expected
+    assert choice.why
+
+
+def test_an_image_devsync_built_through_the_engine_api_is_built_that_way_again() -> None:
+    info = image("buildkit", labels={TRANSPORT_LABEL: API})
+    assert (choose("auto", info).builder, choose("auto", info).transport) == ("buildkit", "api")
+    # but a registry that asks for a login still needs the CLI's session
+    assert choose("auto", info, login=True).transport == "cli"
+
+
+def test_the_classic_builder_asks_nothing_of_the_cli_or_the_registry() -> None:
+    calls: list[str] = []
+    choose("classic", image("buildkit"), calls=calls)
+    choose("auto", image("classic"), calls=calls)
+    choose("auto", None, calls=calls)
+    assert calls == []
+
+
+def test_classic_on_a_buildkit_image_says_how_to_reuse_it() -> None:
+    (note,) = choose("classic", image("buildkit")).notes
+    assert 'builder = "buildkit"' in note and "DOCKER_BUILDKIT=0" in note
+    assert choose("auto", image("classic")).notes == ()
+    assert choose("auto", image("buildkit")).notes == ()
+
+
+def test_buildkit_on_a_classic_image_says_nothing_is_reused_and_the_ci_fix() -> None:
+    (note,) = choose("buildkit", image("classic")).notes
+    assert "classic builder" in note and "BUILDKIT_INLINE_CACHE=1" in note
+    assert 'builder = "classic"' in note
+
+
+def test_no_cache_metadata_names_the_ci_fixes_unless_a_registry_cache_is_there() -> None:
+    bare = image("buildkit", inline=False)
+    (note,) = choose("auto", bare).notes
+    assert "no BuildKit cache metadata" in note
+    for fix in ("BUILDKIT_INLINE_CACHE=1", "cache-to: type=inline", "type=registry,mode=max"):
+        assert fix in note
+    assert choose("auto", bare, registry_cache=True).notes == ()
+
+
+def test_builder_of_needs_no_cli_probe() -> None:
+    class Project:
+        class config:
+            builder = "auto"
+
+    class Spec:
+        builder: str | None = None
+
+    assert builder_of(Project(), Spec(), image("buildkit")) == "buildkit"  # type: ignore[arg-type]
+    assert builder_of(Project(), Spec(), None) == "classic"  # type: ignore[arg-type]
+    Spec.builder = "buildkit"
+    assert builder_of(Project(), Spec(), None) == "buildkit"  # type: ignore[arg-type]
