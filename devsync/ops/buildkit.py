@@ -242,6 +242,9 @@ def build_with_buildkit(project: Project, spec: ImageSpec, plan: ImagePlan, *, e
             image_name=spec.name, cancel=cancel)
     else:
         yield from _pull_what_needs_a_login(engine, resolver, plan, spec, cancel)
+        from devsync.ops.builders import API, TRANSPORT_LABEL
+
+        labels = {**labels, TRANSPORT_LABEL: API}  # (a build from it goes this way too)
         if prepared.tar is None:
             raise DevsyncError(f"no build context was made for {spec.name}")
         events = engine.build_buildkit(

@@ -30,6 +30,7 @@ from devsync.model.dockerfiles import Dockerfile, cache_busting_order
 from devsync.model.files import read_regular
 from devsync.model.images import ImageInfo
 from devsync.model.project import ROLE_BASE, ImageSpec, Project
+from devsync.ops.builders import buildkit_stand_in, choose_builder
 from devsync.ops.contexts import ContextOnDemand, copies_context, save_digests, scan_with_cache
 from devsync.ops.reasons import REVISION_LABEL, built_on_stage, changed_line, from_changed
 
@@ -165,16 +166,13 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
             else:
                 sources.append(deployed)
                 cache_from.append(deployed_ref)
-                if deployed.built_with_buildkit:
-                    notes.append(
-                        f"{deployed_ref} was built with BuildKit: the Engine API's builder "
-                        "cannot reuse its layers. Build it in CI with the classic builder "
-                        "(DOCKER_BUILDKIT=0 docker build ...) so developers can reuse it."
-                    )
     else:
         notes.append("no deployed repository known: set images."
                      f"{spec.name}.deployed in .devsync.toml")
     notes.extend(cache_busting_order(df, spec.rel_dockerfile(project.root)))
+    # (which builder, and which way for BuildKit; notes when it cannot reuse the deployed one)
+    choice = choose_builder(project, spec, resolver, deployed=deployed, deployed_ref=deployed_ref)
+    notes.extend(choice.notes)
     local = resolver.local(spec.tag) if spec.tag != deployed_ref else None
     if local is not None and spec.role != ROLE_BASE:
         sources.append(local)
@@ -235,7 +233,7 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
     pull_bytes = 0
     if deployed is not None and resolver.local(deployed_ref or "") is None:
         pull_bytes = deployed.size or 0
-    return ImagePlan(
+    plan = ImagePlan(
         name=spec.name, role=spec.role, dockerfile=spec.rel_dockerfile(project.root),
         context=spec.rel_context(project.root), tag=spec.tag, cache_from=cache_from,
         steps=steps, deployed=deployed_ref,
@@ -243,7 +241,9 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         deployed_revision=deployed.labels.get(REVISION_LABEL) if deployed else None,
         base=best.stage_bases.get(best.target_stage), flavor=best.flavor, notes=notes,
         pull_bytes=pull_bytes, scanned_context=on_demand.scanned, reuse=reuse,
+        builder=choice.builder, transport=choice.transport,
     )
+    return buildkit_stand_in(plan) if choice.buildkit else plan
 
 
 def planned_context(plan: ImagePlan, spec: ImageSpec) -> BuildContext:

@@ -204,6 +204,8 @@ class _Judge:
             _working_changes(status, self.project, spec, git, context)
         if behind:
             return behind
+        if plan.builder == "buildkit" and local.built_with_buildkit:
+            return self._buildkit_app(plan, local, context)
         sim = self._simulate([local], context, plan)
         miss = sim.first_miss
         if miss is None:
@@ -212,6 +214,36 @@ class _Judge:
             return Verdict(IN_SYNC, f"{spec.tag} matches this checkout")
         revision = status.local_revision or self.record.revision
         return Verdict(STALE, self._cause(miss, sim, context, revision, spec.tag), SYNC)
+
+    def _buildkit_app(self, plan: ImagePlan, local: ImageInfo, context: BuildContext) -> Verdict:
+        """A BuildKit image: its history names no content, so the digest of the inputs it
+        was built from (a label devsync stamps, devsync.ops.bkinputs) is compared."""
+        from devsync.ops.bkinputs import INPUTS_LABEL, inputs_digest
+
+        spec = self.spec
+        stamped = local.labels.get(INPUTS_LABEL)
+        base = self.resolver.base(plan.base) if plan.base and self.df.names_image(plan.base) \
+            else None
+        if base is not None and tuple(local.diff_ids[:len(base.diff_ids)]) != base.diff_ids:
+            return Verdict(STALE, f"its base {plan.base} is not the one {spec.tag} was built "
+                           "on", SYNC)
+        if stamped and stamped == inputs_digest(spec, context):
+            if plan.deployed and self.record.deployed and self.record.deployed != plan.deployed:
+                return Verdict(STALE, f"{plan.deployed} is deployed since your last sync", SYNC)
+            return Verdict(IN_SYNC, f"{spec.tag} matches this checkout")
+        if not stamped:
+            return Verdict(STALE, f"{spec.tag} was not built by devsync here: what it was "
+                           "built from is unknown", SYNC)
+        revision = self.status.local_revision or self.record.revision
+        paths = [self.status.dockerfile, *(self._repo_path(e.name.rstrip("/"))
+                                           for e in context.entries if e.kind != "dir")]
+        found = None
+        if self.git is not None:
+            baselines = self.record.watched if self.record.revision == revision else None
+            found = culprit(self.git, revision, paths, baselines=baselines,
+                            digest=self._digest)
+        return Verdict(STALE, found or f"the files {spec.tag} was built from differ from this "
+                       "checkout", SYNC)
 
     def _behind(self, plan: ImagePlan) -> Verdict | None:
         """The deployed image was built from a commit this checkout does not have."""
@@ -231,6 +263,8 @@ class _Judge:
         local = self.resolver.local(spec.tag)
         context = self._context(plan)
         deployed = self.resolver.remote(plan.deployed) if plan.deployed else None
+        if plan.builder == "buildkit":
+            return self._buildkit_base(local, deployed, context)
         if local is not None:
             status.local_id = local.image_id
             status.local_revision = local.labels.get(REVISION_LABEL)
@@ -266,6 +300,48 @@ class _Judge:
             return Verdict(STALE, f"{status.dockerfile} changed since {spec.tag} was built",
                            SYNC)
         return Verdict(STALE, self._cause(miss, sim, context, revision, spec.tag), SYNC)
+
+    def _buildkit_base(self, local: ImageInfo | None, deployed: ImageInfo | None,
+                       context: BuildContext) -> Verdict:
+        """A BuildKit base (see `_buildkit_app`): an image is what this checkout builds when
+        its stamped inputs are this checkout's; one without the stamp (CI's) when nothing it
+        reads changed since its revision, and the team's tag is trusted without one."""
+        from devsync.ops.bkinputs import INPUTS_LABEL, inputs_digest
+
+        status, spec = self.status, self.spec
+        digest = inputs_digest(spec, context)
+        paths = [status.dockerfile, *(self._repo_path(e.name.rstrip("/"))
+                                      for e in context.entries if e.kind != "dir")]
+
+        def cause(image: ImageInfo) -> str | None:
+            stamped = image.labels.get(INPUTS_LABEL)
+            if stamped:
+                return None if stamped == digest else (
+                    (culprit(self.git, self._revision(image), paths) if self.git else None)
+                    or f"{status.dockerfile} or its files changed since {spec.tag} was built")
+            revision = image.labels.get(REVISION_LABEL)
+            if revision is None or self.git is None:
+                return None if image is deployed else \
+                    f"{spec.tag} was not built by devsync here: what it was built from is unknown"
+            return culprit(self.git, revision, paths)
+
+        if local is not None:
+            status.local_id = local.image_id
+            status.local_revision = local.labels.get(REVISION_LABEL)
+            if cause(local) is None:
+                return Verdict(IN_SYNC, f"{spec.tag} is up to date")
+        if deployed is not None and cause(deployed) is None:
+            status.next_sync = "pull"
+            if local is None:
+                return Verdict(MISSING, f"{spec.tag} is not pulled yet", SYNC)
+            return Verdict(STALE, f"the registry's {spec.tag} differs from your local copy", SYNC)
+        status.next_sync = "build"
+        against = local if local is not None else deployed
+        if against is None:
+            return Verdict(MISSING, f"{spec.tag} is not in its registry and not built here",
+                           SYNC)
+        return Verdict(STALE, cause(against) or f"{status.dockerfile} changed since {spec.tag} "
+                       "was built", SYNC)
 
     def _revision(self, image: ImageInfo | None) -> str | None:
         """The commit an image was built from: its revision label, else (for the image the

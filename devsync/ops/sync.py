@@ -92,6 +92,12 @@ class BuildInput:
         buildkit = plan.builder == "buildkit"
         self.dockerfile = _rel(spec)
         self.labels_in_dockerfile = False
+        if buildkit:
+            from devsync.ops.bkinputs import INPUTS_LABEL, inputs_digest
+
+            # (what status compares: BuildKit's history names no content)
+            context = context or scan_with_cache(spec)
+            self.labels[INPUTS_LABEL] = inputs_digest(spec, context)
         if buildkit and plan.transport == "cli":
             return
         context = context or scan_with_cache(spec)
@@ -545,7 +551,7 @@ def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> lis
             deployed = resolver.latest_deployed(spec.deployed)
         except RegistryUnreachableError:
             deployed = None  # (the plan meets it too, and says so)
-        if deployed and _built_with_buildkit(resolver, deployed):
+        if deployed and _builds_with_buildkit(project, spec, resolver, deployed):
             return []  # a BuildKit sync pulls nothing first (see sync_image)
         if deployed:
             refs.append(deployed)
@@ -554,13 +560,17 @@ def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> lis
     return refs
 
 
-def _built_with_buildkit(resolver: Resolver, ref: str) -> bool:
-    """Whether `ref` is a BuildKit image (its config, which the plan reads next anyway)."""
+def _builds_with_buildkit(project: Project, spec: ImageSpec, resolver: Resolver,
+                          ref: str) -> bool:
+    """Whether the plan will build with BuildKit (from `ref`'s config, which the plan reads
+    next anyway; see devsync.ops.builders)."""
+    from devsync.ops.builders import builder_of
+
     try:
         info = resolver.remote(ref)
     except DevsyncError:
-        return False
-    return info is not None and info.built_with_buildkit
+        info = None
+    return builder_of(project, spec, info) == "buildkit"
 
 
 def run_sync(session: Session, specs: list[ImageSpec], *,
