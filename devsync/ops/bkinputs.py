@@ -4,8 +4,9 @@
 The classic builder's history names each COPY's content hash, and status replays the build
 against it (devsync.model.classic). BuildKit's history does not (`COPY . . # buildkit`): so a
 BuildKit build devsync makes carries `INPUTS_LABEL`, a digest of its inputs (the Dockerfile,
-the build arguments and target, and the whole context as the CLI sends it: names, modes,
-owners root, contents). Labels are image config: they change no BuildKit cache key.
+the build arguments and target, and the files its COPY/ADD steps take from the context as the
+CLI sends them: names, modes, owners root, contents; the whole context when a source names a
+variable). Labels are image config: they change no BuildKit cache key.
 """
 
 from __future__ import annotations
@@ -20,22 +21,51 @@ from devsync.model.files import read_regular
 
 if TYPE_CHECKING:
     from devsync.model.context import BuildContext
+    from devsync.model.dockerfiles import Dockerfile
     from devsync.model.project import ImageSpec
 
 INPUTS_LABEL = "dev.devsync.inputs"
 
 
-def inputs_digest(spec: ImageSpec, context: BuildContext) -> str:
+def copied_sources(dockerfile: Dockerfile) -> list[list[str]]:
+    """The context sources of each COPY/ADD (not `--from`, not a URL); `[["."]]` when one
+    names a variable (then the whole context counts)."""
+    out: list[list[str]] = []
+    for stage in dockerfile.stages:
+        for ins in stage.instructions:
+            if ins.cmd not in ("COPY", "ADD") or ins.flag("from"):
+                continue
+            sources = [src for src in ins.value[:-1] if "://" not in src]
+            if any("$" in src for src in sources):
+                return [["."]]
+            if sources:
+                out.append(sources)
+    return out
+
+
+def inputs_digest(spec: ImageSpec, dockerfile: Dockerfile, context: BuildContext) -> str:
     """`sha256:...` of what a build of `spec` reads; "" when the context cannot be hashed
     (the build itself will say why)."""
     try:
-        tree = context.source_hash(["."], TarFlavor.CLI_MODERN) or ""
-        dockerfile = read_regular(spec.dockerfile)
+        copies = [context.source_hash(sources, TarFlavor.CLI_MODERN) or ""
+                  for sources in copied_sources(dockerfile)]
+        text = read_regular(spec.dockerfile)
     except (DevsyncError, OSError):
         return ""
     head = json.dumps({"args": sorted(spec.build_args.items()), "target": spec.target or "",
-                       "context": tree}, sort_keys=True).encode()
-    return "sha256:" + hashlib.sha256(head + b"\0" + dockerfile).hexdigest()
+                       "copies": copies}, sort_keys=True).encode()
+    return "sha256:" + hashlib.sha256(head + b"\0" + text).hexdigest()
 
 
-__all__ = ["INPUTS_LABEL", "inputs_digest"]
+def copied_files(dockerfile: Dockerfile, context: BuildContext) -> list[str]:
+    """The context files (relative to it) the COPY/ADD steps take."""
+    out: set[str] = set()
+    for sources in copied_sources(dockerfile):
+        try:
+            out.update(context.files_under(sources))
+        except DevsyncError:
+            continue
+    return sorted(out)
+
+
+__all__ = ["INPUTS_LABEL", "copied_files", "copied_sources", "inputs_digest"]

@@ -152,11 +152,11 @@ class BuildKitSteps:
     def before(self, image: str, index: int) -> Iterator[Event]:
         """The steps without a vertex that take effect as step `index` starts."""
         for i in self._before.pop(index, []):
-            yield from self._config_step(image, i)
+            yield from self._config_step(image, i, True)
 
     def after(self, image: str, index: int) -> Iterator[Event]:
         for i in self._after.pop(index, []):
-            yield from self._config_step(image, i)
+            yield from self._config_step(image, i, self.finished.get(index))
 
     def rest(self, image: str) -> Iterator[Event]:
         """Whatever is still unsaid once the build is over, in order."""
@@ -164,15 +164,18 @@ class BuildKitSteps:
             if i not in self._said:
                 yield from self._config_step(image, i)
 
-    def _config_step(self, image: str, index: int) -> Iterator[Event]:
+    def _config_step(self, image: str, index: int, prior: bool | None = None) -> Iterator[Event]:
+        """`prior`: what the vertex it follows did (True at a stage's start): the word of
+        a step the plan could not say (it builds nothing, and is as fresh as what it is on)."""
         if index in self._said:
             return
         self._said.add(index)
         step = self.steps[index]
-        self.finished[index] = step.cached
+        cached = step.cached if step.certain or prior is None else prior
+        self.finished[index] = cached
         yield StepStarted(image, index, len(self.steps), " ".join(step.instruction.split()),
                           step.line)
-        yield StepFinished(image, index, step.cached, self.predicted(index))
+        yield StepFinished(image, index, cached, self.predicted(index))
 
 
 def step_refs(dockerfile: Dockerfile) -> dict[int, StepRef]:

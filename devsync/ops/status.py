@@ -218,7 +218,7 @@ class _Judge:
     def _buildkit_app(self, plan: ImagePlan, local: ImageInfo, context: BuildContext) -> Verdict:
         """A BuildKit image: its history names no content, so the digest of the inputs it
         was built from (a label devsync stamps, devsync.ops.bkinputs) is compared."""
-        from devsync.ops.bkinputs import INPUTS_LABEL, inputs_digest
+        from devsync.ops.bkinputs import INPUTS_LABEL, copied_files, inputs_digest
 
         spec = self.spec
         stamped = local.labels.get(INPUTS_LABEL)
@@ -227,7 +227,7 @@ class _Judge:
         if base is not None and tuple(local.diff_ids[:len(base.diff_ids)]) != base.diff_ids:
             return Verdict(STALE, f"its base {plan.base} is not the one {spec.tag} was built "
                            "on", SYNC)
-        if stamped and stamped == inputs_digest(spec, context):
+        if stamped and stamped == inputs_digest(spec, self.df, context):
             if plan.deployed and self.record.deployed and self.record.deployed != plan.deployed:
                 return Verdict(STALE, f"{plan.deployed} is deployed since your last sync", SYNC)
             return Verdict(IN_SYNC, f"{spec.tag} matches this checkout")
@@ -235,8 +235,8 @@ class _Judge:
             return Verdict(STALE, f"{spec.tag} was not built by devsync here: what it was "
                            "built from is unknown", SYNC)
         revision = self.status.local_revision or self.record.revision
-        paths = [self.status.dockerfile, *(self._repo_path(e.name.rstrip("/"))
-                                           for e in context.entries if e.kind != "dir")]
+        paths = [self.status.dockerfile,
+                 *(self._repo_path(f) for f in copied_files(self.df, context))]
         found = None
         if self.git is not None:
             baselines = self.record.watched if self.record.revision == revision else None
@@ -306,12 +306,12 @@ class _Judge:
         """A BuildKit base (see `_buildkit_app`): an image is what this checkout builds when
         its stamped inputs are this checkout's; one without the stamp (CI's) when nothing it
         reads changed since its revision, and the team's tag is trusted without one."""
-        from devsync.ops.bkinputs import INPUTS_LABEL, inputs_digest
+        from devsync.ops.bkinputs import INPUTS_LABEL, copied_files, inputs_digest
 
         status, spec = self.status, self.spec
-        digest = inputs_digest(spec, context)
-        paths = [status.dockerfile, *(self._repo_path(e.name.rstrip("/"))
-                                      for e in context.entries if e.kind != "dir")]
+        digest = inputs_digest(spec, self.df, context)
+        paths = [status.dockerfile,
+                 *(self._repo_path(f) for f in copied_files(self.df, context))]
 
         def cause(image: ImageInfo) -> str | None:
             stamped = image.labels.get(INPUTS_LABEL)

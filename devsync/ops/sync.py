@@ -97,7 +97,7 @@ class BuildInput:
 
             # (what status compares: BuildKit's history names no content)
             context = context or scan_with_cache(spec)
-            self.labels[INPUTS_LABEL] = inputs_digest(spec, context)
+            self.labels[INPUTS_LABEL] = inputs_digest(spec, project.dockerfile(spec), context)
         if buildkit and plan.transport == "cli":
             return
         context = context or scan_with_cache(spec)
