@@ -80,7 +80,7 @@ class BuildInput:
         directory is scanned now. `revision`: HEAD as already read for this build.
         `labels`: the ones to stamp, when already made."""
         from devsync.model.labelstep import labelled_context_files
-        from devsync.ops.contexts import scan_with_cache
+        from devsync.ops.contexts import save_digests, scan_with_cache
 
         self.labels = dict(labels) if labels is not None else oci_labels(
             project, spec, git, version=version, revision=revision)
@@ -98,6 +98,7 @@ class BuildInput:
             # (what status compares: BuildKit's history names no content)
             context = context or scan_with_cache(spec)
             self.labels[INPUTS_LABEL] = inputs_digest(spec, project.dockerfile(spec), context)
+            save_digests(context)  # (the next plan and status hash nothing again)
         if buildkit and plan.transport == "cli":
             return
         context = context or scan_with_cache(spec)

@@ -197,3 +197,24 @@ def test_ctrl_c_while_reading_stops_the_build(tmp_path: Path) -> None:
     assert next(lines) == "started"
     lines.close()  # what a KeyboardInterrupt in the consumer does to the generator
     assert build.returncode is not None
+
+
+def test_a_probe_is_remembered_on_disk_until_the_cli_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVSYNC_CACHE_DIR", str(tmp_path / "cache"))
+    exe = fake_docker(tmp_path / "usr", "20.10.24")
+    runs = tmp_path / "runs"
+    text = exe.read_text().replace("#!/bin/sh\n", f"#!/bin/sh\necho x >> {runs}\n", 1)
+    exe.write_text(text)
+    monkeypatch.setenv("PATH", str(exe.parent))
+    assert find_buildkit_cli().cli == DockerCLI(str(exe), "20.10.24")
+    probed = runs.read_text().count("x")
+    assert probed >= 1
+    forget_found()  # (a new process)
+    assert find_buildkit_cli().cli == DockerCLI(str(exe), "20.10.24")
+    assert runs.read_text().count("x") == probed  # not run again
+    # the CLI replaced (another size and mtime): asked again
+    exe.write_text(text.replace("20.10.24", "28.1.1"))
+    forget_found()
+    assert find_buildkit_cli().cli is None
+    assert runs.read_text().count("x") > probed

@@ -149,7 +149,57 @@ def _on_path(name: str, path_env: str) -> list[str]:
     return out
 
 
+# where a docker CLI finds its plugins (buildx): a plugin added or removed changes the answer
+_PLUGIN_DIRS = ("~/.docker/cli-plugins", "/usr/local/lib/docker/cli-plugins",
+                "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
+                "/usr/libexec/docker/cli-plugins")
+_PROBES_FILE = "docker-cli-probes.json"
+
+
 def _probe(exe: str) -> tuple[DockerCLI | None, str]:
+    """`_run_probe`, remembered on disk (devsync's cache dir) while the executable and the
+    plugin folders are unchanged: a probe runs the CLI twice, some 0.2-0.4 s."""
+    import json
+
+    from devsync.adapters.hashcache import cache_dir
+
+    try:
+        st = os.stat(exe)
+        dirs = [os.path.expanduser(d) for d in _PLUGIN_DIRS]
+        if os.environ.get("DOCKER_CONFIG"):
+            dirs.append(os.path.join(os.environ["DOCKER_CONFIG"], "cli-plugins"))
+        plugins = [os.stat(d).st_mtime_ns if os.path.isdir(d) else 0 for d in dirs]
+    except OSError:
+        return _run_probe(exe)
+    key = json.dumps([os.path.realpath(exe), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev,
+                      dirs, plugins])
+    path = os.path.join(cache_dir(), _PROBES_FILE)
+    known: dict[str, list[str]] = {}
+    with contextlib.suppress(OSError, ValueError):
+        with open(path, encoding="utf-8") as f:
+            loaded = json.load(f)
+        if isinstance(loaded, dict):
+            known = loaded
+    found = known.get(key)
+    if isinstance(found, list) and len(found) == 3 and all(isinstance(x, str) for x in found):
+        kind, first, second = found
+        if kind == "cli":
+            return DockerCLI(exe, first, second), ""
+        if kind == "none":
+            return None, first
+    cli, why = _run_probe(exe)
+    known.pop(key, None)
+    known[key] = ["cli", cli.version, cli.buildx] if cli else ["none", why, ""]
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(dict(list(known.items())[-20:]), f)
+        os.replace(tmp, path)
+    return cli, why
+
+
+def _run_probe(exe: str) -> tuple[DockerCLI | None, str]:
     """(the CLI, "") when `exe` builds with BuildKit, else (None, why not)."""
     version_text = _run_quiet([exe, "--version"])
     if version_text is None:
