@@ -99,6 +99,9 @@ def print_plan(plan: ImagePlan, stream: TextIO = sys.stdout) -> None:
     style = _Style(stream)
     print(style(f"{plan.name}", "1") + f"  {clean(plan.dockerfile)} -> {clean(plan.tag)}",
           file=stream)
+    if plan.builder == "buildkit":
+        way = "the docker CLI" if plan.transport == "cli" else "the Engine API"
+        print(f"  builder: BuildKit, through {way}", file=stream)
     if plan.cache_from:
         print(f"  cache from: {clean(', '.join(plan.cache_from))}", file=stream)
     for note in plan.notes:

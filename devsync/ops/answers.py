@@ -39,7 +39,9 @@ class PlanAnswer:
 
     def to_json(self) -> dict[str, Any]:
         if self.plan is not None:
-            return self.plan.to_json()
+            # (which builder, and for BuildKit which way: devsync.ops.builders)
+            return {**self.plan.to_json(), "builder": self.plan.builder,
+                    "transport": self.plan.transport}
         assert self.error is not None
         return {"name": self.name, "role": self.role, "dockerfile": self.dockerfile,
                 "tag": self.tag, "state": UNKNOWN, "error": self.error.message,

@@ -147,6 +147,8 @@ def test_a_code_edit_syncs_through_buildkit_lazily_reusing_what_comes_before_the
     (team.path / "src" / "index.php").write_text("<?php echo 'changed';\n")
     plan = json.loads(team.devsync(engine, "plan", "--json").stdout)
     app = next(i for i in plan["images"] if i["role"] == "app")
+    # auto: CI built it with BuildKit through a CLI, so through the CLI too
+    assert (app["builder"], app["transport"]) == ("buildkit", "cli")
     # (the classic-only advice is not given: the builder is BuildKit)
     assert not any("DOCKER_BUILDKIT=0" in note for note in app["notes"])
 
@@ -192,6 +194,8 @@ def test_a_registry_with_a_login_goes_through_the_cli_with_dockers_credentials(
         team = make_team(tmp_path / "work", engine, reg.host, busybox_image,
                          docker_config=config)
         (team.path / "src" / "index.php").write_text("<?php echo 'changed';\n")
+        plan = json.loads(team.devsync(engine, "plan", "--json").stdout)
+        assert {(i["builder"], i["transport"]) for i in plan["images"]} == {("buildkit", "cli")}
         proc = team.devsync(engine, "sync", "--yes", "--json")
         steps = app_steps(events(proc))
         assert [steps[i] for i in (WORKDIR, COPY_COMPOSER, INSTALL)] == [True] * 3, steps
@@ -220,6 +224,14 @@ def test_a_deployed_image_without_cache_metadata_syncs_and_says_the_ci_fix(
         assert fix in said
     done = [e for e in evs if e["event"] == "done"]
     assert done and all(e["ok"] for e in done)
+
+    # builder = "classic" in .devsync.toml: the classic builder, and what it cannot do said
+    (team.path / ".devsync.toml").write_text('[devsync]\nbuilder = "classic"\n')
+    plan = json.loads(team.devsync(engine, "plan", "--json").stdout)
+    app = next(i for i in plan["images"] if i["role"] == "app")
+    assert (app["builder"], app["transport"]) == ("classic", None)
+    (note,) = [n for n in app["notes"] if "built with BuildKit" in n]
+    assert 'builder = "buildkit"' in note and "DOCKER_BUILDKIT=0" in note
 
 
 @pytest.mark.parametrize("way", ["cli", "api"])
