@@ -55,10 +55,10 @@ class Team:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 
-    def devsync(self, engine: sandbox.PrivateEngine, *args: str
-                ) -> subprocess.CompletedProcess[str]:
+    def run(self, engine: sandbox.PrivateEngine, *args: str) -> subprocess.CompletedProcess[str]:
+        """devsync as the developer types it (the 20.10 CLI for BuildKit, unless env says)."""
         return devsync(self.path, *args, engine=engine, state=self.path.parent / "state",
-                       env=dict(self.env, DEVSYNC_DOCKER_CLI=LEGACY_CLI))
+                       env={"DEVSYNC_DOCKER_CLI": LEGACY_CLI, **self.env})
 
     def fresh_machine(self) -> None:
         """No image of this repository and no build cache: a developer's machine."""
@@ -145,14 +145,14 @@ def team(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busyb
 def test_a_code_edit_syncs_through_buildkit_lazily_reusing_what_comes_before_the_code(
         team: Team, engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry) -> None:
     (team.path / "src" / "index.php").write_text("<?php echo 'changed';\n")
-    plan = json.loads(team.devsync(engine, "plan", "--json").stdout)
+    plan = json.loads(team.run(engine, "plan", "--json").stdout)
     app = next(i for i in plan["images"] if i["role"] == "app")
     # auto: CI built it with BuildKit through a CLI, so through the CLI too
     assert (app["builder"], app["transport"]) == ("buildkit", "cli")
     # (the classic-only advice is not given: the builder is BuildKit)
     assert not any("DOCKER_BUILDKIT=0" in note for note in app["notes"])
 
-    evs = events(team.devsync(engine, "sync", "--yes", "--json"))
+    evs = events(team.run(engine, "sync", "--yes", "--json"))
     steps = app_steps(evs)
     assert [steps[i] for i in (WORKDIR, COPY_COMPOSER, INSTALL)] == [True, True, True], steps
     assert [steps[i] for i in (COPY_CODE, LIST)] == [False, False], steps
@@ -166,21 +166,24 @@ def test_a_code_edit_syncs_through_buildkit_lazily_reusing_what_comes_before_the
     assert 0 < built["fetched_bytes"] < whole - 1_500_000  # (not the last RUN's 2 MB)
     assert not [e for e in evs if e["event"].startswith("warning") and "differ" in e["message"]]
 
-    status = json.loads(team.devsync(engine, "status", "--json").stdout)
+    status = json.loads(team.run(engine, "status", "--json").stdout)
     states = {i["role"]: (i["state"], i["cause"]) for i in status["images"]}
     assert states["app"][0] == "in-sync", states
     assert states["base"][0] == "in-sync", states
 
     # and a further edit makes it stale again, naming the file
     (team.path / "src" / "index.php").write_text("<?php echo 'changed again';\n")
-    status = json.loads(team.devsync(engine, "status", "--json").stdout)
+    status = json.loads(team.run(engine, "status", "--json").stdout)
     app_status = next(i for i in status["images"] if i["role"] == "app")
     assert app_status["state"] == "stale"
     assert "src/index.php" in app_status["cause"]
 
 
-def test_a_registry_with_a_login_goes_through_the_cli_with_dockers_credentials(
-        engine: sandbox.PrivateEngine, busybox_image: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("way", ["cli", "api"])
+def test_a_registry_with_a_login_builds_with_dockers_credentials(
+        engine: sandbox.PrivateEngine, busybox_image: str, tmp_path: Path, way: str) -> None:
+    """Through the CLI's session, lazily; without a CLI, through the Engine API, which pulls
+    what needs a login first (BuildKit there has no session)."""
     from tests.support.registry import bcrypt_hash, write_docker_config
 
     hashed, _tool = bcrypt_hash(PASSWORD)
@@ -193,18 +196,25 @@ def test_a_registry_with_a_login_goes_through_the_cli_with_dockers_credentials(
         config = write_docker_config(tmp_path / "dockercfg", reg.host, USER, PASSWORD)
         team = make_team(tmp_path / "work", engine, reg.host, busybox_image,
                          docker_config=config)
+        if way == "api":
+            team.env["DEVSYNC_DOCKER_CLI"] = "none"
         (team.path / "src" / "index.php").write_text("<?php echo 'changed';\n")
-        plan = json.loads(team.devsync(engine, "plan", "--json").stdout)
-        assert {(i["builder"], i["transport"]) for i in plan["images"]} == {("buildkit", "cli")}
-        proc = team.devsync(engine, "sync", "--yes", "--json")
-        steps = app_steps(events(proc))
+        plan = json.loads(team.run(engine, "plan", "--json").stdout)
+        assert {(i["builder"], i["transport"]) for i in plan["images"]} == {("buildkit", way)}
+        proc = team.run(engine, "sync", "--yes", "--json")
+        evs = events(proc)
+        steps = app_steps(evs)
         assert [steps[i] for i in (WORKDIR, COPY_COMPOSER, INSTALL)] == [True] * 3, steps
         assert steps[COPY_CODE] is False
-        assert not team.has_image(f"{team.repo}:1.0.0")  # (lazy through the session too)
+        # lazy through the session; the Engine API's way pulls it first, and says why
+        assert team.has_image(f"{team.repo}:1.0.0") == (way == "api")
+        if way == "api":
+            assert any("asks for a login" in e["message"] for e in evs
+                       if e["event"].startswith("warning"))
         auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         for secret in (PASSWORD, auth):
             assert secret not in proc.stdout + proc.stderr
-        status = json.loads(team.devsync(engine, "status", "--json").stdout)
+        status = json.loads(team.run(engine, "status", "--json").stdout)
         assert {i["role"]: i["state"] for i in status["images"]} == \
             {"app": "in-sync", "base": "in-sync"}
     finally:
@@ -215,7 +225,7 @@ def test_a_deployed_image_without_cache_metadata_syncs_and_says_the_ci_fix(
         engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
         tmp_path: Path) -> None:
     team = make_team(tmp_path, engine, registry.host, busybox_image, inline_cache=False)
-    evs = events(team.devsync(engine, "sync", "--yes", "--json"))
+    evs = events(team.run(engine, "sync", "--yes", "--json"))
     steps = app_steps(evs)
     assert not any(steps[i] for i in (WORKDIR, COPY_COMPOSER, INSTALL, COPY_CODE, LIST)), steps
     said = " ".join(e["message"] for e in evs if e["event"].startswith("warning"))
@@ -227,7 +237,7 @@ def test_a_deployed_image_without_cache_metadata_syncs_and_says_the_ci_fix(
 
     # builder = "classic" in .devsync.toml: the classic builder, and what it cannot do said
     (team.path / ".devsync.toml").write_text('[devsync]\nbuilder = "classic"\n')
-    plan = json.loads(team.devsync(engine, "plan", "--json").stdout)
+    plan = json.loads(team.run(engine, "plan", "--json").stdout)
     app = next(i for i in plan["images"] if i["role"] == "app")
     assert (app["builder"], app["transport"]) == ("classic", None)
     (note,) = [n for n in app["notes"] if "built with BuildKit" in n]
@@ -242,10 +252,7 @@ def test_publish_through_buildkit_writes_the_inline_cache(
     git(team.path, "commit", "-qam", "Release 2")
     if way == "api":
         team.env["DEVSYNC_DOCKER_CLI"] = "none"  # (no CLI: the Engine API)
-        proc = devsync(team.path, "publish", "2.0.0", "--json", engine=engine,
-                       state=team.path.parent / "state", env=team.env)
-    else:
-        proc = team.devsync(engine, "publish", "2.0.0", "--json")
+    proc = team.run(engine, "publish", "2.0.0", "--json")
     evs = events(proc)
     assert any(e["event"] == "image_built" for e in evs)
     _manifest, config = image_manifest(registry.host, f"{team.repo}:2.0.0")
@@ -261,7 +268,7 @@ def test_base_build_goes_through_buildkit_with_the_inline_cache(
     base = team.path / "Dockerfile.base"
     base.write_text(base.read_text() + 'RUN echo "runtime 2" > /opt/runtime/version\n')
     git(team.path, "commit", "-qam", "Runtime 2")
-    proc = team.devsync(engine, "base", "build", "--push", "--version", "1.1.0", "--json")
+    proc = team.run(engine, "base", "build", "--push", "--version", "1.1.0", "--json")
     evs = events(proc)
     steps = {e["index"]: e["cached"] for e in evs if e["event"] == "step_finished"}
     assert steps[1] is True and steps[2] is True, steps  # ENV, the first RUN: CI's cache
