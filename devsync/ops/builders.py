@@ -128,17 +128,8 @@ def choose_builder(project: Project, spec: ImageSpec, resolver: Resolver, *,
                    deployed: ImageInfo | None, deployed_ref: str | None = None) -> BuilderChoice:
     """The builder and way for `spec`, given its deployed image as the plan read it."""
     configured = configured_builder(project, spec)
-    reference, name = deployed, deployed_ref or ""
-    if reference is None and configured == "auto" and spec.base_ref \
-            and any(b.tag == spec.base_ref for b in project.base_images):
-        # an app not deployed yet: the team's base tells how the team builds
-        try:
-            reference = resolver.base(spec.base_ref)
-        except DevsyncError:
-            reference = None
-        name = spec.base_ref
-        if reference is not None and reference.origin != "registry":
-            reference = None  # (one built here says nothing of CI)
+    reference, name, said = _reference(project, spec, resolver, deployed, deployed_ref or "",
+                                       configured)
 
     def cli_found() -> bool:
         from devsync.adapters.engine import find_buildkit_cli
@@ -169,8 +160,36 @@ def choose_builder(project: Project, spec: ImageSpec, resolver: Resolver, *,
         except DevsyncError:
             return False
 
-    return decide(configured, reference=reference, reference_name=name, cli_found=cli_found,
-                  needs_login=needs_login, registry_cache=registry_cache)
+    choice = decide(configured, reference=reference, reference_name=name, cli_found=cli_found,
+                    needs_login=needs_login, registry_cache=registry_cache)
+    return choice if said else BuilderChoice(choice.builder, choice.transport, choice.why)
+
+
+def _reference(project: Project, spec: ImageSpec, resolver: Resolver,
+               deployed: ImageInfo | None, deployed_ref: str, configured: str
+               ) -> tuple[ImageInfo | None, str, bool]:
+    """The image "auto" follows, its name, and whether what it lacks is worth a note: the
+    deployed image; else, for an app not deployed yet, the registry's team base it is FROM;
+    else (the registry out of reach, say) the image the last sync built here, when devsync
+    built it with BuildKit (its inputs label), which tells how the last sync built."""
+    if deployed is not None or configured != "auto":
+        return deployed, deployed_ref, True
+    if spec.base_ref and any(b.tag == spec.base_ref for b in project.base_images):
+        try:
+            base = resolver.base(spec.base_ref)
+        except DevsyncError:
+            base = None
+        if base is not None and base.origin == "registry":  # (one built here says nothing)
+            return base, spec.base_ref, True
+    from devsync.ops.bkinputs import INPUTS_LABEL
+
+    try:
+        local = resolver.local(spec.tag)
+    except DevsyncError:
+        local = None
+    if local is not None and local.built_with_buildkit and INPUTS_LABEL in local.labels:
+        return local, spec.tag, False
+    return None, deployed_ref, True
 
 
 

@@ -5,6 +5,7 @@ for are given."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,47 @@ def test_builder_of_needs_no_cli_probe() -> None:
     assert builder_of(Project(), Spec(), None) == "classic"  # type: ignore[arg-type]
     Spec.builder = "buildkit"
     assert builder_of(Project(), Spec(), None) == "buildkit"  # type: ignore[arg-type]
+
+
+def test_with_nothing_deployed_auto_follows_the_teams_base_then_the_last_sync_here(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEVSYNC_DOCKER_CLI", raising=False)
+    from types import SimpleNamespace
+
+    from devsync.ops.bkinputs import INPUTS_LABEL
+    from devsync.ops.builders import choose_builder
+
+    class Resolver:
+        def __init__(self, base: ImageInfo | None, local: ImageInfo | None) -> None:
+            self._base, self._local = base, local
+
+        def base(self, ref: str) -> ImageInfo | None:
+            return self._base
+
+        def local(self, ref: str) -> ImageInfo | None:
+            return self._local
+
+        def client(self, repository: str) -> Any:
+            return SimpleNamespace(asks_for_login=False, head_digest=lambda *a: None)
+
+    base_ref = "reg.example:5000/app:base-1.0.0"
+    spec = SimpleNamespace(builder=None, base_ref=base_ref, tag="reg.example:5000/app:dev",
+                           deployed=None)
+    project = SimpleNamespace(config=SimpleNamespace(builder="auto", docker_cli="none"),
+                              base_images=[SimpleNamespace(tag=base_ref)])
+
+    def chosen(base: ImageInfo | None, local: ImageInfo | None) -> tuple[str, str | None]:
+        choice = choose_builder(project, spec, Resolver(base, local),  # type: ignore[arg-type]
+                                deployed=None)
+        assert choice.notes == ()  # (nothing deployed: nothing it lacks to say)
+        return choice.builder, choice.transport
+
+    registry_base = image("buildkit", inline=True)
+    assert chosen(registry_base, None) == ("buildkit", "api")  # (no CLI: docker_cli none)
+    assert chosen(image("classic"), None) == ("classic", None)
+    # offline, say: the image the last sync built here with BuildKit tells
+    synced = image("buildkit", labels={INPUTS_LABEL: "sha256:1"})
+    object.__setattr__(synced, "origin", "local")
+    assert chosen(None, synced) == ("buildkit", "api")
+    assert chosen(None, image("buildkit")) == ("classic", None)  # (not devsync's build)
+    assert chosen(None, None) == ("classic", None)
