@@ -3,8 +3,8 @@
 The builder: `.devsync.toml`'s `builder` (`[images.NAME]` over `[devsync]`), "classic",
 "buildkit" or "auto" (the default). On "auto" it is the builder the deployed image was built
 with (for a base, the registry's base; for an app with no deployed image, the registry's base
-it is FROM), and classic when there is no such image: each builder reuses only its own
-layers (NOTES.md, "BuildKit").
+it is FROM, else the image the last sync built here with BuildKit), and classic when there is
+no such image: each builder reuses only its own layers (NOTES.md, "BuildKit").
 
 The way (`transport`, BuildKit only; see devsync.ops.buildkit): "cli", the docker CLI's
 session, when a docker CLI with a BuildKit client is found and either the registry asks for a
@@ -190,7 +190,6 @@ def _reference(project: Project, spec: ImageSpec, resolver: Resolver,
     if local is not None and local.built_with_buildkit and INPUTS_LABEL in local.labels:
         return local, spec.tag, False
     return None, deployed_ref, True
-
 
 
 _Plan = TypeVar("_Plan")  # devsync.ops.plan.ImagePlan (which imports this module)
