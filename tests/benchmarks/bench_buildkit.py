@@ -188,9 +188,9 @@ def _team_repo(path: Path, busybox: str, repo: str, sleep: int, base_bytes: int,
 def fresh_machine(s: Setup) -> None:
     """No images and no build cache: a freshly set-up developer machine."""
     docker(s.engine, "builder", "prune", "-af")
-    ids = docker(s.engine, "images", "-aq").split()
-    if ids:
-        docker(s.engine, "rmi", "-f", *sorted(set(ids)))
+    # (`image prune -a` removes children before parents: an `rmi -f` of every ID at once
+    # fails on the classic builder's intermediate images, "image has dependent child images")
+    docker(s.engine, "image", "prune", "-af")
     if docker(s.engine, "images", "-aq").split():
         raise BenchError("the engine still has images after pruning")
     subprocess.run(["sync"], check=False)
