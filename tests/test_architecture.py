@@ -15,9 +15,6 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "devsync"
 MAX_MODULE_LINES = 700
 MAX_TOP_LEVEL_MODULES = 8
-# TRANSITIONAL (issue 15): import circles still being untied.
-_CIRCLES_FOR_NOW: list[list[str]] = []
-_TUI_CIRCLE_FOR_NOW = "devsync.tui.app"
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -67,8 +64,7 @@ def test_no_import_circles() -> None:
                 component.append(member)
                 if member == module:
                     break
-            if len(component) > 1 and sorted(component) not in _CIRCLES_FOR_NOW \
-                    and _TUI_CIRCLE_FOR_NOW not in component:
+            if len(component) > 1:
                 circles.append(sorted(component))
 
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
