@@ -239,7 +239,8 @@ def _plan(start: Path, image: str | None, *, as_json: bool) -> int:
 
 def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     from devsync.cli.output import EventPrinter, confirm
-    from devsync.ops.sync import run_sync
+    from devsync.ops import operations
+    from devsync.ops.policy import asks_before_pull, large_pull_question
 
     printer = EventPrinter(as_json=as_json)
 
@@ -249,14 +250,14 @@ def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
         if as_json:
             return True
         printer.plan(plan)
-        if may_ask and plan.pull_bytes > 200 * 1024 * 1024:
-            return confirm(f"pull {plan.pull_bytes / 1e6:.0f} MB for {plan.name}?")
+        if may_ask and asks_before_pull(plan):
+            return confirm(large_pull_question(plan))
         return True
 
     # when nobody will be asked, the pulls start while the plan is computed
     with output.open_session(start, need_engine=True) as session:
-        for event in run_sync(session, session.images(image), before=before,
-                              prefetch=not may_ask):
+        for event in operations.sync(session, [image] if image else None, before=before,
+                                     prefetch=not may_ask):
             printer.show(event)
     printer.finish()
     return 0

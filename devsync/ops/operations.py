@@ -1,0 +1,105 @@
+"""Every operation a view can start, as one stream of events that ends in exactly one `Done`
+(a failure raises instead), which carries the operation's own "what next" (`Next`). The CLI
+and the TUI run these and render what they yield; neither words an outcome itself."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from devsync.events import Done, Event, ImageSynced, Next, PhaseStarted, Pushed
+
+if TYPE_CHECKING:
+    from devsync.ops.base import BumpResult
+    from devsync.ops.plan import ImagePlan
+    from devsync.ops.session import Session
+
+BUMP_FROM = Next("bump FROM", "u", "devsync base bump", "points the app's FROM at the new base")
+COMMIT_THEN_SYNC = Next("commit it, then sync", "s", "commit the change, then devsync sync",
+                        "rebuilds the app on the new base")
+
+
+def sync(session: Session, names: Sequence[str] | None = None, *,
+         cancel: threading.Event | None = None,
+         before: Callable[[ImagePlan], bool] | None = None,
+         prefetch: bool = True) -> Iterator[Event]:
+    """Sync these images (every image when None): pull, then build what changed, and record
+    it (see `devsync.ops.sync.run_sync`). Each image but the last ends in `ImageSynced`."""
+    from devsync.ops.sync import run_sync
+
+    specs = [session.project.image(n) for n in names] if names is not None \
+        else session.images(None)
+    yield from one_done(run_sync(session, specs, cancel=cancel, before=before,
+                                 prefetch=prefetch), empty="nothing was synced")
+
+
+def base_build(session: Session, *, version: str | None = None, push: bool = False,
+               replace: bool = False,
+               cancel: threading.Event | None = None) -> Iterator[Event]:
+    """Build the base image as the next base version (or `version`), and push it (over a
+    tag the registry has only with `replace`: see `devsync.ops.base.base_build`)."""
+    from devsync.ops import base as basework
+
+    assert session.engine is not None, "a base build opens its session with need_engine"
+    pushed = ""
+    for event in basework.base_build(session.project, engine=session.engine,
+                                     resolver=session.resolver, git=session.git,
+                                     version=version, push=push, replace=replace,
+                                     cancel=cancel):
+        if isinstance(event, Pushed):
+            pushed = event.reference
+        yield event
+    yield Done(summary=f"pushed {pushed}" if pushed else "base built", next=BUMP_FROM)
+
+
+def base_bump(session: Session, to_tag: str | None = None, *, local: bool = False,
+              cancel: threading.Event | None = None) -> Iterator[Event]:
+    """Point the app Dockerfile's FROM at the newest base tag (or `to_tag`)."""
+    from devsync.ops import base as basework
+
+    yield PhaseStarted("base", "bump")
+    if cancel is not None and cancel.is_set():
+        from devsync.errors import InterruptedError_
+
+        raise InterruptedError_("cancelled")
+    result = basework.base_bump(session.project, session.resolver, to_tag, local=local)
+    yield Done(summary=bump_summary(result), details={"changed": list(result.changed)},
+               next=COMMIT_THEN_SYNC if result.changed else None)
+
+
+def bump_summary(result: BumpResult) -> str:
+    if result.newer_than_registry:
+        return (f"FROM already uses {result.old}, newer than any base in the registry "
+                "(push it: devsync base build --push)")
+    if not result.changed:
+        return f"FROM already uses {result.new}"
+    return f"{', '.join(result.changed)}: {result.old} -> {result.new}"
+
+
+def publish(session: Session, version: str, *, image: str | None = None,
+            registry_cache: bool = False,
+            cancel: threading.Event | None = None) -> Iterator[Event]:
+    """Build the app with OCI labels and push it as the new deployed `version` (CI's step)."""
+    from devsync.ops import base as basework
+
+    assert session.engine is not None, "a publish opens its session with need_engine"
+    yield from basework.publish(session.project, version, engine=session.engine,
+                                resolver=session.resolver, git=session.git, image=image,
+                                registry_cache=registry_cache, cancel=cancel)
+    yield Done(summary=f"published {version}")
+
+
+def one_done(events: Iterable[Event], *, empty: str) -> Iterator[Event]:
+    """`events` with every `Done` but the last turned into `ImageSynced`, in its place, and a
+    `Done` saying `empty` when there was none."""
+    held: Done | None = None
+    for event in events:
+        if held is not None:
+            yield ImageSynced(held.summary, held.details)
+            held = None
+        if isinstance(event, Done):
+            held = event
+        else:
+            yield event
+    yield held if held is not None else Done(summary=empty)
