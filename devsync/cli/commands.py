@@ -190,6 +190,7 @@ def _status(start: Path, *, as_json: bool) -> int:
     from devsync.cli.output import print_status
     from devsync.ops.answers import unchecked_warnings
     from devsync.ops.recording import record_statuses
+    from devsync.ops.snapshot import repo_info
     from devsync.ops.status import collect_statuses
 
     session = output.open_session(start, need_engine=False)
@@ -207,7 +208,8 @@ def _status(start: Path, *, as_json: bool) -> int:
             "images": [s.to_json() for s in statuses],
         }, indent=2))
     else:
-        print_status(session.project, session.git, statuses, session.engine_problem)
+        print_status(repo_info(session.project.root, session.git, brief=True), statuses,
+                     session.engine_problem)
     return 0
 
 

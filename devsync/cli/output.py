@@ -34,11 +34,10 @@ from devsync.prompt.sanitize import clean
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from devsync.adapters.gitrepo import GitRepo
-    from devsync.model.project import Project
     from devsync.ops.answers import PlanAnswer
     from devsync.ops.plan import ImagePlan
     from devsync.ops.session import Session
+    from devsync.ops.snapshot import RepoInfo
     from devsync.ops.status import ImageStatus
 
 def _use_colour(stream: TextIO) -> bool:
@@ -67,12 +66,12 @@ def _table(rows: list[list[str]], headers: list[str]) -> list[str]:
     return out
 
 
-def print_status(project: Project, git: GitRepo, statuses: list[ImageStatus],
+def print_status(repo: RepoInfo, statuses: list[ImageStatus],
                  engine_problem: str | None, stream: TextIO = sys.stdout) -> None:
     style = _Style(stream)
-    head = git.head_short or "(no commits)"
-    branch = git.branch or "(detached)"
-    print(f"{clean(project.root)}  {style(clean(branch), '1')} @ {head}", file=stream)
+    head = repo.head or "(no commits)"
+    branch = repo.branch or "(detached)"
+    print(f"{clean(repo.root)}  {style(clean(branch), '1')} @ {head}", file=stream)
     if engine_problem:
         print(style(f"engine: {clean(engine_problem)}", "31"), file=stream)
     headers = ["IMAGE", "STATE", "LOCAL", "DEPLOYED", "WHY", "NEXT"]

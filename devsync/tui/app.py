@@ -22,8 +22,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from devsync.ops.policy import next_publish_version, to_sync
 from devsync.ops.pulse import LOOK_REGISTRY, PULSE_SECONDS
-from devsync.ops.verdict import IN_SYNC, MISSING, ROLE_BASE, STALE, UNKNOWN
+from devsync.ops.verdict import ROLE_BASE, STALE
 from devsync.tui.errors import WorkerCancel, describe, is_cancellation
 from devsync.tui.messages import FilesChanged, LookAgain, SnapshotReady
 from devsync.tui.screens.dashboard import DashboardScreen
@@ -70,6 +71,7 @@ class DevsyncApp(App[int]):
         # notifications that arrive while the help screen is open: shown when it closes
         self._help_open = False
         self._held: list[tuple[str, dict[str, object]]] = []
+        self._warned: set[str] = set()
         self.theme = theme
 
     def get_default_screen(self) -> Screen[None]:
@@ -108,12 +110,22 @@ class DevsyncApp(App[int]):
         self.load_error = None
         self._last_error = ""
         self.snapshot = snapshot
+        self._notify_warnings(snapshot.warnings)
         self._notify_stale(previous, snapshot)
         self._schedule_registry_check(snapshot.registry_check_minutes)
         if snapshot.first_run and self._auto_onboarding and not self._onboarding_offered:
             self._onboarding_offered = True
             if isinstance(self.screen, DashboardScreen):
                 self.action_onboarding()
+
+    def _notify_warnings(self, warnings: Sequence[str]) -> None:
+        """The session's warnings (an unknown key in .devsync.toml, a corrupt state file),
+        each once until it goes away and comes back."""
+        for text in warnings:
+            if text not in self._warned:
+                self.notify(text, title="Warning", severity="warning", markup=False,
+                            timeout=10)
+        self._warned = set(warnings)
 
     def _notify_stale(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
         """A toast with the verdict's own words when an image goes stale, or goes stale
@@ -223,7 +235,7 @@ class DevsyncApp(App[int]):
         if names is not None:
             statuses = [s for s in snapshot.statuses if s.name in names]
         else:
-            statuses = [s for s in snapshot.statuses if _needs_sync(s)]
+            statuses = to_sync(snapshot.statuses)
         if not statuses:
             if not any(s.state == STALE for s in snapshot.statuses):
                 self.notify("Every image is in sync.", severity="information")
@@ -285,7 +297,8 @@ class DevsyncApp(App[int]):
             f"Build {app.name} from {app.dockerfile} with OCI labels and push it as the new "
             "deployed version. This is CI's deploy step: use it when you publish by hand.")
         self.push_screen(ConfirmScreen("Publish a new version?", body, confirm="Publish",
-                                       value=_next_patch(app), value_label="Version"),
+                                       value=next_publish_version(app.deployed),
+                                       value_label="Version"),
                          self._publish_confirmed)
 
     def _publish_confirmed(self, version: str | None) -> None:
@@ -352,28 +365,6 @@ class DevsyncApp(App[int]):
         self.shutdown()
 
 
-def _needs_sync(status: ImageStatus) -> bool:
-    """What `s` syncs: app images not in sync; bases that are stale (a sync pulls the team's
-    base, or builds a changed one here) or not pulled yet."""
-    if status.role == ROLE_BASE:
-        return status.state in (STALE, MISSING) or (status.state == UNKNOWN
-                                                    and not status.local_id)
-    return status.state != IN_SYNC
-
-
-def _next_patch(status: ImageStatus) -> str:
-    from devsync.errors import DevsyncError
-    from devsync.model.versions import next_version, split_reference
-
-    if not status.deployed:
-        return "1.0.0"
-    _repo, tag, _digest = split_reference(status.deployed)
-    try:
-        return next_version(tag or "", "patch")
-    except DevsyncError:
-        return ""
-
-
 def make_app(path: Path, *, services: Services | None = None, watch: bool = True,
              onboarding: bool = True, theme: str = DARK) -> DevsyncApp:
     """The app for the repository at `path` (real core services unless given)."""
@@ -383,9 +374,9 @@ def make_app(path: Path, *, services: Services | None = None, watch: bool = True
 
 def run(path: Path) -> int:
     """`devsync` without a command: open the TUI on the repository containing `path`."""
-    from devsync.model.project import find_repo_root
+    from devsync.ops.session import repo_root
 
-    find_repo_root(path)  # not a repository: one clear line from the CLI, not a blank UI
+    repo_root(path)  # not a repository: one clear line from the CLI, not a blank UI
     app = make_app(path)
     result = app.run()
     return int(result or 0)

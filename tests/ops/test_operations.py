@@ -1,8 +1,10 @@
 """Every operation a view can start is one stream of events that ends in exactly one `Done`,
-which words its own "what next": against the real engine and registry."""
+which words its own "what next": against the real engine and registry, and through the TUI's
+services as well as the operations themselves."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from devsync.devtools import sandbox
 from devsync.events import Done, Event, ImageSynced, LogLine, Pushed, Warning_
 from devsync.ops import operations
 from devsync.ops.session import Session
+from devsync.tui.services import CoreServices
 from tests.support.teamrepo import TeamRepo, git, make_team_repo
 
 
@@ -78,3 +81,19 @@ def test_every_operation_ends_in_one_done(in_team: TeamRepo) -> None:
     with Session(team.path, need_engine=True) as session:
         done = ends_in_one_done(operations.publish(session, "1.0.2"))[-1]
         assert isinstance(done, Done) and done.summary == "published 1.0.2"
+
+
+def test_the_tui_runs_the_same_operations(in_team: TeamRepo) -> None:
+    """The TUI's services open one Session per operation, say its warnings first, and end
+    where the operation ends."""
+    team = in_team
+    config = team.path / ".devsync.toml"
+    config.write_text("[devsync]\nno_such_setting = 1\n")
+    try:
+        services = CoreServices(team.path)
+        events = ends_in_one_done(services.sync(["app"], threading.Event()))
+        assert isinstance(events[0], Warning_) and "no_such_setting" in events[0].message
+        ends_in_one_done(services.base_bump(threading.Event()))
+    finally:
+        config.unlink()
+        git(team.path, "checkout", "-q", "--", ".")
