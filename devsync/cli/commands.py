@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-    from devsync.ops.plan import ImagePlan
-
 
 def run(args: list[str], *, own_process: bool) -> int:
     """Run the command in `args`; `own_process`: devsync is the process's own program."""
@@ -242,24 +240,14 @@ def _plan(start: Path, image: str | None, *, as_json: bool) -> int:
 def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     from devsync.cli.output import EventPrinter, confirm
     from devsync.ops import operations
-    from devsync.ops.policy import asks_before_pull, large_pull_question
 
     printer = EventPrinter(as_json=as_json)
-
+    # someone can answer: a large pull asks first (the operation decides when)
     may_ask = not yes and not as_json and sys.stdin.isatty()
-
-    def before(plan: ImagePlan) -> bool:
-        if as_json:
-            return True
-        printer.plan(plan)
-        if may_ask and asks_before_pull(plan):
-            return confirm(large_pull_question(plan))
-        return True
-
-    # when nobody will be asked, the pulls start while the plan is computed
     with output.open_session(start, need_engine=True) as session:
-        for event in operations.sync(session, [image] if image else None, before=before,
-                                     prefetch=not may_ask):
+        for event in operations.sync(session, [image] if image else None,
+                                     ask=confirm if may_ask else None,
+                                     show_plan=None if as_json else printer.plan):
             printer.show(event)
     printer.finish()
     return 0

@@ -22,16 +22,29 @@ COMMIT_THEN_SYNC = Next("commit it, then sync", "s", "commit the change, then de
 
 def sync(session: Session, names: Sequence[str] | None = None, *,
          cancel: threading.Event | None = None,
-         before: Callable[[ImagePlan], bool] | None = None,
-         prefetch: bool = True) -> Iterator[Event]:
+         ask: Callable[[str], bool] | None = None,
+         show_plan: Callable[[ImagePlan], None] | None = None) -> Iterator[Event]:
     """Sync these images (every image when None): pull, then build what changed, and record
-    it (see `devsync.ops.sync.run_sync`). Each image but the last ends in `ImageSynced`."""
+    it (see `devsync.ops.sync.run_sync`). Each image but the last ends in `ImageSynced`.
+
+    `ask`: someone can answer a question (a terminal, the TUI), so a large pull asks first
+    (`policy.asks_before_pull`) and declining skips the image; the pulls then wait for the
+    plan. Without it they start while the plan is computed. `show_plan`: shown each plan
+    before anything is pulled or built."""
+    from devsync.ops.policy import asks_before_pull, large_pull_question
     from devsync.ops.sync import run_sync
+
+    def before(plan: ImagePlan) -> bool:
+        if show_plan is not None:
+            show_plan(plan)
+        if ask is not None and asks_before_pull(plan):
+            return ask(large_pull_question(plan))
+        return True
 
     specs = [session.project.image(n) for n in names] if names is not None \
         else session.images(None)
     yield from one_done(run_sync(session, specs, cancel=cancel, before=before,
-                                 prefetch=prefetch), empty="nothing was synced")
+                                 prefetch=ask is None), empty="nothing was synced")
 
 
 def base_build(session: Session, *, version: str | None = None, push: bool = False,
@@ -91,15 +104,24 @@ def publish(session: Session, version: str, *, image: str | None = None,
 
 
 def one_done(events: Iterable[Event], *, empty: str) -> Iterator[Event]:
-    """`events` with every `Done` but the last turned into `ImageSynced`, in its place, and a
-    `Done` saying `empty` when there was none."""
+    """`events` with every `Done` but the last turned into `ImageSynced`, in its place. When
+    the last image ended without one (skipped, behind its deployment) a `Done` counts those
+    that did end; `empty` when none did."""
     held: Done | None = None
+    synced = 0
     for event in events:
         if held is not None:
             yield ImageSynced(held.summary, held.details)
             held = None
         if isinstance(event, Done):
             held = event
+            synced += 1
         else:
             yield event
-    yield held if held is not None else Done(summary=empty)
+    if held is not None:
+        yield held
+    elif synced:
+        yield Done(summary=f"{synced} image{'s' if synced > 1 else ''} synced; the warnings "
+                   "above say why not the others")
+    else:
+        yield Done(summary=empty)

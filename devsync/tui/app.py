@@ -242,7 +242,27 @@ class DevsyncApp(App[int]):
             return
         chosen = [s.name for s in statuses]
         self.run_operation(f"Sync {', '.join(chosen)}",
-                           lambda cancel: self.services.sync(chosen, cancel), statuses, after)
+                           lambda cancel: self.services.sync(chosen, cancel,
+                                                             ask=self.ask_from_worker),
+                           statuses, after)
+
+    def ask_from_worker(self, question: str) -> bool:
+        """An operation's question (`devsync: pull 900 MB for app?`) as a dialog; blocks the
+        worker that asks until it is answered, or the app stops."""
+        answered = threading.Event()
+        answer = [False]
+
+        def done(value: str | None) -> None:
+            answer[0] = value is not None
+            answered.set()
+
+        screen = ConfirmScreen("Large pull", plain_body(question[:1].upper() + question[1:]),
+                               confirm="Pull")
+        self.call_from_thread(self.push_screen, screen, done)
+        while not answered.wait(0.05):
+            if self._stop.is_set():
+                return False
+        return answer[0]
 
     def action_sync(self) -> None:
         self.start_sync()

@@ -10,7 +10,7 @@ subclasses for anything a user can cause. Nothing here imports Textual.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -46,8 +46,10 @@ class Services(Protocol):
         LOOK_REGISTRY (cheap: a ping, an inspect per tag, a `/v2/` per offline registry)."""
         ...
 
-    def sync(self, images: Sequence[str], cancel: threading.Event) -> Iterator[Event]:
-        """Sync these images (pull, then build what changed) and record it."""
+    def sync(self, images: Sequence[str], cancel: threading.Event, *,
+             ask: Callable[[str], bool] | None = None) -> Iterator[Event]:
+        """Sync these images (pull, then build what changed) and record it; `ask` answers
+        the operation's questions (a large pull asks first)."""
         ...
 
     def base_build(self, cancel: threading.Event) -> Iterator[Event]:
@@ -105,12 +107,13 @@ class CoreServices:
 
     # -- operations: each one Session, its warnings shown first ---------------------------
 
-    def sync(self, images: Sequence[str], cancel: threading.Event) -> Iterator[Event]:
+    def sync(self, images: Sequence[str], cancel: threading.Event, *,
+             ask: Callable[[str], bool] | None = None) -> Iterator[Event]:
         from devsync.ops import operations
 
         with self._session(need_engine=True) as session:
             yield from _warnings(session)
-            yield from operations.sync(session, images, cancel=cancel)
+            yield from operations.sync(session, images, cancel=cancel, ask=ask)
 
     def base_build(self, cancel: threading.Event) -> Iterator[Event]:
         from devsync.ops import operations

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +36,59 @@ def test_one_done_keeps_the_last_and_places_the_others() -> None:
                    Done(summary="b done", details={"n": 1})]
     assert list(operations.one_done([Warning_("a", "skipped")], empty="nothing")) == [
         Warning_("a", "skipped"), Done(summary="nothing")]
+    assert list(operations.one_done([Done(summary="a"), Warning_("b", "skipped")],
+                                    empty="nothing"))[-2:] == [
+        Warning_("b", "skipped"),
+        Done(summary="1 image synced; the warnings above say why not the others")]
+
+
+@dataclass
+class _Plan:
+    name: str
+    pull_bytes: int
+
+
+class _Project:
+    def image(self, name: str) -> str:
+        return name
+
+
+class _Session:
+    project = _Project()
+
+
+@pytest.mark.parametrize(("ask", "prefetch"), [(True, False), (False, True)])
+def test_a_sync_asks_before_a_large_pull_only_when_someone_can_answer(
+        monkeypatch: pytest.MonkeyPatch, ask: bool, prefetch: bool) -> None:
+    from devsync.ops import policy, sync
+
+    seen: dict[str, object] = {}
+
+    def run_sync(session: object, specs: list[str], *, cancel: object, before: Any,
+                 prefetch: bool) -> Iterator[Event]:
+        seen["prefetch"] = prefetch
+        for name, size in zip(specs, (policy.LARGE_PULL_BYTES, policy.LARGE_PULL_BYTES + 1),
+                              strict=True):
+            if before(_Plan(name, size)):
+                yield Done(summary=f"{name} synced")
+            else:
+                yield Warning_(name, "skipped")
+
+    monkeypatch.setattr(sync, "run_sync", run_sync)
+    questions: list[str] = []
+    shown: list[str] = []
+
+    def answer(question: str) -> bool:
+        questions.append(question)
+        return False
+
+    events = list(operations.sync(_Session(), ["small", "large"],  # type: ignore[arg-type]
+                                  ask=answer if ask else None,
+                                  show_plan=lambda plan: shown.append(plan.name)))
+    assert seen["prefetch"] is prefetch and shown == ["small", "large"]
+    assert questions == (["pull 210 MB for large?"] if ask else [])
+    assert events[-1] == (Done(summary="1 image synced; the warnings above say why not the "
+                               "others") if ask else Done(summary="large synced"))
 
 
 @pytest.fixture(scope="module")
