@@ -160,7 +160,8 @@ class Next:
 
 @dataclass(frozen=True)
 class Done(Event):
-    """The last event of every operation, exactly once; a failure raises instead."""
+    """The last event of every operation, exactly once. `ok` is always true: a failure
+    raises instead (the field stays for --json readers and for positional callers)."""
 
     ok: bool = True
     summary: str = ""

@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from devsync.ops.policy import next_publish_version, to_sync
 from devsync.ops.pulse import LOOK_REGISTRY, PULSE_SECONDS
-from devsync.ops.verdict import ROLE_BASE, STALE
+from devsync.ops.verdict import ROLE_APP, ROLE_BASE, STALE
 from devsync.tui.errors import WorkerCancel, describe, is_cancellation
 from devsync.tui.messages import FilesChanged, LookAgain, SnapshotReady
 from devsync.tui.screens.dashboard import DashboardScreen
@@ -282,7 +282,7 @@ class DevsyncApp(App[int]):
         return next((s for s in self.snapshot.statuses if s.role == role), None)
 
     def action_base_build(self) -> None:
-        base = self._image("base")
+        base = self._image(ROLE_BASE)
         if base is None:
             self.notify("This project has no base image (no Dockerfile.base or configured base).",
                         severity="warning")
@@ -297,8 +297,8 @@ class DevsyncApp(App[int]):
                                                         self.services.base_build))
 
     def action_base_bump(self) -> None:
-        app = self._image("app")
-        if app is None or self._image("base") is None:
+        app = self._image(ROLE_APP)
+        if app is None or self._image(ROLE_BASE) is None:
             self.notify("This project has no base image to bump to.", severity="warning")
             return
         body = plain_body(
@@ -309,7 +309,7 @@ class DevsyncApp(App[int]):
                                                         self.services.base_bump))
 
     def action_publish(self) -> None:
-        app = self._image("app")
+        app = self._image(ROLE_APP)
         if app is None:
             self.notify("This project has no app image to publish.", severity="warning")
             return
