@@ -23,15 +23,15 @@ def run(start: Path, args: argparse.Namespace) -> int:
         return 0
     if cmd == "bump":
         session = open_session(start, need_engine=args.local)
-        result = basework.base_bump(session.project, session.resolver, args.to_tag,
-                                    local=args.local)
-        if not result.changed:
-            print(f"devsync: {clean(operations.bump_summary(result))}")
+        done = operations.last(operations.base_bump(session, args.to_tag, local=args.local))
+        changed = done.details["changed"]
+        if not changed:
+            print(f"devsync: {clean(done.summary)}")
             return 0
-        for path in result.changed:
-            print(f"{clean(path)}: {clean(result.old)} -> {clean(result.new)}")
-        following = operations.COMMIT_THEN_SYNC
-        print(f"next: {following.command} ({following.why})")
+        for path in changed:
+            print(f"{clean(path)}: {clean(done.details['old'])} -> {clean(done.details['new'])}")
+        if done.next is not None:
+            print(f"next: {done.next.command} ({done.next.why})")
         return 0
     session = open_session(start, need_engine=False)
     adv = basework.advice(session.project, session.resolver)

@@ -77,7 +77,8 @@ def base_bump(session: Session, to_tag: str | None = None, *, local: bool = Fals
 
         raise InterruptedError_("cancelled")
     result = basework.base_bump(session.project, session.resolver, to_tag, local=local)
-    yield Done(summary=bump_summary(result), details={"changed": list(result.changed)},
+    yield Done(summary=bump_summary(result),
+               details={"changed": list(result.changed), "old": result.old, "new": result.new},
                next=COMMIT_THEN_SYNC if result.changed else None)
 
 
@@ -101,6 +102,13 @@ def publish(session: Session, version: str, *, image: str | None = None,
                                 resolver=session.resolver, git=session.git, image=image,
                                 registry_cache=registry_cache, cancel=cancel)
     yield Done(summary=f"published {version}")
+
+
+def last(events: Iterable[Event]) -> Done:
+    """Run an operation that has nothing to show on the way: its `Done`."""
+    *_, done = events
+    assert isinstance(done, Done)
+    return done
 
 
 def one_done(events: Iterable[Event], *, empty: str) -> Iterator[Event]:
