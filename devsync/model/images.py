@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 BUILDKIT_MARKER = "# buildkit"
+INLINE_CACHE_KEY = "moby.buildkit.cache.v0"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class ImageInfo:
     layer_sizes: tuple[int, ...] = ()
     digest: str | None = None  # manifest digest (registry) / repo digest (local)
     layer_digests: tuple[str, ...] = ()  # the manifest's layer blobs (registry), base first
+    # BuildKit's inline cache (the config's `moby.buildkit.cache.v0`, base64), "" when none
+    inline_cache: str = field(default="", repr=False)
 
     @property
     def built_with_buildkit(self) -> bool:
@@ -84,6 +87,7 @@ class ImageInfo:
             layer_sizes=layer_sizes,
             digest=digest,
             layer_digests=layer_digests,
+            inline_cache=str(config.get(INLINE_CACHE_KEY) or ""),
         )
 
 
