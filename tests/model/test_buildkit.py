@@ -187,3 +187,16 @@ def test_prediction_without_metadata_or_layers(tmp_path: Path) -> None:
     assert [c for _l, c in predict(ctx, deployed(None))] == [False] * 5
     stripped = [{k: v for k, v in r.items() if k != "layers"} for r in RECORDS]
     assert [c for _l, c in predict(ctx, deployed(stripped))] == [False] * 5
+
+
+def test_records_without_layers_are_cached_until_a_later_step_needs_them(tmp_path: Path) -> None:
+    """Records re-exported from an imported cache (CI chaining --cache-from) have no layers:
+    unchanged, BuildKit loads the last step and never needs them (CACHED); after an edit
+    further down, the step before the edit must be loaded, and it and its parents run."""
+    ctx = make_context(tmp_path / "app")
+    imported = {5, 2, 7}  # WORKDIR, COPY composer.json, the first RUN
+    records = [{k: v for k, v in r.items() if not (k == "layers" and i in imported)}
+               for i, r in enumerate(RECORDS)]
+    assert [c for _l, c in predict(ctx, deployed(records))] == [True] * 5
+    (ctx / "src" / "index.php").write_text("<?php echo 1;\n")
+    assert [c for _l, c in predict(ctx, deployed(records))] == [False] * 5

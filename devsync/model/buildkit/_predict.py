@@ -191,6 +191,7 @@ class BuildKitPredictor:
         for ins in stage.instructions:
             steps.append(self._dispatch(ins, stage, state))
         self._match(steps, stage, base, info)
+        _metadata_follows(steps)
         return steps
 
     # -- what this build writes
@@ -295,6 +296,7 @@ class BuildKitPredictor:
             theirs = _signatures(history_entries(source.image, skip))
         ours = _signatures([s.ours for s in steps[1:] if s.ours])
         current: list[int] = roots
+        matched: list[BKStep] = []  # the vertices whose key the cache has, in order
         broken: BKStep | None = None
         unsure = False
         for k, step in enumerate(vertices):
@@ -339,20 +341,12 @@ class BuildKitPredictor:
             if len(candidates) > 1 and len({graph.records[c].has_layers
                                             for c in candidates}) > 1:
                 step.certain = False
+            # the key matches; whether the result is loaded or run is decided below
             step.cached = any(graph.records[c].has_layers for c in candidates)
             step.depth = max((d for c in candidates for d in graph.records[c].results), default=0)
-            if not step.cached:
-                step.miss = "no-layers"
+            matched.append(step)
             current = candidates
-        # metadata steps say what the vertex before them said
-        last: BKStep | None = None
-        for s in steps[1:]:
-            if s.vertex:
-                last = s
-            elif last is not None and not last.cached:
-                s.cached, s.miss, s.detail = False, "busted", str(last.instruction.line)
-            else:
-                s.cached = True
+        _loaded_or_run(matched)
 
     @property
     def hasher(self) -> ContentHasher | None:
@@ -379,6 +373,34 @@ class BuildKitPredictor:
             step.certain = False
             step.detail = "transport"
         return selection.key
+
+
+def _loaded_or_run(matched: list[BKStep]) -> None:
+    """Of the vertices whose keys match (a chain from FROM), BuildKit loads the last one
+    whose record has layers, if the build needs anything of them: what comes after that one
+    in the chain runs (its record has no result to load); what comes before is never needed
+    and is reported CACHED with no layers at all. (Measured: an image built from an imported
+    cache re-exports the imported steps without layers; built unchanged it is all CACHED,
+    and after an edit further down every such step runs again, moby/buildkit#1981.)"""
+    last_loadable = max((i for i, s in enumerate(matched) if s.cached), default=-1)
+    for i, step in enumerate(matched):
+        if i <= last_loadable:
+            step.cached, step.miss = True, None
+        else:
+            step.cached, step.miss = False, "no-layers"
+
+
+def _metadata_follows(steps: list[BKStep]) -> None:
+    """Steps without a vertex say what the vertex before them in the stage said (before the
+    first one: nothing to build, so cached)."""
+    last: BKStep | None = None
+    for s in steps[1:]:
+        if s.vertex:
+            last = s
+        elif last is not None and not last.cached:
+            s.cached, s.miss, s.detail = False, "busted", str(last.instruction.line)
+        else:
+            s.cached = True
 
 
 def _arg_parts(ins: Instruction) -> tuple[str, str | None]:
