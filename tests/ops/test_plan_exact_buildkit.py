@@ -352,3 +352,113 @@ def test_classic_builder_setting_keeps_the_classic_plan(team: BKTeam, devsync_en
     plan = _plan(team.path)
     assert plan.builder == "classic"
     assert any("BuildKit" in n and "DOCKER_BUILDKIT=0" in n for n in plan.notes), plan.notes
+
+
+def test_sync_builds_with_buildkit_as_planned(team: BKTeam, devsync_env: None) -> None:
+    """`devsync sync` of a BuildKit project: BuildKit's CACHED for each step is what the plan
+    predicted (the sync compares them itself and would warn), unchanged and after an edit."""
+    from devsync.adapters.engine import Engine
+    from devsync.adapters.gitrepo import open_repo
+    from devsync.adapters.resolver import Resolver
+    from devsync.events import StepFinished, Warning_
+    from devsync.model.project import load_project
+    from devsync.ops.sync import sync_image
+
+    for change, first in ((_nothing, None), (_edit_uncommitted, 7)):
+        _reset(team)
+        change(team)
+        team.fresh_machine()
+        project = load_project(team.path)
+        engine = Engine.connect()
+        plan = _plan(team.path)
+        assert plan.builder == "buildkit"
+        first_step = next((s for s in plan.steps if not s.cached), None)
+        assert (first_step.line if first_step else None) == first, plan.summary
+        events = list(sync_image(project, project.image("app"), engine=engine,
+                                 resolver=Resolver(engine), git=open_repo(team.path),
+                                 plan=plan))
+        differed = [e.message for e in events if isinstance(e, Warning_)
+                    and ("the engine rebuilt" in e.message or "the engine reused" in e.message)]
+        assert not differed, differed
+        finished = [e for e in events if isinstance(e, StepFinished)]
+        predicted = [e for e in finished if e.predicted_cached is not None]
+        assert len(predicted) >= 5, finished
+        assert all(e.cached == e.predicted_cached for e in predicted), finished
+
+
+def test_registry_cache_is_read_and_merged(team: BKTeam, devsync_env: None) -> None:
+    """A registry cache next to the deployed image (REPO:buildcache, as `devsync publish
+    --registry-cache` writes it) is read from its cacheconfig manifest, without layers, and
+    joins the cache sources; the plan stays exact with both imported."""
+    from devsync.adapters.engine import Engine
+    from devsync.adapters.resolver import Resolver
+    from devsync.model.buildkit import CacheGraph
+    from devsync.ops.buildkit import write_registry_cache
+
+    _reset(team)
+    resolver = Resolver(Engine.connect())
+    write_registry_cache(resolver, team.repo, [f"{team.repo}:1.0.1"])
+    config = Resolver(Engine.connect()).registry_cache(f"{team.repo}:buildcache")
+    assert config is not None
+    assert CacheGraph.from_cache_config(config).loadable >= 5
+    assert Resolver(Engine.connect()).registry_cache(f"{team.repo}:1.0.1") is None
+    _edit_uncommitted(team)
+    plan = _plan(team.path)
+    assert plan.cache_from == [f"{team.repo}:1.0.1", f"{team.repo}:buildcache"]
+    real = _assert_exact(team, plan, "registry cache")
+    assert real[6] and not real[7], real
+
+
+def test_deployed_index_with_an_attestation_manifest(team: BKTeam, devsync_env: None) -> None:
+    """build-push-action pushes an index: the image for its platform and a provenance
+    attestation manifest (platform unknown/unknown). The inline cache is read through it."""
+    import hashlib
+    import json
+    import urllib.request
+
+    from devsync.adapters.engine import Engine
+    from devsync.adapters.registry._manifests import local_platform
+    from devsync.adapters.resolver import Resolver, repository_path
+
+    _reset(team)
+    path = repository_path(team.repo)
+    host = team.repo.split("/", 1)[0].replace("localhost", "127.0.0.1")
+    request = urllib.request.Request(
+        f"http://{host}/v2/{path}/manifests/1.0.1",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    with urllib.request.urlopen(request) as resp:
+        body = resp.read()
+        media_type = resp.headers["Content-Type"]
+
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    client = Resolver(Engine.connect()).client(team.repo)
+    config, statement = b"{}", b'{"_type": "https://in-toto.io/Statement/v0.1"}'
+    client.put_blob(path, config)
+    client.put_blob(path, statement)
+    attestation = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": digest(statement),
+                    "size": len(statement)}]}).encode()
+    client.put_manifest(path, digest(attestation), attestation,
+                        "application/vnd.oci.image.manifest.v1+json")
+    _os, arch = local_platform().split("/", 1)
+    index = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": media_type, "digest": digest(body), "size": len(body),
+             "platform": {"os": "linux", "architecture": arch}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": digest(attestation), "size": len(attestation),
+             "annotations": {"vnd.docker.reference.digest": digest(body),
+                             "vnd.docker.reference.type": "attestation-manifest"},
+             "platform": {"os": "unknown", "architecture": "unknown"}}]}).encode()
+    client.put_manifest(path, "2.0.0", index, "application/vnd.oci.image.index.v1+json")
+    _edit_uncommitted(team)
+    plan = _plan(team.path)
+    assert plan.deployed == f"{team.repo}:2.0.0"
+    assert [s.line for s in plan.steps if s.kind != "nop" and not s.cached] == [7, 8]
+    _assert_exact(team, plan, "attested index")
