@@ -103,7 +103,7 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         # (BuildKit's own cache keys, from the deployed image's cache metadata)
         return plan_buildkit(project, spec, resolver, git, deployed_ref=deployed_ref,
                              deployed=deployed, notes=notes, on_demand=on_demand)
-    if deployed is not None and deployed.built_with_buildkit:
+    if deployed is not None and deployed.last_built_with_buildkit:
         notes.append(
             f"{deployed_ref} was built with BuildKit, and .devsync.toml says builder = "
             '"classic": the classic builder cannot reuse its layers. Leave builder on "auto" '
@@ -289,7 +289,7 @@ def _explain_miss(out: PlanStep, step: SimStep, sim: SimResult, spec: ImageSpec,
     if miss == "no-source":
         out.reason = "no cache source: no deployed image to reuse"
     elif miss == "parent":
-        if deployed is not None and deployed.built_with_buildkit:
+        if deployed is not None and deployed.last_built_with_buildkit:
             out.reason = ("the deployed image was built with BuildKit; the classic builder "
                           "cannot reuse its layers")
         else:

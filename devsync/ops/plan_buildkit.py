@@ -53,7 +53,7 @@ def wants_buildkit(project: Project, deployed: ImageInfo | None) -> bool:
     builder = getattr(project.config, "builder", "auto")
     if builder in ("buildkit", "classic"):
         return builder == "buildkit"
-    return deployed is not None and deployed.built_with_buildkit
+    return deployed is not None and deployed.last_built_with_buildkit
 
 
 def choose_transport(project: Project) -> str:
@@ -79,7 +79,7 @@ def plan_buildkit(project: Project, spec: ImageSpec, resolver: Resolver, git: Gi
     graph: CacheGraph | None = None
     if deployed is not None and deployed_ref:
         cache_from.append(deployed_ref)
-        if not deployed.built_with_buildkit:
+        if not deployed.last_built_with_buildkit:
             notes.append(f"{deployed_ref} was built by the classic builder: BuildKit imports no "
                          f"cache from it, so every step runs. Either {INLINE_FIX}, or set "
                          'builder = "classic" in .devsync.toml while CI builds that way.')
@@ -187,7 +187,7 @@ def _miss_reason(step: BKStep, spec: ImageSpec, project: Project, deployed: Imag
     if miss == "no-metadata":
         if deployed is None:
             return "no cache source: no deployed image to reuse"
-        if not deployed.built_with_buildkit:
+        if not deployed.last_built_with_buildkit:
             return ("the deployed image was built by the classic builder: BuildKit imports "
                     "no cache from it")
         return f"the deployed image carries no BuildKit cache metadata: {INLINE_FIX}"

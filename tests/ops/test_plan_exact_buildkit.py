@@ -38,9 +38,9 @@ class BKTeam:
     deployed_head: str = ""
     deployed: list[str] = field(default_factory=list)
 
-    def docker(self, *args: str, cwd: Path | None = None, check: bool = True
-               ) -> subprocess.CompletedProcess[str]:
-        env = dict(self.engine.env(), DOCKER_BUILDKIT="1")
+    def docker(self, *args: str, cwd: Path | None = None, check: bool = True,
+               buildkit: bool = True) -> subprocess.CompletedProcess[str]:
+        env = dict(self.engine.env(), DOCKER_BUILDKIT="1" if buildkit else "0")
         proc = subprocess.run([LEGACY_CLI, *args], env=env, cwd=cwd or self.path,
                               capture_output=True, text=True, timeout=300)
         if check and proc.returncode != 0:
@@ -105,9 +105,9 @@ class BKTeam:
 @pytest.fixture(scope="module")
 def team(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
          tmp_path_factory: pytest.TempPathFactory) -> BKTeam:
-    path = tmp_path_factory.mktemp("bkexact") / "bkshop"
+    path = tmp_path_factory.mktemp("bkexact") / "bkexact"
     path.mkdir()
-    team = BKTeam(path, engine, f"{registry.host}/bkshop")
+    team = BKTeam(path, engine, f"{registry.host}/bkexact")
     git(path, "init", "-q", "-b", "main")
     (path / "Dockerfile.base").write_text(BASE_DOCKERFILE.format(busybox=busybox_image))
     (path / "Dockerfile").write_text(APP_DOCKERFILE.format(repo=team.repo))
@@ -200,6 +200,13 @@ def _arg_default_changed(team: BKTeam) -> None:
     df.write_text(df.read_text().replace("COMPOSER_FLAGS=--no-dev", "COMPOSER_FLAGS=--dev"))
 
 
+def _env_added(team: BKTeam) -> None:
+    # (after the ARG: the WORKDIR and COPY after it keep their keys, the RUN's env changes)
+    df = team.path / "Dockerfile"
+    df.write_text(df.read_text().replace("ARG COMPOSER_FLAGS=--no-dev\n",
+                                         "ARG COMPOSER_FLAGS=--no-dev\nENV DEBUG=1\n"))
+
+
 def _ignored_file_added(team: BKTeam) -> None:
     (team.path / "debug.log").write_text("noise\n")
 
@@ -215,6 +222,8 @@ SCENARIOS: dict[str, tuple[Callable[[BKTeam], None], int | None]] = {
     # BuildKit: the WORKDIR and the COPY before the RUN that uses the argument stay CACHED
     "arg-default-changed": (_arg_default_changed, 6),
     "ignored-file-added": (_ignored_file_added, None),
+    # an ENV is in a RUN's key, not in a WORKDIR's or a COPY's (lines shift by one)
+    "env-added": (_env_added, 7),
 }
 
 
@@ -462,3 +471,22 @@ def test_deployed_index_with_an_attestation_manifest(team: BKTeam, devsync_env: 
     assert plan.deployed == f"{team.repo}:2.0.0"
     assert [s.line for s in plan.steps if s.kind != "nop" and not s.cached] == [7, 8]
     _assert_exact(team, plan, "attested index")
+
+
+def test_classic_image_as_a_buildkit_source(team: BKTeam, devsync_env: None) -> None:
+    """builder = "buildkit" while CI still builds with the classic builder: BuildKit imports
+    nothing from a classic image, and the plan says so with the CI change."""
+    _reset(team)
+    other = team.repo + "-classic"
+    head = git(team.path, "rev-parse", "HEAD").strip()
+    team.docker("build", "-q", "--label", f"org.opencontainers.image.revision={head}",
+                "-t", f"{other}:1.0.1", ".", buildkit=False)
+    team.docker("push", f"{other}:1.0.1")
+    (team.path / ".devsync.toml").write_text(
+        f'[devsync]\nbuilder = "buildkit"\n\n[images.app]\ndeployed = "{other}"\n')
+    plan = _plan(team.path)
+    assert plan.builder == "buildkit" and plan.deployed == f"{other}:1.0.1"
+    assert any("classic builder" in n and "BUILDKIT_INLINE_CACHE=1" in n for n in plan.notes)
+    assert not any(cached for cached, _c in _vertex_steps(plan).values()), plan.summary
+    _assert_exact(team, plan, "classic source")
+    (team.path / ".devsync.toml").unlink()
