@@ -200,3 +200,54 @@ def test_records_without_layers_are_cached_until_a_later_step_needs_them(tmp_pat
     assert [c for _l, c in predict(ctx, deployed(records))] == [True] * 5
     (ctx / "src" / "index.php").write_text("<?php echo 1;\n")
     assert [c for _l, c in predict(ctx, deployed(records))] == [False] * 5
+
+
+def _steps(ctx: Path) -> dict[int, tuple[bool, bool]]:
+    image = deployed(RECORDS)
+    graph = CacheGraph.from_inline(image.inline_cache, len(image.diff_ids))
+    steps = BuildKitPredictor(parse_file(ctx / "Dockerfile"), context=scan_context(ctx),
+                              images=lambda ref: busybox(),
+                              source=CacheSource(image.reference, graph, image, 2)).run()
+    return {s.instruction.line: (s.cached, s.certain) for s in steps if s.vertex}
+
+
+def test_what_the_history_cannot_tell_is_uncertain(tmp_path: Path) -> None:
+    """RUN --network/--mount/--security and COPY --chown/--chmod are in the op, and no
+    history entry says them: those steps are marked uncertain, not claimed."""
+    ctx = make_context(tmp_path / "app")
+    df = ctx / "Dockerfile"
+    df.write_text(DOCKERFILE.replace("RUN ls", "RUN --network=none ls"))
+    assert _steps(ctx)[8][1] is False
+    df.write_text(DOCKERFILE.replace("COPY composer.json", "COPY --chown=1:1 composer.json"))
+    assert _steps(ctx)[5][1] is False
+
+
+def test_other_stages_and_copy_from_are_uncertain(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path / "app")
+    (ctx / "Dockerfile").write_text(
+        "FROM localhost:53737/busybox:1 AS build\nRUN echo hi > /x\n"
+        "FROM localhost:53737/busybox:1\nCOPY --from=build /x /x\nRUN cat /x\n")
+    steps = _steps(ctx)
+    assert steps[2] == (False, False)  # another stage's RUN
+    assert steps[4] == (False, False)  # COPY --from: the files it builds decide
+    assert steps[5] == (False, False)  # after it, nothing is certain either
+
+
+def test_wildcard_content_keys(tmp_path: Path) -> None:
+    """Measured: `COPY composer.* ./` and `COPY src/*.php /src/` (two matches)."""
+    ctx = tmp_path / "wc"
+    (ctx / "src").mkdir(parents=True)
+    for rel, text in {"composer.json": '{"a":1}\n', "src/index.php": "<?php\n",
+                      "src/b.php": "<?php 2\n", ".dockerignore": ".git\n",
+                      "Dockerfile": "FROM localhost:53737/busybox:1\nCOPY composer.* ./\n"
+                                    "COPY src/*.php /src/\n"}.items():
+        (ctx / rel).write_text(text)
+        (ctx / rel).chmod(0o644)
+    hasher = ContentHasher(scan_context(ctx))
+    one = hasher.select(["composer.*"])
+    assert one.exact and one.key == ("sha256:e4a98818d5280a02d7a9bb2a4532f29c9216dce42993e2ae"
+                                     "6f3f250b36815e98")
+    two = hasher.select(["src/*.php"])
+    assert two.exact and two.key == ("sha256:90deb48a2b0a3dca34c561db14b7e08b60e46848d26e5935"
+                                     "2886f3f2096ac66f")
+    assert not hasher.select(["s*"]).exact  # a directory matched: not measured, not claimed

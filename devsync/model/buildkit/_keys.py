@@ -7,7 +7,9 @@ layers only (not on its tag or config); the record's digest is `sha256("<op dige
 COPY/ADD from the context (`solver/llbsolver/ops/file.go`, `llbsolver.NewContentHashFunc`):
 each source path is checksummed over the files as the client sent them (`cache/contenthash`),
 the checksums joined with NUL and hashed again; the record that a COPY's second input links to
-is `sha256("<that digest>@-1")`. The checksums:
+is `sha256("<that digest>@-1")`. A wildcard source that matches one path of the same base
+name is that path's checksum; otherwise sha256 over its matches in key order, NUL between
+them, each its base name followed by its checksum. The checksums:
   file      sha256 of a tarsum-v1 header (name emptied; mode's permission and set-id bits,
             uid, gid, size, type flag, link target, user and group names empty, device
             numbers, extended attributes) followed by the content; no modification time;
@@ -79,7 +81,7 @@ class Selection:
     """What one COPY selected: its content key, and whether it is exact."""
 
     key: str
-    exact: bool = True  # False: a wildcard that matched several paths (see `ContentHasher`)
+    exact: bool = True  # False: a wildcard that matched a directory (not measured)
     paths: list[str] = field(default_factory=list)
 
 
@@ -192,26 +194,36 @@ class ContentHasher:
                 checksums.append(self.checksum(self.follow(path.lstrip("/"))))
                 continue
             matches = self._matches(path)
+            if any(kind == "dir" for _rel, _digest, kind in matches):
+                exact = False  # (a directory matched by a wildcard: not measured)
             if not matches:
                 checksums.append(_EMPTY)
-            elif len(matches) == 1:
-                checksums.append(matches[0])
+            elif len(matches) == 1 and \
+                    posixpath.basename(path) == posixpath.basename(matches[0][0]):
+                checksums.append(matches[0][1])
             else:
-                # (several matches: BuildKit v0.8 joins their checksums; not yet measured)
-                exact = False
-                checksums.append(_sha(b"\0".join(m.encode() for m in matches)))
+                h = hashlib.sha256()
+                for i, (rel, digest, _kind) in enumerate(matches):
+                    if i:
+                        h.update(b"\0")
+                    h.update(posixpath.basename(rel).encode("utf-8", "surrogateescape")
+                             + digest.encode())
+                checksums.append("sha256:" + h.hexdigest())
         return Selection(content_key(checksums), exact, [p for p, _w in selectors])
 
-    def _matches(self, pattern: str) -> list[str]:
+    def _matches(self, pattern: str) -> list[tuple[str, str, str]]:
+        """(path, checksum, kind) of each entry a wildcard matches, in BuildKit's key order
+        (a matched directory's contents are not matched again)."""
         regex = _path_match_regex(pattern.lstrip("/"))
-        out: list[str] = []
+        out: list[tuple[str, str, str]] = []
         skip: str | None = None
         for e in sorted(self.context.entries, key=lambda e: e.rel.replace("/", "\0")):
             if skip is not None and e.rel.startswith(skip + "/"):
                 continue
             if regex.fullmatch(e.rel):
                 rel = self.follow(e.rel) if e.kind == "symlink" else e.rel
-                out.append(self.checksum(rel))
+                target = self.context.entry(rel) if rel else None
+                out.append((e.rel, self.checksum(rel), target.kind if target else "dir"))
                 if e.kind == "dir":
                     skip = e.rel
         return out
