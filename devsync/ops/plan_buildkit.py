@@ -171,9 +171,8 @@ def _uncertain(step: BKStep) -> str:
     if step.detail == "--chown/--chmod":
         return (" (uncertain: --chown/--chmod is part of the cache key, and the deployed "
                 "image's history does not show it)")
-    if step.detail == "transport":
-        return (" (uncertain: built through the Engine API, BuildKit hashes the unpacked "
-                "context root, not the CLI's; set docker_cli for an exact prediction)")
+    if step.detail == "after uncertain":
+        return " (uncertain: its key hangs on an uncertain step before it)"
     if step.miss in ("stage", "unknown", "busted"):
         return ""
     return " (uncertain: the cache source has several records here)"
@@ -197,6 +196,11 @@ def _miss_reason(step: BKStep, spec: ImageSpec, project: Project, deployed: Imag
                 or "base image changed: the deployed image was built on other base layers")
     if miss == "new-step":
         return "new step: the deployed image has nothing here"
+    if miss == "transport":
+        return ("built through the Engine API (no docker CLI with BuildKit here), BuildKit "
+                "hashes the context root as it unpacks it, never as CI's client sent it: a "
+                "`COPY` of the whole context does not match. Install the docker CLI or set "
+                "docker_cli in .devsync.toml to reuse it")
     if miss == "no-layers":
         return ("the deployed image's cache record for this step has no layers (it was built "
                 "from an imported cache, whose records BuildKit re-exports without them; "

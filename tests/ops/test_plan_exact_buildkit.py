@@ -490,3 +490,40 @@ def test_classic_image_as_a_buildkit_source(team: BKTeam, devsync_env: None) -> 
     assert not any(cached for cached, _c in _vertex_steps(plan).values()), plan.summary
     _assert_exact(team, plan, "classic source")
     (team.path / ".devsync.toml").unlink()
+
+
+def test_engine_api_transport_certain_steps_hold(team: BKTeam, devsync_env: None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a docker CLI devsync builds through the Engine API (the context as a tar in
+    the request body). BuildKit then hashes the unpacked context root itself: a `COPY .`
+    never matches a CLI-built cache (measured), and the plan says so and why."""
+    from devsync.adapters.engine import Engine
+    from devsync.adapters.engine._dockercli import forget_found
+    from devsync.adapters.gitrepo import open_repo
+    from devsync.adapters.resolver import Resolver
+    from devsync.events import StepFinished, Warning_
+    from devsync.model.project import load_project
+    from devsync.ops.sync import sync_image
+
+    monkeypatch.setenv("DEVSYNC_DOCKER_CLI", "none")
+    forget_found()
+    _reset(team)
+    team.fresh_machine()
+    plan = _plan(team.path)
+    assert plan.transport == "api"
+    root_copy = next(s for s in plan.steps if s.line == 7)
+    assert not root_copy.cached and "Engine API" in root_copy.reason, root_copy.reason
+    assert [s.line for s in plan.steps if s.kind != "nop" and not s.cached] == [7, 8]
+    project = load_project(team.path)
+    engine = Engine.connect()
+    events = list(sync_image(project, project.image("app"), engine=engine,
+                             resolver=Resolver(engine), git=open_repo(team.path), plan=plan))
+    differed = [e.message for e in events if isinstance(e, Warning_)
+                and ("the engine rebuilt" in e.message or "the engine reused" in e.message)]
+    assert not differed, differed
+    finished = {e.index: e for e in events if isinstance(e, StepFinished)}
+    built = [s for s in plan.steps if s.kind != "skip"]
+    outcome = {built[i].line: e.cached for i, e in finished.items() if i < len(built)}
+    for step in built:
+        if step.certain and step.kind in ("run", "copy"):
+            assert outcome[step.line] == step.cached, (step.line, outcome, plan.summary)

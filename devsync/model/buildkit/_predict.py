@@ -308,11 +308,18 @@ class BuildKitPredictor:
                 step.certain = step.certain and not unsure
                 step.detail = str(broken.instruction.line)
                 continue
+            if unsure and step.certain:
+                step.certain = False  # (its key hangs on an uncertain step before it)
+                step.detail = step.detail or "after uncertain"
             content = None
             if step.kind == "copy":
                 content = self._content(step)
                 if content is None:
                     broken, unsure = step, True
+                    continue
+                if step.miss == "transport":
+                    step.cached = False
+                    broken = step
                     continue
             elif step.kind in ("copy-stage", "add-url"):
                 step.cached, step.certain, step.miss = False, False, "unknown"
@@ -346,6 +353,7 @@ class BuildKitPredictor:
             step.depth = max((d for c in candidates for d in graph.records[c].results), default=0)
             matched.append(step)
             current = candidates
+            unsure = unsure or not step.certain
         _loaded_or_run(matched)
 
     @property
@@ -368,10 +376,10 @@ class BuildKitPredictor:
         if not selection.exact:
             step.certain = False
         if self.transport != "cli" and "/" in selection.paths:
-            # the Engine API's BuildKit unpacks the context tar itself: the root's header is
-            # the unpacked directory's, never the CLI's
-            step.certain = False
-            step.detail = "transport"
+            # the Engine API's BuildKit unpacks the context tar itself and hashes the root as
+            # unpacked, never as a session sends it: a CI-built `COPY .` does not match
+            # (measured, tests/ops/test_plan_exact_buildkit.py)
+            step.miss = "transport"
         return selection.key
 
 
