@@ -11,6 +11,8 @@ unknown keys only produce warnings, so a newer file still loads in an older devs
     base_drift_threshold = 0.5           # warn when app layers exceed this fraction of the base
     layer_warning = 100                  # warn when an image's layer count reaches this
     docker_cli = "/usr/bin/docker"       # the docker CLI for BuildKit builds that need one
+    builder = "auto"                     # "classic", "buildkit", or "auto": the deployed
+                                         # image's own builder
     compose_files = ["docker-compose.yml"]  # the Compose files to read ([]: none); default:
                                          # the ones Compose itself reads (see model.compose)
 
@@ -58,7 +60,8 @@ _HOST_PORT = re.compile(rf"(?P<host>{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa
                         r"(?::(?P<port>[0-9]{1,5}))?")
 _ROLES = ROLES
 _SETTINGS = ("registry_check_minutes", "insecure_registries", "base_drift_threshold",
-             "layer_warning", "docker_cli", "compose_files")
+             "layer_warning", "docker_cli", "compose_files", "builder")
+BUILDERS = ("auto", "classic", "buildkit")
 _IMAGE_KEYS = ("dockerfile", "context", "tag", "deployed", "role", "target", "build_args",
                "compose_services")
 
@@ -88,6 +91,8 @@ class DevsyncConfig:
     # None: the first on PATH that can (DEVSYNC_DOCKER_CLI wins over both)
     docker_cli: str | None = None
     compose_files: list[str] | None = None  # None: the files Compose itself would read
+    # which builder devsync builds (and predicts) with: "auto" follows the deployed image
+    builder: str = "auto"
     images: dict[str, ImageConfig] = field(default_factory=dict)
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
@@ -185,6 +190,12 @@ class _Loader:
                                     f"{OVERLAY2_MAX_LAYERS} layers: builds fail before it warns")
             elif key == "docker_cli":
                 config.docker_cli = self.string(value, path)
+            elif key == "builder":
+                builder = self.string(value, path)
+                if builder not in BUILDERS:
+                    raise self.fail(path, f'expected "auto", "classic" or "buildkit", got '
+                                          f"{builder!r}")
+                config.builder = builder
             elif key == "compose_files":
                 config.compose_files = [self.relative_path(item, path)
                                         for item in self.string_list(value, path)]

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 BUILDKIT_MARKER = "# buildkit"
+INLINE_CACHE_KEY = "moby.buildkit.cache.v0"
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,19 @@ class ImageInfo:
     layer_sizes: tuple[int, ...] = ()
     digest: str | None = None  # manifest digest (registry) / repo digest (local)
     layer_digests: tuple[str, ...] = ()  # the manifest's layer blobs (registry), base first
+    # BuildKit's inline cache (the config's `moby.buildkit.cache.v0`, base64), "" when none
+    inline_cache: str = field(default="", repr=False)
 
     @property
     def built_with_buildkit(self) -> bool:
+        """Whether any of its history (its base's too) was built with BuildKit."""
         return any(h.is_buildkit for h in self.history)
+
+    @property
+    def last_built_with_buildkit(self) -> bool:
+        """Whether the image itself (its last build, not its base) was built with BuildKit:
+        its last history entry is BuildKit's. A classic build FROM a BuildKit base is not."""
+        return bool(self.history) and self.history[-1].is_buildkit
 
     def layers_in(self, n_history: int) -> int:
         """How many diff IDs belong to the first `n_history` history entries."""
@@ -84,6 +94,7 @@ class ImageInfo:
             layer_sizes=layer_sizes,
             digest=digest,
             layer_digests=layer_digests,
+            inline_cache=str(config.get(INLINE_CACHE_KEY) or ""),
         )
 
 

@@ -545,7 +545,7 @@ def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> lis
             deployed = resolver.latest_deployed(spec.deployed)
         except RegistryUnreachableError:
             deployed = None  # (the plan meets it too, and says so)
-        if deployed and _built_with_buildkit(resolver, deployed):
+        if deployed and _built_with_buildkit(project, resolver, deployed):
             return []  # a BuildKit sync pulls nothing first (see sync_image)
         if deployed:
             refs.append(deployed)
@@ -554,13 +554,16 @@ def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> lis
     return refs
 
 
-def _built_with_buildkit(resolver: Resolver, ref: str) -> bool:
-    """Whether `ref` is a BuildKit image (its config, which the plan reads next anyway)."""
+def _built_with_buildkit(project: Project, resolver: Resolver, ref: str) -> bool:
+    """Whether the plan will build on `ref` with BuildKit (its config, which the plan reads
+    next anyway; the same rule as the plan's, devsync.ops.plan_buildkit.wants_buildkit)."""
+    from devsync.ops.plan_buildkit import wants_buildkit
+
     try:
         info = resolver.remote(ref)
     except DevsyncError:
         return False
-    return info is not None and info.built_with_buildkit
+    return info is not None and wants_buildkit(project, info)
 
 
 def run_sync(session: Session, specs: list[ImageSpec], *,

@@ -353,6 +353,9 @@ def test_buildkit_built_deployed_image_is_called_out_and_predicted(
     history = team.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", ref).stdout
     assert "# buildkit" in history
     team.forget_local_images()
+    # (devsync now builds a BuildKit image's project with BuildKit, see
+    # test_plan_exact_buildkit.py; this is the classic builder's plan, asked for)
+    (team.path / ".devsync.toml").write_text('[devsync]\nbuilder = "classic"\n')
     plan = _plan(team.path)
     assert plan.deployed == ref
     assert any("BuildKit" in n and "DOCKER_BUILDKIT=0" in n for n in plan.notes), plan.notes
