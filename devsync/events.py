@@ -22,8 +22,9 @@ class Event:
 
 
 def _kind(cls: type) -> str:
-    # PullProgress -> pull_progress
-    name = cls.__name__
+    # PullProgress -> pull_progress; Warning_ -> warning (the underscore only keeps Python's
+    # own Warning unshadowed)
+    name = cls.__name__.rstrip("_")
     out = [name[0].lower()]
     for ch in name[1:]:
         if ch.isupper():
@@ -139,14 +140,30 @@ class Pushed(Event):
 
 
 @dataclass(frozen=True)
-class Done(Event):
-    ok: bool = True
+class ImageSynced(Event):
+    """One image of a sync of several is done (the last one's is the operation's `Done`)."""
+
     summary: str = ""
     details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class ErrorEvent(Event):
-    message: str
-    hint: str | None = None
-    exit_code: int = 1
+class Next:
+    """What to do after an operation, in each view's terms: a key in the TUI, a command on
+    the command line."""
+
+    what: str  # "bump FROM"
+    key: str  # "u"
+    command: str  # "devsync base bump"
+    why: str = ""  # "points the app's FROM at the new base"
+
+
+@dataclass(frozen=True)
+class Done(Event):
+    """The last event of every operation, exactly once. `ok` is always true: a failure
+    raises instead (the field stays for --json readers and for positional callers)."""
+
+    ok: bool = True
+    summary: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    next: Next | None = None

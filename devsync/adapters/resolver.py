@@ -10,7 +10,7 @@ with nothing local to use the registry's error is raised as it was.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from devsync.errors import DevsyncError, RegistryError, RegistryUnreachableError
 from devsync.model.images import ImageInfo
@@ -120,6 +120,18 @@ class Resolver:
         )
         self._remote[ref] = image
         return image
+
+    def registry_cache(self, ref: str) -> dict[str, Any] | None:
+        """The config of the BuildKit registry cache `ref` (decoded JSON), None when there is
+        no such tag or it is not a registry cache. Only the manifest and the config blob are
+        fetched."""
+        from devsync.adapters.registry import RegistryNotFound
+
+        repo, tag, digest = split_reference(ref)
+        try:
+            return self.client(repo).cache_config(repository_path(repo), digest or tag or "latest")
+        except RegistryNotFound:
+            return None
 
     def _unchecked(self, repository: str, exc: RegistryError) -> None:
         self.unchecked.setdefault(registry_of(repository), exc.message)

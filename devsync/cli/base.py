@@ -8,37 +8,30 @@ from pathlib import Path
 
 from devsync.cli.output import EventPrinter, clean, open_session
 from devsync.ops import base as basework
+from devsync.ops import operations
 
 
 def run(start: Path, args: argparse.Namespace) -> int:
     cmd = args.base_command
     if cmd == "build":
         session = open_session(start, need_engine=True)
-        assert session.engine is not None
         printer = EventPrinter(as_json=args.json)
-        for event in basework.base_build(session.project, engine=session.engine,
-                                         resolver=session.resolver, git=session.git,
-                                         version=args.base_version, push=args.push,
-                                         replace=args.replace):
+        for event in operations.base_build(session, version=args.base_version,
+                                           push=args.push, replace=args.replace):
             printer.show(event)
         printer.finish()
-        if not args.json:
-            print("next: devsync base bump   (points the app's FROM at the new base)")
         return 0
     if cmd == "bump":
         session = open_session(start, need_engine=args.local)
-        result = basework.base_bump(session.project, session.resolver, args.to_tag,
-                                    local=args.local)
-        if result.newer_than_registry:
-            print(f"devsync: FROM already uses {clean(result.old)}, newer than any base in the "
-                  "registry (push it: devsync base build --push)")
+        done = operations.last(operations.base_bump(session, args.to_tag, local=args.local))
+        changed = done.details["changed"]
+        if not changed:
+            print(f"devsync: {clean(done.summary)}")
             return 0
-        if not result.changed:
-            print(f"devsync: FROM already uses {clean(result.new)}")
-            return 0
-        for path in result.changed:
-            print(f"{clean(path)}: {clean(result.old)} -> {clean(result.new)}")
-        print("next: commit the change, then devsync sync (rebuilds the app on the new base)")
+        for path in changed:
+            print(f"{clean(path)}: {clean(done.details['old'])} -> {clean(done.details['new'])}")
+        if done.next is not None:
+            print(f"next: {done.next.command} ({done.next.why})")
         return 0
     session = open_session(start, need_engine=False)
     adv = basework.advice(session.project, session.resolver)
@@ -56,11 +49,9 @@ def run(start: Path, args: argparse.Namespace) -> int:
 
 def publish(start: Path, args: argparse.Namespace) -> int:
     session = open_session(start, need_engine=True)
-    assert session.engine is not None
     printer = EventPrinter(as_json=args.json)
-    for event in basework.publish(session.project, args.version, engine=session.engine,
-                                  resolver=session.resolver, git=session.git,
-                                  image=args.image, registry_cache=args.registry_cache):
+    for event in operations.publish(session, args.version, image=args.image,
+                                    registry_cache=args.registry_cache):
         printer.show(event)
     printer.finish()
     return 0

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-    from devsync.ops.plan import ImagePlan
-
 
 def run(args: list[str], *, own_process: bool) -> int:
     """Run the command in `args`; `own_process`: devsync is the process's own program."""
@@ -190,6 +188,7 @@ def _status(start: Path, *, as_json: bool) -> int:
     from devsync.cli.output import print_status
     from devsync.ops.answers import unchecked_warnings
     from devsync.ops.recording import record_statuses
+    from devsync.ops.snapshot import repo_info
     from devsync.ops.status import collect_statuses
 
     session = output.open_session(start, need_engine=False)
@@ -207,7 +206,8 @@ def _status(start: Path, *, as_json: bool) -> int:
             "images": [s.to_json() for s in statuses],
         }, indent=2))
     else:
-        print_status(session.project, session.git, statuses, session.engine_problem)
+        print_status(repo_info(session.project.root, session.git, brief=True), statuses,
+                     session.engine_problem)
     return 0
 
 
@@ -239,24 +239,15 @@ def _plan(start: Path, image: str | None, *, as_json: bool) -> int:
 
 def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     from devsync.cli.output import EventPrinter, confirm
-    from devsync.ops.sync import run_sync
+    from devsync.ops import operations
 
     printer = EventPrinter(as_json=as_json)
-
+    # someone can answer: a large pull asks first (the operation decides when)
     may_ask = not yes and not as_json and sys.stdin.isatty()
-
-    def before(plan: ImagePlan) -> bool:
-        if as_json:
-            return True
-        printer.plan(plan)
-        if may_ask and plan.pull_bytes > 200 * 1024 * 1024:
-            return confirm(f"pull {plan.pull_bytes / 1e6:.0f} MB for {plan.name}?")
-        return True
-
-    # when nobody will be asked, the pulls start while the plan is computed
     with output.open_session(start, need_engine=True) as session:
-        for event in run_sync(session, session.images(image), before=before,
-                              prefetch=not may_ask):
+        for event in operations.sync(session, [image] if image else None,
+                                     ask=confirm if may_ask else None,
+                                     show_plan=None if as_json else printer.plan):
             printer.show(event)
     printer.finish()
     return 0

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from devsync.events import (
     Done,
-    ErrorEvent,
     Event,
     ImageBuilt,
-    LayerProgress,
+    ImageSynced,
     LogLine,
     PhaseStarted,
     PullFinished,
@@ -34,11 +34,10 @@ from devsync.prompt.sanitize import clean
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from devsync.adapters.gitrepo import GitRepo
-    from devsync.model.project import Project
     from devsync.ops.answers import PlanAnswer
     from devsync.ops.plan import ImagePlan
     from devsync.ops.session import Session
+    from devsync.ops.snapshot import RepoInfo
     from devsync.ops.status import ImageStatus
 
 def _use_colour(stream: TextIO) -> bool:
@@ -67,12 +66,12 @@ def _table(rows: list[list[str]], headers: list[str]) -> list[str]:
     return out
 
 
-def print_status(project: Project, git: GitRepo, statuses: list[ImageStatus],
+def print_status(repo: RepoInfo, statuses: list[ImageStatus],
                  engine_problem: str | None, stream: TextIO = sys.stdout) -> None:
     style = _Style(stream)
-    head = git.head_short or "(no commits)"
-    branch = git.branch or "(detached)"
-    print(f"{clean(project.root)}  {style(clean(branch), '1')} @ {head}", file=stream)
+    head = repo.head or "(no commits)"
+    branch = repo.branch or "(detached)"
+    print(f"{clean(repo.root)}  {style(clean(branch), '1')} @ {head}", file=stream)
     if engine_problem:
         print(style(f"engine: {clean(engine_problem)}", "31"), file=stream)
     headers = ["IMAGE", "STATE", "LOCAL", "DEPLOYED", "WHY", "NEXT"]
@@ -177,62 +176,89 @@ class EventPrinter:
         if self.as_json:
             print(json.dumps(event.to_json(), default=str), file=self.stream, flush=True)
             return
-        if isinstance(event, PullProgress | PushProgress):
-            verb = "pull" if isinstance(event, PullProgress) else "push"
-            text = (f"  {verb} {clean(event.reference)}: {event.layers_done}/"
-                    f"{event.layers_total} layers, {_mb(event.bytes_done)}/"
-                    f"{_mb(event.bytes_total)}")
-            if self.tty:
-                width = 20
-                frac = event.bytes_done / event.bytes_total if event.bytes_total else 0
-                bar = "#" * int(frac * width)
-                self.stream.write(f"\r\x1b[2K{text} [{bar:<{width}}]")
-                self.stream.flush()
-                self._progress_shown = True
-            return
-        if isinstance(event, LayerProgress):
-            return
-        if isinstance(event, PhaseStarted):
-            self._line(self.style(f"==> {event.image}: {event.phase}", "1")
-                       + (f"  {clean(event.detail)}" if event.detail else ""))
-        elif isinstance(event, PullStarted):
-            self._line(f"  pulling {clean(event.reference)}")
-        elif isinstance(event, PullFinished):
-            what = "already present" if event.already_present else "pulled"
-            self._line(f"  {what} {clean(event.reference)}")
-        elif isinstance(event, StepStarted):
-            self._open_step = (event.image, event.index)
-            self._line(f"  step {event.index + 1}/{event.total}: {clean(event.instruction)}")
-        elif isinstance(event, StepFinished):
-            mark = self.style("cached", "32") if event.cached else self.style("rebuilt", "33")
-            # BuildKit runs steps side by side: say which one, when it is not the last begun
-            which = "" if self._open_step == (event.image, event.index) \
-                else f" (step {event.index + 1})"
-            self._open_step = None
-            self._line(f"    -> {mark}{which}")
-        elif isinstance(event, LogLine):
-            self._line(f"    {clean(event.text)}")
-        elif isinstance(event, Warning_):
-            self._line(self.style(f"  warning: {clean(event.message)}", "33"))
-        elif isinstance(event, ImageBuilt):
-            fetched = (f"; fetched {event.fetched_layers} layers, {_mb(event.fetched_bytes)}"
-                       if event.fetched_layers else "")
-            self._line(f"  built {clean(event.tag)} ({event.image_id[:19]}): "
-                       f"{event.steps_cached}/{event.steps_total} steps reused{fetched}")
-        elif isinstance(event, Pushed):
-            self._line(f"  pushed {clean(event.reference)} {event.digest}")
-        elif isinstance(event, Done):
-            self._line(self.style(f"done: {clean(event.summary)}", "32"))
-        elif isinstance(event, ErrorEvent):
-            self._line(self.style(f"error: {clean(event.message)}", "31"))
+        handler = _SHOW.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _transfer(self, event: PullProgress | PushProgress) -> None:
+        verb = "pull" if isinstance(event, PullProgress) else "push"
+        text = (f"  {verb} {clean(event.reference)}: {event.layers_done}/"
+                f"{event.layers_total} layers, {_mb(event.bytes_done)}/"
+                f"{_mb(event.bytes_total)}")
+        if self.tty:
+            width = 20
+            frac = event.bytes_done / event.bytes_total if event.bytes_total else 0
+            bar = "#" * int(frac * width)
+            self.stream.write(f"\r\x1b[2K{text} [{bar:<{width}}]")
+            self.stream.flush()
+            self._progress_shown = True
+
+    def _phase(self, event: PhaseStarted) -> None:
+        self._line(self.style(f"==> {event.image}: {event.phase}", "1")
+                   + (f"  {clean(event.detail)}" if event.detail else ""))
+
+    def _pull_started(self, event: PullStarted) -> None:
+        self._line(f"  pulling {clean(event.reference)}")
+
+    def _pull_finished(self, event: PullFinished) -> None:
+        what = "already present" if event.already_present else "pulled"
+        self._line(f"  {what} {clean(event.reference)}")
+
+    def _step_started(self, event: StepStarted) -> None:
+        self._open_step = (event.image, event.index)
+        self._line(f"  step {event.index + 1}/{event.total}: {clean(event.instruction)}")
+
+    def _step_finished(self, event: StepFinished) -> None:
+        mark = self.style("cached", "32") if event.cached else self.style("rebuilt", "33")
+        # BuildKit runs steps side by side: say which one, when it is not the last begun
+        which = "" if self._open_step == (event.image, event.index) \
+            else f" (step {event.index + 1})"
+        self._open_step = None
+        self._line(f"    -> {mark}{which}")
+
+    def _log_line(self, event: LogLine) -> None:
+        self._line(f"    {clean(event.text)}")
+
+    def _warning(self, event: Warning_) -> None:
+        self._line(self.style(f"  warning: {clean(event.message)}", "33"))
+
+    def _built(self, event: ImageBuilt) -> None:
+        fetched = (f"; fetched {event.fetched_layers} layers, {_mb(event.fetched_bytes)}"
+                   if event.fetched_layers else "")
+        self._line(f"  built {clean(event.tag)} ({event.image_id[:19]}): "
+                   f"{event.steps_cached}/{event.steps_total} steps reused{fetched}")
+
+    def _pushed(self, event: Pushed) -> None:
+        self._line(f"  pushed {clean(event.reference)} {event.digest}")
+
+    def _done(self, event: Done | ImageSynced) -> None:
+        self._line(self.style(f"done: {clean(event.summary)}", "32"))
+        following = event.next if isinstance(event, Done) else None
+        if following is not None:
+            why = f"   ({following.why})" if following.why else ""
+            self._line(f"next: {following.command}{why}")
 
     def finish(self) -> None:
         if self._progress_shown:
             print(file=self.stream)
 
 
-def dump_json(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str)
+# One handler per event type; a type not here (LayerProgress) prints nothing.
+_SHOW: dict[type[Event], Callable[[EventPrinter, Any], None]] = {
+    PullProgress: EventPrinter._transfer,
+    PushProgress: EventPrinter._transfer,
+    PhaseStarted: EventPrinter._phase,
+    PullStarted: EventPrinter._pull_started,
+    PullFinished: EventPrinter._pull_finished,
+    StepStarted: EventPrinter._step_started,
+    StepFinished: EventPrinter._step_finished,
+    LogLine: EventPrinter._log_line,
+    Warning_: EventPrinter._warning,
+    ImageBuilt: EventPrinter._built,
+    Pushed: EventPrinter._pushed,
+    ImageSynced: EventPrinter._done,
+    Done: EventPrinter._done,
+}
 
 
 def warn(text: str) -> None:

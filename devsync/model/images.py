@@ -50,7 +50,14 @@ class ImageInfo:
 
     @property
     def built_with_buildkit(self) -> bool:
+        """Whether any of its history (its base's too) was built with BuildKit."""
         return any(h.is_buildkit for h in self.history)
+
+    @property
+    def last_built_with_buildkit(self) -> bool:
+        """Whether the image itself (its last build, not its base) was built with BuildKit:
+        its last history entry is BuildKit's. A classic build FROM a BuildKit base is not."""
+        return bool(self.history) and self.history[-1].is_buildkit
 
     def layers_in(self, n_history: int) -> int:
         """How many diff IDs belong to the first `n_history` history entries."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from devsync.errors import DevsyncError
 from devsync.model.versions import split_reference
@@ -33,9 +33,6 @@ CLASSIC, BUILDKIT = "classic", "buildkit"
 CLI, API = "cli", "api"
 # on an image devsync built with BuildKit through the Engine API (not through a CLI)
 TRANSPORT_LABEL = "dev.devsync.buildkit.transport"
-INLINE_FIX = ("build it in CI with BuildKit's cache metadata: `--build-arg BUILDKIT_INLINE_CACHE=1`"
-              " (docker build), `cache-to: type=inline` (docker/build-push-action), or a "
-              "`type=registry,mode=max` cache")
 
 
 @dataclass(frozen=True)
@@ -43,7 +40,8 @@ class BuilderChoice:
     builder: str  # CLASSIC or BUILDKIT
     transport: str | None  # BuildKit: CLI or API; None for the classic builder
     why: str  # in words: what decided it
-    # what the user should know: the builder cannot reuse the deployed image, and the fix
+    # the classic builder on a BuildKit image: it cannot reuse it, and the fix (what BuildKit
+    # cannot reuse, the BuildKit plan says: devsync.ops.plan_buildkit)
     notes: tuple[str, ...] = ()
 
     @property
@@ -59,39 +57,24 @@ def configured_builder(project: Project, spec: ImageSpec) -> str:
 def built_through_cli(image: ImageInfo | None) -> bool:
     """Whether a BuildKit image was built through a docker CLI's session (as CI builds),
     not by devsync through the Engine API."""
-    return image is not None and image.built_with_buildkit \
+    return image is not None and image.last_built_with_buildkit \
         and image.labels.get(TRANSPORT_LABEL) != API
 
 
 def decide(configured: str, *, reference: ImageInfo | None, reference_name: str = "",
-           cli_found: Callable[[], bool], needs_login: Callable[[], bool],
-           registry_cache: Callable[[], bool] = lambda: False) -> BuilderChoice:
+           cli_found: Callable[[], bool], needs_login: Callable[[], bool]) -> BuilderChoice:
     """The decision table. `reference`: the image "auto" follows (None: none is known).
-    `cli_found` and `needs_login` are asked only for a BuildKit build, `registry_cache`
-    (whether the registry has a BuildKit registry cache) only when `reference` has no inline
-    cache."""
+    `cli_found` and `needs_login` are asked only for a BuildKit build."""
     name = reference_name or (reference.reference if reference is not None else "")
     if configured == CLASSIC:
         notes: tuple[str, ...] = ()
-        if reference is not None and reference.built_with_buildkit:
+        if reference is not None and reference.last_built_with_buildkit:
             notes = (f"{name} was built with BuildKit, and .devsync.toml says builder = "
                      '"classic": the classic builder cannot reuse its layers. Set builder = '
                      '"buildkit" (or "auto") to build with BuildKit and reuse them, or build it '
                      "in CI with the classic builder (DOCKER_BUILDKIT=0 docker build ...).",)
         return BuilderChoice(CLASSIC, None, 'builder = "classic" in .devsync.toml', notes)
-    choice = _buildkit_or_classic(configured, reference, name, cli_found, needs_login)
-    if not choice.buildkit or reference is None:
-        return choice
-    if not reference.built_with_buildkit:
-        note = (f"{name} was built by the classic builder: BuildKit imports no cache from it, "
-                f"so every step runs. Either {INLINE_FIX}, or set builder = \"classic\" in "
-                ".devsync.toml while CI builds that way.")
-    elif not reference.inline_cache and not registry_cache():
-        note = (f"{name} carries no BuildKit cache metadata, so BuildKit reuses nothing from "
-                f"it: {INLINE_FIX}.")
-    else:
-        return choice
-    return BuilderChoice(choice.builder, choice.transport, choice.why, (note,))
+    return _buildkit_or_classic(configured, reference, name, cli_found, needs_login)
 
 
 def _buildkit_or_classic(configured: str, reference: ImageInfo | None, name: str,
@@ -99,7 +82,7 @@ def _buildkit_or_classic(configured: str, reference: ImageInfo | None, name: str
                          needs_login: Callable[[], bool]) -> BuilderChoice:
     if configured == BUILDKIT:
         why = 'builder = "buildkit" in .devsync.toml'
-    elif reference is not None and reference.built_with_buildkit:
+    elif reference is not None and reference.last_built_with_buildkit:
         why = f"{name} was built with BuildKit"
     elif reference is not None:
         return BuilderChoice(CLASSIC, None, f"{name} was built with the classic builder")
@@ -128,8 +111,8 @@ def choose_builder(project: Project, spec: ImageSpec, resolver: Resolver, *,
                    deployed: ImageInfo | None, deployed_ref: str | None = None) -> BuilderChoice:
     """The builder and way for `spec`, given its deployed image as the plan read it."""
     configured = configured_builder(project, spec)
-    reference, name, said = _reference(project, spec, resolver, deployed, deployed_ref or "",
-                                       configured)
+    reference, name = _reference(project, spec, resolver, deployed, deployed_ref or "",
+                                 configured)
 
     def cli_found() -> bool:
         from devsync.adapters.engine import find_buildkit_cli
@@ -147,78 +130,37 @@ def choose_builder(project: Project, spec: ImageSpec, resolver: Resolver, *,
                 continue
         return False
 
-    def registry_cache() -> bool:
-        from devsync.adapters.resolver import repository_path
-        from devsync.model.registrycache import REGISTRY_CACHE_TAG
-
-        repository = split_reference(name)[0] if name else ""
-        if not repository:
-            return False
-        try:
-            return resolver.client(repository).head_digest(
-                repository_path(repository), REGISTRY_CACHE_TAG) is not None
-        except DevsyncError:
-            return False
-
-    choice = decide(configured, reference=reference, reference_name=name, cli_found=cli_found,
-                    needs_login=needs_login, registry_cache=registry_cache)
-    return choice if said else BuilderChoice(choice.builder, choice.transport, choice.why)
+    return decide(configured, reference=reference, reference_name=name, cli_found=cli_found,
+                  needs_login=needs_login)
 
 
 def _reference(project: Project, spec: ImageSpec, resolver: Resolver,
                deployed: ImageInfo | None, deployed_ref: str, configured: str
-               ) -> tuple[ImageInfo | None, str, bool]:
-    """The image "auto" follows, its name, and whether what it lacks is worth a note: the
-    deployed image; else, for an app not deployed yet, the registry's team base it is FROM;
-    else (the registry out of reach, say) the image the last sync built here, when devsync
-    built it with BuildKit (its inputs label), which tells how the last sync built."""
+               ) -> tuple[ImageInfo | None, str]:
+    """The image "auto" follows, and its name: the deployed image; else, for an app not
+    deployed yet, the registry's team base it is FROM; else (the registry out of reach, say)
+    the image the last sync built here, when devsync built it with BuildKit (its inputs
+    label), which tells how the last sync built."""
     if deployed is not None or configured != "auto":
-        return deployed, deployed_ref, True
+        return deployed, deployed_ref
     if spec.base_ref and any(b.tag == spec.base_ref for b in project.base_images):
         try:
             base = resolver.base(spec.base_ref)
         except DevsyncError:
             base = None
         if base is not None and base.origin == "registry":  # (one built here says nothing)
-            return base, spec.base_ref, True
+            return base, spec.base_ref
     from devsync.ops.bkinputs import INPUTS_LABEL
 
     try:
         local = resolver.local(spec.tag)
     except DevsyncError:
         local = None
-    if local is not None and local.built_with_buildkit and INPUTS_LABEL in local.labels:
-        return local, spec.tag, False
-    return None, deployed_ref, True
-
-
-_Plan = TypeVar("_Plan")  # devsync.ops.plan.ImagePlan (which imports this module)
-
-
-def buildkit_stand_in(given: _Plan) -> _Plan:
-    """A BuildKit plan while its steps are the classic model's, which cannot say what BuildKit
-    reuses: every step past the FROM is left to BuildKit (`certain: False`), the cache source is
-    the deployed image alone (BuildKit reads its cache metadata, and fetches lazily: no pull),
-    and the context goes as a CLI sends it. (devsync.model.buildkit's predictor replaces it.)"""
-    from devsync.model.classic import StepKind
-    from devsync.model.context import TarFlavor
-
-    plan: Any = given
-    source = plan.deployed if plan.deployed in plan.cache_from else None
-    why = (f"BuildKit decides from {source}'s cache metadata as it builds" if source
-           else "BuildKit decides as it builds (no cache source: only this engine's cache)")
-    for step in plan.steps:
-        if step.kind in ("skip", "meta", StepKind.FROM):
-            continue
-        step.cached, step.certain = False, False
-        step.reason, step.files, step.commits = why, [], []
-    plan.cache_from = [source] if source else []
-    plan.flavor = TarFlavor.CLI_MODERN
-    plan.pull_bytes = 0
-    plan.reuse = None
-    return given
+    if local is not None and local.last_built_with_buildkit and INPUTS_LABEL in local.labels:
+        return local, spec.tag
+    return None, deployed_ref
 
 
 __all__ = ["API", "BUILDKIT", "CLASSIC", "CLI", "TRANSPORT_LABEL", "BuilderChoice", "builder_of",
-           "buildkit_stand_in", "built_through_cli", "choose_builder", "configured_builder",
+           "built_through_cli", "choose_builder", "configured_builder",
            "decide"]

@@ -14,11 +14,10 @@ import re
 import stat
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from devsync.errors import DevsyncError
-from devsync.model.classic import BuildSimulator, SimResult, SimStep, StepKind, WholeReuse
+from devsync.model.classic import BuildSimulator, SimResult, SimStep, StepKind
 from devsync.model.context import (
     GIT_MODES_FLAVORS,
     PLAIN_FLAVORS,
@@ -30,9 +29,19 @@ from devsync.model.dockerfiles import Dockerfile, cache_busting_order
 from devsync.model.files import read_regular
 from devsync.model.images import ImageInfo
 from devsync.model.project import ROLE_BASE, ImageSpec, Project
-from devsync.ops.builders import buildkit_stand_in, choose_builder
+from devsync.ops.builders import choose_builder
 from devsync.ops.contexts import ContextOnDemand, copies_context, save_digests, scan_with_cache
-from devsync.ops.reasons import REVISION_LABEL, built_on_stage, changed_line, from_changed
+from devsync.ops.plan_buildkit import plan_buildkit
+from devsync.ops.plansteps import ImagePlan, PlanStep
+from devsync.ops.reasons import (
+    REVISION_LABEL,
+    built_on_stage,
+    changed_line,
+    from_changed,
+)
+from devsync.ops.reasons import changed_files as _changed_files
+from devsync.ops.reasons import mode_only_changes as _mode_only_changes
+from devsync.ops.reasons import split_args as _split_args
 
 if TYPE_CHECKING:
     from devsync.adapters.gitrepo import GitRepo
@@ -55,84 +64,6 @@ FLAVOR_TEXT = {
 }
 # what plan_image tries, in order of preference (an earlier flavor wins a tie)
 DEFAULT_FLAVORS = PLAIN_FLAVORS + GIT_MODES_FLAVORS
-
-
-@dataclass
-class PlanStep:
-    line: int
-    instruction: str
-    cached: bool
-    reason: str
-    kind: str
-    stage: int
-    files: list[str] = field(default_factory=list)
-    commits: list[dict[str, str]] = field(default_factory=list)
-    created_by: str | None = None
-    # False: reused only if the engine finds a match devsync cannot see (what another stage
-    # builds, see buildsim; or, without a cache source, earlier local builds)
-    certain: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "line": self.line, "instruction": self.instruction, "cached": self.cached,
-            "reason": self.reason, "kind": self.kind, "stage": self.stage,
-            "certain": self.certain,
-            "files": self.files, "commits": self.commits,
-        }
-
-
-@dataclass
-class ImagePlan:
-    name: str
-    role: str
-    dockerfile: str
-    context: str
-    tag: str
-    cache_from: list[str]
-    steps: list[PlanStep]
-    deployed: str | None = None  # resolved reference of the latest deployed image
-    deployed_digest: str | None = None
-    deployed_revision: str | None = None
-    base: str | None = None
-    flavor: TarFlavor = TarFlavor.CLI_MODERN
-    notes: list[str] = field(default_factory=list)
-    pull_bytes: int = 0  # what a sync would download at most
-    builder: str = "classic"  # "classic" or "buildkit"
-    # BuildKit: how the build goes to the engine: "cli" (the docker CLI's session) or "api"
-    # (the Engine API, the context as a tar in the request body)
-    transport: str | None = None
-    # the context as scanned for this plan (not serialised): status reuses it
-    scanned_context: BuildContext | None = field(default=None, repr=False, compare=False)
-    # every step cached from one image: a sync makes the result without a build (ops.reuse)
-    reuse: WholeReuse | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def first_rebuild(self) -> PlanStep | None:
-        return next((s for s in self.steps if not s.cached), None)
-
-    @property
-    def rebuild_count(self) -> int:
-        return sum(1 for s in self.steps if not s.cached)
-
-    @property
-    def summary(self) -> str:
-        first = self.first_rebuild
-        total = len(self.steps)
-        if first is None:
-            return f"all {total} steps cached"
-        return (f"{total - self.rebuild_count}/{total} steps cached; rebuilds from line "
-                f"{first.line}: {first.reason}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "role": self.role, "dockerfile": self.dockerfile,
-            "context": self.context, "tag": self.tag, "cache_from": self.cache_from,
-            "deployed": self.deployed, "deployed_digest": self.deployed_digest,
-            "deployed_revision": self.deployed_revision, "base": self.base,
-            "context_flavor": self.flavor.name.lower(), "notes": self.notes,
-            "pull_bytes": self.pull_bytes,
-            "steps": [s.to_json() for s in self.steps],
-        }
 
 
 def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
@@ -170,9 +101,14 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         notes.append("no deployed repository known: set images."
                      f"{spec.name}.deployed in .devsync.toml")
     notes.extend(cache_busting_order(df, spec.rel_dockerfile(project.root)))
-    # (which builder, and which way for BuildKit; notes when it cannot reuse the deployed one)
+    # (which builder, and which way for BuildKit: devsync.ops.builders)
     choice = choose_builder(project, spec, resolver, deployed=deployed, deployed_ref=deployed_ref)
-    notes.extend(choice.notes)
+    if choice.buildkit:
+        # (BuildKit's own cache keys, from the deployed image's cache metadata)
+        return plan_buildkit(project, spec, resolver, git, deployed_ref=deployed_ref,
+                             deployed=deployed, notes=notes, on_demand=on_demand,
+                             transport=choice.transport)
+    notes.extend(choice.notes)  # (the classic builder on a BuildKit image: how to reuse it)
     local = resolver.local(spec.tag) if spec.tag != deployed_ref else None
     if local is not None and spec.role != ROLE_BASE:
         sources.append(local)
@@ -243,7 +179,7 @@ def plan_image(project: Project, spec: ImageSpec, resolver: Resolver,
         pull_bytes=pull_bytes, scanned_context=on_demand.scanned, reuse=reuse,
         builder=choice.builder, transport=choice.transport,
     )
-    return buildkit_stand_in(plan) if choice.buildkit else plan
+    return plan
 
 
 def planned_context(plan: ImagePlan, spec: ImageSpec) -> BuildContext:
@@ -354,7 +290,7 @@ def _explain_miss(out: PlanStep, step: SimStep, sim: SimResult, spec: ImageSpec,
     if miss == "no-source":
         out.reason = "no cache source: no deployed image to reuse"
     elif miss == "parent":
-        if deployed is not None and deployed.built_with_buildkit:
+        if deployed is not None and deployed.last_built_with_buildkit:
             out.reason = ("the deployed image was built with BuildKit; the classic builder "
                           "cannot reuse its layers")
         else:
@@ -412,15 +348,6 @@ def _explain_changed(out: PlanStep, step: SimStep, sim: SimResult, context: Buil
     out.reason = changed_line(before, after, deployed) if before and after \
         else "instruction changed"
 
-
-def _split_args(created_by: str) -> tuple[dict[str, str], str]:
-    m = _BUILD_ARGS.match(created_by)
-    if not m:
-        return {}, created_by
-    n = int(m.group(1))
-    parts = created_by[m.end():].split(" ")
-    args = dict(p.split("=", 1) for p in parts[:n] if "=" in p)
-    return args, " ".join(parts[n:])
 
 
 def _readable(created_by: str) -> str:
@@ -564,28 +491,6 @@ def _content_edited(git: GitRepo, project: Project, revision: str, paths: list[s
     return False
 
 
-def _changed_files(git: GitRepo, repo_files: list[str], revision: str | None
-                   ) -> tuple[list[str], list[dict[str, str]], list[str]]:
-    wanted = set(repo_files)
-    changes = git.changes()
-    uncommitted = sorted(wanted & (set(changes.modified) | set(changes.untracked)))
-    changed = list(uncommitted)
-    commits: list[dict[str, str]] = []
-    if revision and git.resolve(revision):
-        committed = [p for p in git.changed_since(revision, repo_files) if p in wanted]
-        for path in committed:
-            if path not in changed:
-                changed.append(path)
-        touched = [p for p in committed if p not in uncommitted]
-        if touched:
-            commits = [_commit_json(c) for c in git.commits_touching(touched, revision,
-                                                                      limit=20)]
-    return sorted(changed), commits, uncommitted
-
-
-def _commit_json(c: Any) -> dict[str, str]:
-    return {"sha": c.sha, "short": c.short, "author": c.author, "summary": c.summary,
-            "date": c.date.isoformat() if hasattr(c.date, "isoformat") else str(c.date)}
 
 
 def _mode_oddities(context: BuildContext, files: list[str]) -> str:
@@ -600,24 +505,3 @@ def _mode_oddities(context: BuildContext, files: list[str]) -> str:
         if len(odd) >= 3:
             break
     return ", ".join(odd)
-
-
-def _mode_only_changes(git: GitRepo, context: BuildContext, paths: list[str],
-                       prefix: str) -> list[str]:
-    """`path 0644 -> 0755` for uncommitted changes that touched only the file mode."""
-    out = []
-    for path in paths[:10]:
-        committed = git.file_at("HEAD", path)
-        rel = path if prefix in ("", ".") else path[len(prefix) + 1:]
-        entry = context.entry(rel)
-        if committed is None or entry is None or entry.kind != "file":
-            continue
-        try:
-            if read_regular(entry.path) != committed:
-                continue
-        except OSError:
-            continue
-        now = entry.mode & 0o777
-        was = 0o755 if now & 0o111 == 0 else 0o644
-        out.append(f"{path} {was:04o} -> {now:04o}")
-    return out

@@ -1,19 +1,25 @@
 """The words of a plan step's reason, where the plan names a changed line: old line against
 new line, each cut around the part that differs; a FROM that changed since the image a step
-is compared with was built; a step whose stage is built on another stage that rebuilds."""
+is compared with was built; a step whose stage is built on another stage that rebuilds; the
+build arguments of a RUN; the files, commits and mode-only edits behind a COPY's miss (both
+builders' plans say them the same way)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 from devsync.errors import DevsyncError
+from devsync.model.files import read_regular
 
 if TYPE_CHECKING:
     from devsync.adapters.gitrepo import GitRepo
+    from devsync.model.context import BuildContext
     from devsync.model.dockerfiles import Dockerfile
     from devsync.model.images import ImageInfo
 
 REVISION_LABEL = "org.opencontainers.image.revision"
+_BUILD_ARGS = re.compile(r"^\|(\d+) ")
 
 
 def where_they_differ(old: str, new: str, *, context: int = 12,
@@ -106,3 +112,58 @@ def built_on_stage(df: Dockerfile, stage_bases: dict[int, str], stage: int,
             return f"rebuilds with stage {name} (from line {line}), which this stage is built on"
         seen.add(found.index)
         index = found.index
+
+
+def split_args(created_by: str) -> tuple[dict[str, str], str]:
+    m = _BUILD_ARGS.match(created_by)
+    if not m:
+        return {}, created_by
+    n = int(m.group(1))
+    parts = created_by[m.end():].split(" ")
+    args = dict(p.split("=", 1) for p in parts[:n] if "=" in p)
+    return args, " ".join(parts[n:])
+
+
+def changed_files(git: GitRepo, repo_files: list[str], revision: str | None
+                   ) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    wanted = set(repo_files)
+    changes = git.changes()
+    uncommitted = sorted(wanted & (set(changes.modified) | set(changes.untracked)))
+    changed = list(uncommitted)
+    commits: list[dict[str, str]] = []
+    if revision and git.resolve(revision):
+        committed = [p for p in git.changed_since(revision, repo_files) if p in wanted]
+        for path in committed:
+            if path not in changed:
+                changed.append(path)
+        touched = [p for p in committed if p not in uncommitted]
+        if touched:
+            commits = [_commit_json(c) for c in git.commits_touching(touched, revision,
+                                                                      limit=20)]
+    return sorted(changed), commits, uncommitted
+
+
+def _commit_json(c: Any) -> dict[str, str]:
+    return {"sha": c.sha, "short": c.short, "author": c.author, "summary": c.summary,
+            "date": c.date.isoformat() if hasattr(c.date, "isoformat") else str(c.date)}
+
+
+def mode_only_changes(git: GitRepo, context: BuildContext, paths: list[str],
+                       prefix: str) -> list[str]:
+    """`path 0644 -> 0755` for uncommitted changes that touched only the file mode."""
+    out = []
+    for path in paths[:10]:
+        committed = git.file_at("HEAD", path)
+        rel = path if prefix in ("", ".") else path[len(prefix) + 1:]
+        entry = context.entry(rel)
+        if committed is None or entry is None or entry.kind != "file":
+            continue
+        try:
+            if read_regular(entry.path) != committed:
+                continue
+        except OSError:
+            continue
+        now = entry.mode & 0o777
+        was = 0o755 if now & 0o111 == 0 else 0o644
+        out.append(f"{path} {was:04o} -> {now:04o}")
+    return out

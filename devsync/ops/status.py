@@ -85,6 +85,16 @@ class ImageStatus:
         """The one line `--check` prints ("" when nothing needs doing)."""
         return self.verdict.line(self.name)
 
+    @property
+    def deployed_tag(self) -> str | None:
+        """The deployed image in a word: its tag, else its digest's first 12 characters."""
+        if not self.deployed:
+            return None
+        from devsync.model.versions import split_reference
+
+        _repo, tag, digest = split_reference(self.deployed)
+        return tag or (digest or self.deployed)[:12]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "role": self.role, "state": self.state,
@@ -204,7 +214,7 @@ class _Judge:
             _working_changes(status, self.project, spec, git, context)
         if behind:
             return behind
-        if plan.builder == "buildkit" and local.built_with_buildkit:
+        if plan.builder == "buildkit" and local.last_built_with_buildkit:
             return self._buildkit_app(plan, local, context)
         sim = self._simulate([local], context, plan)
         miss = sim.first_miss

@@ -22,8 +22,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from devsync.ops.policy import next_publish_version, to_sync
 from devsync.ops.pulse import LOOK_REGISTRY, PULSE_SECONDS
-from devsync.ops.verdict import IN_SYNC, MISSING, ROLE_BASE, STALE, UNKNOWN
+from devsync.ops.verdict import ROLE_APP, ROLE_BASE, STALE
 from devsync.tui.errors import WorkerCancel, describe, is_cancellation
 from devsync.tui.messages import FilesChanged, LookAgain, SnapshotReady
 from devsync.tui.screens.dashboard import DashboardScreen
@@ -70,6 +71,7 @@ class DevsyncApp(App[int]):
         # notifications that arrive while the help screen is open: shown when it closes
         self._help_open = False
         self._held: list[tuple[str, dict[str, object]]] = []
+        self._warned: set[str] = set()
         self.theme = theme
 
     def get_default_screen(self) -> Screen[None]:
@@ -108,12 +110,22 @@ class DevsyncApp(App[int]):
         self.load_error = None
         self._last_error = ""
         self.snapshot = snapshot
+        self._notify_warnings(snapshot.warnings)
         self._notify_stale(previous, snapshot)
         self._schedule_registry_check(snapshot.registry_check_minutes)
         if snapshot.first_run and self._auto_onboarding and not self._onboarding_offered:
             self._onboarding_offered = True
             if isinstance(self.screen, DashboardScreen):
                 self.action_onboarding()
+
+    def _notify_warnings(self, warnings: Sequence[str]) -> None:
+        """The session's warnings (an unknown key in .devsync.toml, a corrupt state file),
+        each once until it goes away and comes back."""
+        for text in warnings:
+            if text not in self._warned:
+                self.notify(text, title="Warning", severity="warning", markup=False,
+                            timeout=10)
+        self._warned = set(warnings)
 
     def _notify_stale(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
         """A toast with the verdict's own words when an image goes stale, or goes stale
@@ -223,14 +235,34 @@ class DevsyncApp(App[int]):
         if names is not None:
             statuses = [s for s in snapshot.statuses if s.name in names]
         else:
-            statuses = [s for s in snapshot.statuses if _needs_sync(s)]
+            statuses = to_sync(snapshot.statuses)
         if not statuses:
             if not any(s.state == STALE for s in snapshot.statuses):
                 self.notify("Every image is in sync.", severity="information")
             return
         chosen = [s.name for s in statuses]
         self.run_operation(f"Sync {', '.join(chosen)}",
-                           lambda cancel: self.services.sync(chosen, cancel), statuses, after)
+                           lambda cancel: self.services.sync(chosen, cancel,
+                                                             ask=self.ask_from_worker),
+                           statuses, after)
+
+    def ask_from_worker(self, question: str) -> bool:
+        """An operation's question (`devsync: pull 900 MB for app?`) as a dialog; blocks the
+        worker that asks until it is answered, or the app stops."""
+        answered = threading.Event()
+        answer = [False]
+
+        def done(value: str | None) -> None:
+            answer[0] = value is not None
+            answered.set()
+
+        screen = ConfirmScreen("Large pull", plain_body(question[:1].upper() + question[1:]),
+                               confirm="Pull")
+        self.call_from_thread(self.push_screen, screen, done)
+        while not answered.wait(0.05):
+            if self._stop.is_set():
+                return False
+        return answer[0]
 
     def action_sync(self) -> None:
         self.start_sync()
@@ -250,7 +282,7 @@ class DevsyncApp(App[int]):
         return next((s for s in self.snapshot.statuses if s.role == role), None)
 
     def action_base_build(self) -> None:
-        base = self._image("base")
+        base = self._image(ROLE_BASE)
         if base is None:
             self.notify("This project has no base image (no Dockerfile.base or configured base).",
                         severity="warning")
@@ -265,8 +297,8 @@ class DevsyncApp(App[int]):
                                                         self.services.base_build))
 
     def action_base_bump(self) -> None:
-        app = self._image("app")
-        if app is None or self._image("base") is None:
+        app = self._image(ROLE_APP)
+        if app is None or self._image(ROLE_BASE) is None:
             self.notify("This project has no base image to bump to.", severity="warning")
             return
         body = plain_body(
@@ -277,7 +309,7 @@ class DevsyncApp(App[int]):
                                                         self.services.base_bump))
 
     def action_publish(self) -> None:
-        app = self._image("app")
+        app = self._image(ROLE_APP)
         if app is None:
             self.notify("This project has no app image to publish.", severity="warning")
             return
@@ -285,7 +317,8 @@ class DevsyncApp(App[int]):
             f"Build {app.name} from {app.dockerfile} with OCI labels and push it as the new "
             "deployed version. This is CI's deploy step: use it when you publish by hand.")
         self.push_screen(ConfirmScreen("Publish a new version?", body, confirm="Publish",
-                                       value=_next_patch(app), value_label="Version"),
+                                       value=next_publish_version(app.deployed),
+                                       value_label="Version"),
                          self._publish_confirmed)
 
     def _publish_confirmed(self, version: str | None) -> None:
@@ -352,28 +385,6 @@ class DevsyncApp(App[int]):
         self.shutdown()
 
 
-def _needs_sync(status: ImageStatus) -> bool:
-    """What `s` syncs: app images not in sync; bases that are stale (a sync pulls the team's
-    base, or builds a changed one here) or not pulled yet."""
-    if status.role == ROLE_BASE:
-        return status.state in (STALE, MISSING) or (status.state == UNKNOWN
-                                                    and not status.local_id)
-    return status.state != IN_SYNC
-
-
-def _next_patch(status: ImageStatus) -> str:
-    from devsync.errors import DevsyncError
-    from devsync.model.versions import next_version, split_reference
-
-    if not status.deployed:
-        return "1.0.0"
-    _repo, tag, _digest = split_reference(status.deployed)
-    try:
-        return next_version(tag or "", "patch")
-    except DevsyncError:
-        return ""
-
-
 def make_app(path: Path, *, services: Services | None = None, watch: bool = True,
              onboarding: bool = True, theme: str = DARK) -> DevsyncApp:
     """The app for the repository at `path` (real core services unless given)."""
@@ -383,9 +394,9 @@ def make_app(path: Path, *, services: Services | None = None, watch: bool = True
 
 def run(path: Path) -> int:
     """`devsync` without a command: open the TUI on the repository containing `path`."""
-    from devsync.model.project import find_repo_root
+    from devsync.ops.session import repo_root
 
-    find_repo_root(path)  # not a repository: one clear line from the CLI, not a blank UI
+    repo_root(path)  # not a repository: one clear line from the CLI, not a blank UI
     app = make_app(path)
     result = app.run()
     return int(result or 0)

@@ -33,12 +33,10 @@ def asked(answer: bool, calls: list[str], name: str) -> Callable[[], bool]:
 
 
 def choose(configured: str, reference: ImageInfo | None, *, cli: bool = True,
-           login: bool = False, registry_cache: bool = False,
-           calls: list[str] | None = None) -> BuilderChoice:
+           login: bool = False, calls: list[str] | None = None) -> BuilderChoice:
     calls = [] if calls is None else calls
     return decide(configured, reference=reference, cli_found=asked(cli, calls, "cli"),
-                  needs_login=asked(login, calls, "login"),
-                  registry_cache=asked(registry_cache, calls, "registry_cache"))
+                  needs_login=asked(login, calls, "login"))
 
 
 @pytest.mark.parametrize(("configured", "reference", "cli", "login", "expected"), [
@@ -86,21 +84,6 @@ def test_classic_on_a_buildkit_image_says_how_to_reuse_it() -> None:
     assert choose("auto", image("buildkit")).notes == ()
 
 
-def test_buildkit_on_a_classic_image_says_nothing_is_reused_and_the_ci_fix() -> None:
-    (note,) = choose("buildkit", image("classic")).notes
-    assert "classic builder" in note and "BUILDKIT_INLINE_CACHE=1" in note
-    assert 'builder = "classic"' in note
-
-
-def test_no_cache_metadata_names_the_ci_fixes_unless_a_registry_cache_is_there() -> None:
-    bare = image("buildkit", inline=False)
-    (note,) = choose("auto", bare).notes
-    assert "no BuildKit cache metadata" in note
-    for fix in ("BUILDKIT_INLINE_CACHE=1", "cache-to: type=inline", "type=registry,mode=max"):
-        assert fix in note
-    assert choose("auto", bare, registry_cache=True).notes == ()
-
-
 def test_builder_of_needs_no_cli_probe() -> None:
     class Project:
         class config:
@@ -145,7 +128,6 @@ def test_with_nothing_deployed_auto_follows_the_teams_base_then_the_last_sync_he
     def chosen(base: ImageInfo | None, local: ImageInfo | None) -> tuple[str, str | None]:
         choice = choose_builder(project, spec, Resolver(base, local),  # type: ignore[arg-type]
                                 deployed=None)
-        assert choice.notes == ()  # (nothing deployed: nothing it lacks to say)
         return choice.builder, choice.transport
 
     registry_base = image("buildkit", inline=True)

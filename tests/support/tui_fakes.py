@@ -222,6 +222,13 @@ def sync_events_after_pause() -> list[Event]:
 PAUSE = object()
 
 
+@dataclass(frozen=True)
+class Ask:
+    """In a script: the operation asks this (its `ask`), and notes the answer."""
+
+    question: str
+
+
 @dataclass
 class FakeServices:
     """A `Services` whose answers the test sets. Operations follow `script`: events, and
@@ -241,6 +248,8 @@ class FakeServices:
     snapshots_taken: int = 0
     pulse_answer: str = ""  # what the next pulse says (devsync.ops.pulse)
     root: Path = ROOT
+    ask: Callable[[str], bool] | None = None  # what the last sync was given to ask with
+    answers: list[bool] = field(default_factory=list)
 
     def snapshot(self, *, registry: bool, cancel: threading.Event) -> Snapshot:
         self.calls.append(("snapshot", registry))
@@ -260,6 +269,9 @@ class FakeServices:
 
     def _play(self, cancel: threading.Event) -> Iterator[Event]:
         for item in self.script:
+            if isinstance(item, Ask):  # the operation asks its question (as a sync does)
+                self.answers.append(self.ask(item.question) if self.ask is not None else True)
+                continue
             if item is PAUSE:
                 self.paused.set()
                 while not self.resume.is_set():
@@ -273,8 +285,10 @@ class FakeServices:
         if self.fail_with is not None:
             raise self.fail_with
 
-    def sync(self, images: Sequence[str], cancel: threading.Event) -> Iterator[Event]:
+    def sync(self, images: Sequence[str], cancel: threading.Event, *,
+             ask: Callable[[str], bool] | None = None) -> Iterator[Event]:
         self.calls.append(("sync", tuple(images)))
+        self.ask = ask
         return self._play(cancel)
 
     def base_build(self, cancel: threading.Event) -> Iterator[Event]:

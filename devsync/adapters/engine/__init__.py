@@ -81,14 +81,7 @@ from devsync.adapters.engine._streams import (
     spool,
 )
 from devsync.errors import DevsyncError, EngineError, InterruptedError_
-from devsync.events import (
-    Event,
-    ImageBuilt,
-    PullFinished,
-    PullStarted,
-    Pushed,
-    Warning_,
-)
+from devsync.events import Event, ImageBuilt, PullFinished, PullStarted, Pushed, Warning_
 from devsync.model.versions import split_reference
 
 if TYPE_CHECKING:

@@ -287,6 +287,26 @@ class RegistryClient:
                                 f"content does not match its digest {digest}")
         return resp.body
 
+    def cache_config(self, repository: str, reference: str) -> dict[str, Any] | None:
+        """A BuildKit registry cache's config (`type=registry` exporter: an index or manifest
+        naming a config of media type application/vnd.buildkit.cacheconfig.v0), decoded;
+        None when `reference` is something else (an image). Nothing else is fetched."""
+        from devsync.model.buildkit import CACHE_CONFIG_MEDIA_TYPE
+
+        repository, reference = self._repo(repository), self._ref(reference)
+        _digest, _media_type, doc = self._manifest_document(repository, reference)
+        descriptors = [d for d in [*(doc.get("manifests") or []), doc.get("config")]
+                       if isinstance(d, dict)]
+        found = next((d for d in descriptors if d.get("mediaType") == CACHE_CONFIG_MEDIA_TYPE),
+                     None)
+        if found is None:
+            return None
+        digest = str(found.get("digest") or "")
+        data = parse_json(self.blob(repository, digest), f"cache config {digest}")
+        if not isinstance(data, dict):
+            raise RegistryError(f"cache config {digest} of {repository} is not a JSON object")
+        return data
+
     @property
     def asks_for_login(self) -> bool:
         """Whether the registry answers `/v2/` with an auth challenge: then even an anonymous

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,7 +16,7 @@ from devsync.tui.widgets.palette import style
 from devsync.tui.widgets.plan_view import PlanView
 
 if TYPE_CHECKING:
-    from devsync.tui.app import DevsyncApp
+    from devsync.tui.host import Host
     from devsync.tui.services import Snapshot
 
 
@@ -42,19 +42,17 @@ class DashboardScreen(Screen[None]):
         yield Footer(compact=True, show_command_palette=False)
 
     @property
-    def devsync(self) -> DevsyncApp:
-        from devsync.tui.app import DevsyncApp
-
-        assert isinstance(self.app, DevsyncApp)
-        return self.app
+    def devsync(self) -> Host:
+        return cast("Host", self.app)
 
     def on_mount(self) -> None:
         app = self.devsync
-        self.watch(app, "snapshot", self._show_snapshot, init=False)
-        self.watch(app, "busy", lambda _busy: self._render_bar(), init=False)
-        self.watch(app, "load_error", lambda _err: self._render_banner(), init=False)
+        self.watch(self.app, "snapshot", self._show_snapshot, init=False)
+        self.watch(self.app, "busy", lambda _busy: self._render_bar(), init=False)
+        self.watch(self.app, "load_error", lambda _err: self._render_banner(), init=False)
         # after the new theme's variables are in place (a watch on `theme` runs before)
-        app.theme_changed_signal.subscribe(self, lambda _t: self._show_snapshot(app.snapshot))
+        self.app.theme_changed_signal.subscribe(self,
+                                                lambda _t: self._show_snapshot(app.snapshot))
         self._show_snapshot(app.snapshot)
         self.query_one(ImagesTable).focus()
 
@@ -91,9 +89,9 @@ class DashboardScreen(Screen[None]):
     def _render_bar(self) -> None:
         app = self.devsync
         snapshot = app.snapshot
-        muted = style(app, "muted")
+        muted = style(self.app, "muted")
         out = Text()
-        out.append("devsync", style=f"bold {style(app, 'accent')}")
+        out.append("devsync", style=f"bold {style(self.app, 'accent')}")
         if snapshot is None:
             out.append_text(join("  ", plain(_root_name(app)), ("  loading…", muted)))
         else:
@@ -104,7 +102,7 @@ class DashboardScreen(Screen[None]):
             out.append_text(plain(repo.branch or "detached HEAD"))
             if repo.head:
                 out.append("  HEAD ", style=muted)
-                out.append_text(plain(repo.head, style(app, "accent")))
+                out.append_text(plain(repo.head, style(self.app, "accent")))
                 out.append(" ")
                 out.append_text(plain(repo.subject))
                 if repo.author:
@@ -121,18 +119,18 @@ class DashboardScreen(Screen[None]):
         text: Text | None = None
         if app.load_error is not None:
             message, hint = app.load_error
-            text = join(("✗ ", f"bold {style(app, 'error')}"), plain(message))
+            text = join(("✗ ", f"bold {style(self.app, 'error')}"), plain(message))
             if hint:
-                text.append_text(join(("  hint: ", style(app, "muted")), plain(hint)))
+                text.append_text(join(("  hint: ", style(self.app, "muted")), plain(hint)))
         elif app.snapshot is not None and app.snapshot.engine_problem:
-            text = join(("✗ Docker engine: ", f"bold {style(app, 'error')}"),
+            text = join(("✗ Docker engine: ", f"bold {style(self.app, 'error')}"),
                         plain(app.snapshot.engine_problem),
-                        ("  press o for the checklist", style(app, "muted")))
+                        ("  press o for the checklist", style(self.app, "muted")))
         banner.display = text is not None
         banner.update(text or "")
 
 
-def _root_name(app: DevsyncApp) -> str:
+def _root_name(app: Host) -> str:
     try:
         return app.services.root.name
     except Exception:  # not a repository: the load error says so

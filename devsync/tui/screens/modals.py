@@ -13,6 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from devsync.ops.verdict import IN_SYNC, MISSING, STALE, UNKNOWN
 from devsync.tui.text import join, lines, plain
 from devsync.tui.widgets.palette import style
 
@@ -132,10 +133,10 @@ HELP_KEYS = [
 ]
 
 HELP_STATES = [
-    ("in-sync", "your local image is what this checkout builds, from the deployed image"),
-    ("stale", "the Dockerfile, its inputs or the deployed image changed since your build"),
-    ("missing", "not built (or pulled) here yet"),
-    ("unknown", "devsync could not tell (engine or registry unreachable); see the reason"),
+    (IN_SYNC, "your local image is what this checkout builds, from the deployed image"),
+    (STALE, "the Dockerfile, its inputs or the deployed image changed since your build"),
+    (MISSING, "not built (or pulled) here yet"),
+    (UNKNOWN, "devsync could not tell (engine or registry unreachable); see the reason"),
 ]
 
 

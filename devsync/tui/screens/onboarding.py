@@ -147,11 +147,9 @@ class OnboardingScreen(Screen[None]):
         return out
 
     def action_sync(self) -> None:
-        from devsync.tui.app import DevsyncApp
-
-        app = self.app
-        if isinstance(app, DevsyncApp):
-            app.start_sync(after=self.action_recheck)
+        start_sync = getattr(self.app, "start_sync", None)  # (a DevsyncApp: see tui.host)
+        if start_sync is not None:
+            start_sync(after=self.action_recheck)
 
     def action_close(self) -> None:
         self.dismiss(None)

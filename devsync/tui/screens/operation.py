@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -24,9 +24,9 @@ from textual.worker import Worker, WorkerState
 
 from devsync.events import (
     Done,
-    ErrorEvent,
     Event,
     ImageBuilt,
+    ImageSynced,
     LayerProgress,
     LogLine,
     PhaseStarted,
@@ -209,62 +209,72 @@ class OperationScreen(Screen[bool]):
             self.call_after_refresh(log.scroll_end, animate=False)
 
     def apply(self, event: Event) -> None:
-        log = self.query_one("#op-log", RichLog)
-        muted = style(self.app, "muted")
-        if isinstance(event, PhaseStarted):
-            self._phase = f"{event.image}: {event.phase}"
-            text = join((f"── {event.image}: {event.phase} ", f"bold {style(self.app, 'accent')}"))
-            if event.detail:
-                text.append_text(plain(event.detail, muted))
-            log.write(text)
-        elif isinstance(event, PullStarted):
-            self._start_transfer(f"Pulling {_short_ref(event.reference)}")
-            log.write(join(("pull ", muted), plain(event.reference)))
-        elif isinstance(event, LayerProgress):
-            self._layer(event)
-        elif isinstance(event, PullProgress | PushProgress):
-            verb = "Pulling" if isinstance(event, PullProgress) else "Pushing"
-            self.query_one("#transfer").display = True
-            total = event.bytes_total or event.layers_total
-            done = event.bytes_done if event.bytes_total else event.layers_done
-            self.transfer_total = float(total) if total else None
-            self.transfer_done = float(done)
-            size = (f" · {human_bytes(event.bytes_done)}/{human_bytes(event.bytes_total)}"
-                    if event.bytes_total else "")
-            self._transfer_label(f"{verb} {_short_ref(event.reference)} · layers "
-                                 f"{event.layers_done}/{event.layers_total}{size}")
-        elif isinstance(event, PullFinished):
-            self.transfer_total = self.transfer_total or 1.0
-            self.transfer_done = self.transfer_total or 1.0
-            what = "already here" if event.already_present else "pulled"
-            self._transfer_label(f"{_short_ref(event.reference)} {what}")
-            log.write(join(plain(event.reference), (f" {what}", muted)))
-        elif isinstance(event, Pushed):
-            self.transfer_total = self.transfer_total or 1.0
-            self.transfer_done = self.transfer_total or 1.0
-            self._transfer_label(f"{_short_ref(event.reference)} pushed")
-            log.write(join(("pushed ", style(self.app, "success")), plain(event.reference)))
-        elif isinstance(event, StepStarted):
-            self._step_started(event)
-        elif isinstance(event, StepFinished):
-            self._step_finished(event)
-        elif isinstance(event, LogLine):
-            log.write(plain(event.text.rstrip("\n")))
-        elif isinstance(event, Warning_):
-            log.write(join(("warning: ", f"bold {style(self.app, 'warning')}"),
-                           plain(event.message)))
-        elif isinstance(event, ImageBuilt):
-            log.write(join(("built ", style(self.app, "success")), plain(event.tag),
-                           (f" · {event.steps_cached}/{event.steps_total} steps reused", muted)))
-        elif isinstance(event, Done):
-            self._summary = event.summary
-            if event.summary:
-                role = "success" if event.ok else "error"
-                log.write(join(("done: ", f"bold {style(self.app, role)}"),
-                               plain(event.summary)))
-        elif isinstance(event, ErrorEvent):
-            self._fail(event.message, event.hint or "")
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
         self._render_title()
+
+    def _log(self) -> RichLog:
+        return self.query_one("#op-log", RichLog)
+
+    def _on_phase(self, event: PhaseStarted) -> None:
+        self._phase = f"{event.image}: {event.phase}"
+        text = join((f"── {event.image}: {event.phase} ", f"bold {style(self.app, 'accent')}"))
+        if event.detail:
+            text.append_text(plain(event.detail, style(self.app, "muted")))
+        self._log().write(text)
+
+    def _on_pull_started(self, event: PullStarted) -> None:
+        self._start_transfer(f"Pulling {_short_ref(event.reference)}")
+        self._log().write(join(("pull ", style(self.app, "muted")), plain(event.reference)))
+
+    def _on_transfer(self, event: PullProgress | PushProgress) -> None:
+        verb = "Pulling" if isinstance(event, PullProgress) else "Pushing"
+        self.query_one("#transfer").display = True
+        total = event.bytes_total or event.layers_total
+        done = event.bytes_done if event.bytes_total else event.layers_done
+        self.transfer_total = float(total) if total else None
+        self.transfer_done = float(done)
+        size = (f" · {human_bytes(event.bytes_done)}/{human_bytes(event.bytes_total)}"
+                if event.bytes_total else "")
+        self._transfer_label(f"{verb} {_short_ref(event.reference)} · layers "
+                             f"{event.layers_done}/{event.layers_total}{size}")
+
+    def _on_pull_finished(self, event: PullFinished) -> None:
+        self.transfer_total = self.transfer_total or 1.0
+        self.transfer_done = self.transfer_total or 1.0
+        what = "already here" if event.already_present else "pulled"
+        self._transfer_label(f"{_short_ref(event.reference)} {what}")
+        self._log().write(join(plain(event.reference), (f" {what}", style(self.app, "muted"))))
+
+    def _on_pushed(self, event: Pushed) -> None:
+        self.transfer_total = self.transfer_total or 1.0
+        self.transfer_done = self.transfer_total or 1.0
+        self._transfer_label(f"{_short_ref(event.reference)} pushed")
+        self._log().write(join(("pushed ", style(self.app, "success")),
+                               plain(event.reference)))
+
+    def _on_log_line(self, event: LogLine) -> None:
+        self._log().write(plain(event.text.rstrip("\n")))
+
+    def _on_warning(self, event: Warning_) -> None:
+        self._log().write(join(("warning: ", f"bold {style(self.app, 'warning')}"),
+                               plain(event.message)))
+
+    def _on_built(self, event: ImageBuilt) -> None:
+        self._log().write(join(("built ", style(self.app, "success")), plain(event.tag),
+                               (f" · {event.steps_cached}/{event.steps_total} steps reused",
+                                style(self.app, "muted"))))
+
+    def _on_done(self, event: Done | ImageSynced) -> None:
+        summary = event.summary
+        if isinstance(event, Done) and event.next is not None:
+            summary = f"{summary}; next: {event.next.what} ({event.next.key})"
+        self._summary = summary
+        if summary:
+            role = "success" if not isinstance(event, Done) or event.ok else "error"
+            self._log().write(join(("done: ", f"bold {style(self.app, role)}"),
+                                   plain(summary)))
 
     def _start_transfer(self, label: str) -> None:
         self.query_one("#transfer").display = True
@@ -383,3 +393,22 @@ class OperationScreen(Screen[bool]):
 def _short_ref(ref: str) -> str:
     """`registry.example.com/team/app:1.0.7` -> `app:1.0.7` (the log has the full name)."""
     return ref.rsplit("/", 1)[-1]
+
+
+# One handler per event type; an event of a type not here changes nothing but the title.
+_HANDLERS: dict[type[Event], Callable[[OperationScreen, Any], None]] = {
+    PhaseStarted: OperationScreen._on_phase,
+    PullStarted: OperationScreen._on_pull_started,
+    LayerProgress: OperationScreen._layer,
+    PullProgress: OperationScreen._on_transfer,
+    PushProgress: OperationScreen._on_transfer,
+    PullFinished: OperationScreen._on_pull_finished,
+    Pushed: OperationScreen._on_pushed,
+    StepStarted: OperationScreen._step_started,
+    StepFinished: OperationScreen._step_finished,
+    LogLine: OperationScreen._on_log_line,
+    Warning_: OperationScreen._on_warning,
+    ImageBuilt: OperationScreen._on_built,
+    ImageSynced: OperationScreen._on_done,
+    Done: OperationScreen._on_done,
+}

@@ -9,7 +9,6 @@ from rich.text import Text
 from textual.events import Resize
 from textual.widgets import DataTable
 
-from devsync.model.versions import split_reference
 from devsync.ops.verdict import IN_SYNC, MISSING, ROLE_APP, ROLE_BASE, STALE, UNKNOWN
 from devsync.tui.text import cell, short
 from devsync.tui.widgets.palette import badge_label, badge_style, style
@@ -37,10 +36,7 @@ def image_text(status: ImageStatus) -> str:
 
 
 def deployed_text(status: ImageStatus) -> str:
-    if not status.deployed:
-        return "—"
-    _repo, tag, digest = split_reference(status.deployed)
-    return tag or (digest or status.deployed)[:12]
+    return status.deployed_tag or "—"
 
 
 class ImagesTable(DataTable[Text]):

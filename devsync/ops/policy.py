@@ -1,0 +1,54 @@
+"""What devsync decides for the user, the same for every view: which images a plain sync
+(the TUI's `s`) takes, whether a pull is large enough to ask first, and the version a publish
+proposes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from devsync.ops.verdict import IN_SYNC, MISSING, ROLE_BASE, STALE, UNKNOWN
+
+if TYPE_CHECKING:
+    from devsync.ops.plan import ImagePlan
+    from devsync.ops.status import ImageStatus
+
+# A pull above this asks first where someone can answer (a terminal; not --yes, not --json).
+LARGE_PULL_BYTES = 200 * 1024 * 1024
+
+
+def needs_sync(status: ImageStatus) -> bool:
+    """What a sync of "everything that needs it" takes: app images not in sync; bases that
+    are stale (a sync pulls the team's base, or builds a changed one here) or not pulled yet."""
+    if status.role == ROLE_BASE:
+        return status.state in (STALE, MISSING) or (status.state == UNKNOWN
+                                                    and not status.local_id)
+    return status.state != IN_SYNC
+
+
+def to_sync(statuses: Iterable[ImageStatus]) -> list[ImageStatus]:
+    return [s for s in statuses if needs_sync(s)]
+
+
+def asks_before_pull(plan: ImagePlan) -> bool:
+    """Whether this plan's pull is large enough to ask before it starts."""
+    return plan.pull_bytes > LARGE_PULL_BYTES
+
+
+def large_pull_question(plan: ImagePlan) -> str:
+    return f"pull {plan.pull_bytes / 1e6:.0f} MB for {plan.name}?"
+
+
+def next_publish_version(deployed: str | None) -> str:
+    """The version a publish proposes: the deployed tag's next patch ("1.0.0" when nothing
+    is deployed yet, "" when the deployed tag is no version)."""
+    from devsync.errors import DevsyncError
+    from devsync.model.versions import next_version, split_reference
+
+    if not deployed:
+        return "1.0.0"
+    _repo, tag, _digest = split_reference(deployed)
+    try:
+        return next_version(tag or "", "patch")
+    except DevsyncError:
+        return ""
