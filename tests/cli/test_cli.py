@@ -31,6 +31,23 @@ def test_version_and_help(tmp_path: Path) -> None:
     assert out.returncode == 0 and "status" in out.stdout and "plan" in out.stdout
 
 
+def test_help_offers_no_hidden_command(tmp_path: Path) -> None:
+    """`refresh` is started by the prompt check, not by users: `--help` and a mistyped
+    command's error list it nowhere (argparse printed `refresh  ==SUPPRESS==`)."""
+    script = Path(sys.executable).parent / "devsync"  # the console script a user types
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "devsync"]
+    out = subprocess.run([*command, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "SUPPRESS" not in out.stdout and "refresh" not in out.stdout
+    assert "{status,plan,sync,base,publish,shell-init,demo,tui}" in out.stdout
+    typo = devsync(tmp_path, "stauts")
+    assert typo.returncode == 2 and "invalid choice: 'stauts'" in typo.stderr
+    assert "refresh" not in typo.stderr and "'status'" in typo.stderr
+    # still there for the prompt hook that starts it
+    assert devsync(tmp_path, "refresh", "--help").returncode == 0
+
+
 def test_not_a_repo_is_one_clear_line(tmp_path: Path) -> None:
     out = devsync(tmp_path, "status", state=tmp_path / "state")
     assert out.returncode == 4
