@@ -36,14 +36,16 @@ def run(start: Path, args: argparse.Namespace) -> int:
     session = open_session(start, need_engine=False)
     adv = basework.advice(session.project, session.resolver)
     if args.json:
-        print(json.dumps({"base_bytes": adv.base_bytes, "app_bytes": adv.app_bytes,
-                          "drift": adv.drift, "layers": adv.layers,
-                          "warnings": adv.warnings}, indent=2))
+        print(json.dumps(adv.to_json(), indent=2))
         return 0
-    print(f"base {adv.base_bytes / 1e6:.1f} MB, app layers above it {adv.app_bytes / 1e6:.1f} MB "
-          f"({adv.drift:.0%}), {adv.layers} layers")
+    print(f"verdict: {clean(adv.verdict.reason)}")
+    print(f"  base {adv.base_bytes / 1e6:.1f} MB; app layers above it "
+          f"{adv.app_bytes / 1e6:.1f} MB ({adv.drift:.0%}), of which dependency installs "
+          f"{adv.deps_bytes / 1e6:.1f} MB; {adv.layers} layers")
     for w in adv.warnings:
         print(f"warning: {clean(w)}")
+    if adv.verdict.worth_it:
+        print("next: devsync base build --push && devsync base bump")
     return 0
 
 
