@@ -98,6 +98,12 @@ def print_plan(plan: ImagePlan, stream: TextIO = sys.stdout) -> None:
     style = _Style(stream)
     print(style(f"{plan.name}", "1") + f"  {clean(plan.dockerfile)} -> {clean(plan.tag)}",
           file=stream)
+    if plan.base_sync in ("pull", ""):  # a sync that takes the registry's base builds none
+        said = ("the registry's is what this checkout builds: pulled"
+                if plan.base_sync == "pull" else "the local one is what this checkout builds")
+        print(f"  not built here: {said}", file=stream)
+        print(file=stream)
+        return
     if plan.cache_from:
         print(f"  cache from: {clean(', '.join(plan.cache_from))}", file=stream)
     for note in plan.notes:

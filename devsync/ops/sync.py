@@ -308,7 +308,8 @@ def _sync_base(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: En
     the app builds on it. Publishing a new base is CI's or the base owner's job."""
     from devsync.ops.status import base_next_sync
 
-    how = base_next_sync(project, spec, resolver, git)
+    how = plan.base_sync if plan.base_sync is not None \
+        else base_next_sync(project, spec, resolver, git)
     if how == "build":
         yield PhaseStarted(spec.name, "build", f"{spec.rel_dockerfile(project.root)} changed "
                            f"since {spec.tag} was built: building it here")
@@ -629,6 +630,10 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     continue
                 for line in unchecked_warnings(resolver, already=warned):
                     yield Warning_(spec.name, line)
+                if spec.role == ROLE_BASE:  # (before `before`: a base pulled is not built)
+                    from devsync.ops.status import base_next_sync
+
+                    plan.base_sync = base_next_sync(project, spec, resolver, git)
                 if before is not None and not before(plan):
                     yield Warning_(spec.name, "skipped")
                     continue

@@ -126,3 +126,39 @@ def test_a_command_collects_garbage_rarely_and_the_tui_as_usual() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True)
     assert int(out.stderr.split()[-1]) == 20_000
+
+
+def test_sync_prints_no_build_plan_for_a_base_it_does_not_build(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path: Path) -> None:
+    """yii2-dockerized's base: its plan has REBUILD lines (the vendor stage is never in an
+    image), but a sync takes the registry's base-1.0 and builds nothing of it. The CLI said
+    the REBUILD lines just before "base-1.0 is local"; now it says the base is not built
+    here. A base a teammate changed is built here, and its plan is printed in full."""
+    from tests.support.yii2 import make_yii2_repo
+
+    yii = make_yii2_repo(tmp_path, engine, registry, busybox_image, name="yii2-cliplan")
+    state = tmp_path / "state"
+    plan = devsync(yii.path, "plan", "base", engine=engine, state=state)
+    assert "REBUILD" in plan.stdout  # what made the sync's output read as a rebuild
+    out = devsync(yii.path, "sync", "--yes", engine=engine, state=state)
+    assert out.returncode == 0, out.stdout + out.stderr
+    base_part = out.stdout[out.stdout.index("==> base: plan"):]
+    assert base_part.splitlines()[1:4] == [
+        f"base  build/Dockerfile -> {yii.repo}:base-1.0",
+        "  not built here: the registry's is what this checkout builds: pulled"
+        if "pulling" in base_part else
+        "  not built here: the local one is what this checkout builds",
+        "",
+    ], base_part
+    assert "REBUILD" not in base_part and "cached " not in base_part, base_part
+    assert f"done: {yii.repo}:base-1.0 is local" in base_part
+
+    # a teammate changes the base: this sync builds it here, and shows how
+    yii.write("build/etc/nginx/default.conf", "server { listen 8080; }\n")
+    yii.commit("Nginx on 8080", author="Ben")
+    out = devsync(yii.path, "sync", "--yes", engine=engine, state=state)
+    assert out.returncode == 0, out.stdout + out.stderr
+    base_part = out.stdout[out.stdout.index("==> base: plan"):]
+    assert "not built here" not in base_part
+    assert "REBUILD" in base_part and "building it here" in base_part, base_part
