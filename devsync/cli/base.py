@@ -15,11 +15,10 @@ def run(start: Path, args: argparse.Namespace) -> int:
     cmd = args.base_command
     if cmd == "build":
         session = open_session(start, need_engine=True)
-        printer = EventPrinter(as_json=args.json)
-        for event in operations.base_build(session, version=args.base_version,
-                                           push=args.push, replace=args.replace):
-            printer.show(event)
-        printer.finish()
+        with EventPrinter(as_json=args.json) as printer:
+            for event in operations.base_build(session, version=args.base_version,
+                                               push=args.push, replace=args.replace):
+                printer.show(event)
         return 0
     if cmd == "bump":
         session = open_session(start, need_engine=args.local)
@@ -51,9 +50,8 @@ def run(start: Path, args: argparse.Namespace) -> int:
 
 def publish(start: Path, args: argparse.Namespace) -> int:
     session = open_session(start, need_engine=True)
-    printer = EventPrinter(as_json=args.json)
-    for event in operations.publish(session, args.version, image=args.image,
-                                    registry_cache=args.registry_cache):
-        printer.show(event)
-    printer.finish()
+    with EventPrinter(as_json=args.json) as printer:
+        for event in operations.publish(session, args.version, image=args.image,
+                                        registry_cache=args.registry_cache):
+            printer.show(event)
     return 0

@@ -263,12 +263,11 @@ def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     printer = EventPrinter(as_json=as_json)
     # someone can answer: a large pull asks first (the operation decides when)
     may_ask = not yes and not as_json and sys.stdin.isatty()
-    with output.open_session(start, need_engine=True) as session:
+    with printer, output.open_session(start, need_engine=True) as session:
         for event in operations.sync(session, [image] if image else None,
                                      ask=confirm if may_ask else None,
                                      show_plan=None if as_json else printer.plan):
             printer.show(event)
-    printer.finish()
     return 0
 
 
