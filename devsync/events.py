@@ -59,14 +59,32 @@ class LayerProgress(Event):
 
 
 @dataclass(frozen=True)
-class PullProgress(Event):
-    """Aggregate pull progress over all layers seen so far."""
+class _Transfer(Event):
+    """Aggregate progress of a pull or push over all layers seen so far."""
 
     reference: str
     layers_done: int
     layers_total: int
-    bytes_done: int
-    bytes_total: int
+    bytes_done: int  # bytes transferred (a pull: downloaded; unpacking is not counted)
+    bytes_total: int  # of the layers whose size the engine has said so far
+    # how much of the transfer is really done, 0..1, as the engine adapter weighs it (a
+    # pull's unpacking counted, layers not yet sized counted at the others' mean size, 1.0
+    # only once every layer is done); None: bytes_done / bytes_total
+    fraction: float | None = None
+
+    @property
+    def share_done(self) -> float:
+        """What a progress bar shows, 0..1."""
+        if self.fraction is not None:
+            return self.fraction
+        if self.bytes_total:
+            return self.bytes_done / self.bytes_total
+        return self.layers_done / self.layers_total if self.layers_total else 0.0
+
+
+@dataclass(frozen=True)
+class PullProgress(_Transfer):
+    """Aggregate pull progress over all layers seen so far."""
 
 
 @dataclass(frozen=True)
@@ -102,12 +120,8 @@ class LogLine(Event):
 
 
 @dataclass(frozen=True)
-class PushProgress(Event):
-    reference: str
-    layers_done: int
-    layers_total: int
-    bytes_done: int
-    bytes_total: int
+class PushProgress(_Transfer):
+    """Aggregate push progress over all layers seen so far."""
 
 
 @dataclass(frozen=True)

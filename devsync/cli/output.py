@@ -198,8 +198,7 @@ class EventPrinter:
                 f"{_mb(event.bytes_total)}")
         if self.tty:
             width = 20
-            frac = event.bytes_done / event.bytes_total if event.bytes_total else 0
-            bar = "#" * int(frac * width)
+            bar = "#" * int(event.share_done * width)
             self.stream.write(f"\r\x1b[2K{text} [{bar:<{width}}]")
             self.stream.flush()
             self._progress_shown = True

@@ -76,3 +76,16 @@ def test_ctrl_c_during_a_pull_says_interrupted_on_a_line_of_its_own(
     assert shown[1].startswith("  pull shop:1.0.1: 3/14 layers")
     assert shown[2] == ("devsync: interrupted; nothing was left half-done (rerun to "
                         "continue)"), shown
+
+
+def test_the_bar_shows_what_is_really_done_not_the_bytes_sized_so_far(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """"layers 8/14" with every sized byte downloaded drew a full bar; the bar follows the
+    event's share done (the engine adapter's weighing, tests/adapters/test_transfer_progress)."""
+    terminal = _terminal(monkeypatch)
+    with EventPrinter() as printer:
+        printer.show(PullProgress("shop:1.0.7", 8, 14, 166_000_000, 166_000_000,
+                                  fraction=0.357))
+    shown = _lines(terminal)
+    assert shown[0] == ("  pull shop:1.0.7: 8/14 layers, 166.0 MB/166.0 MB "
+                        "[#######             ]"), shown

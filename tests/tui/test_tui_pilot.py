@@ -151,7 +151,8 @@ async def test_sync_shows_layer_progress_steps_and_log_then_cancels() -> None:
         status = [str(row.query_one(".layer-status").render()) for row in layers]
         assert status == ["Already exists", "Pull complete",
                           "Downloading 12.4 MB/31.0 MB"]
-        assert screen.transfer_done == 12_400_000 and screen.transfer_total == 31_000_000
+        # the bar in percent: 12.4 of the 31 MB to fetch (the other two layers are here)
+        assert screen.transfer_done == 40.0 and screen.transfer_total == 100.0
         label = text_of(screen.query_one("#transfer-label"))  # type: ignore[arg-type]
         assert "layers 2/3" in label and "12.4 MB/31.0 MB" in label
         steps = screen.query_one("#op-steps", DataTable)

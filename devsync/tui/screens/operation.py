@@ -231,10 +231,9 @@ class OperationScreen(Screen[bool]):
     def _on_transfer(self, event: PullProgress | PushProgress) -> None:
         verb = "Pulling" if isinstance(event, PullProgress) else "Pushing"
         self.query_one("#transfer").display = True
-        total = event.bytes_total or event.layers_total
-        done = event.bytes_done if event.bytes_total else event.layers_done
-        self.transfer_total = float(total) if total else None
-        self.transfer_done = float(done)
+        # (what is really done, not the bytes of the layers sized so far: see the event)
+        self.transfer_total = 100.0
+        self.transfer_done = 100.0 * event.share_done
         size = (f" · {human_bytes(event.bytes_done)}/{human_bytes(event.bytes_total)}"
                 if event.bytes_total else "")
         self._transfer_label(f"{verb} {_short_ref(event.reference)} · layers "
