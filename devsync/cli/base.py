@@ -43,8 +43,9 @@ def run(start: Path, args: argparse.Namespace) -> int:
           f"{adv.deps_bytes / 1e6:.1f} MB; {adv.layers} layers")
     for w in adv.warnings:
         print(f"warning: {clean(w)}")
-    if adv.verdict.worth_it:
-        print("next: devsync base build --push && devsync base bump")
+    following = adv.verdict.next
+    if following is not None:
+        print(f"next: {following.command} ({following.why})")
     return 0
 
 

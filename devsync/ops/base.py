@@ -16,7 +16,7 @@ from devsync.errors import (
     UnknownBaseError,
     UsageError,
 )
-from devsync.events import Event, PhaseStarted, Pushed, Warning_
+from devsync.events import Event, Next, PhaseStarted, Pushed, Warning_
 from devsync.model.dockerfiles import cache_busting_order
 from devsync.model.files import read_regular
 from devsync.model.project import ROLE_APP, ROLE_BASE, ImageSpec, Project
@@ -248,9 +248,19 @@ class AdviceVerdict:
     reason: str
     saving_bytes: int = 0  # what a new base would save each deploy, when worth it
 
+    @property
+    def next(self) -> Next | None:
+        return NEW_BASE if self.worth_it else None
+
     def to_json(self) -> dict[str, object]:
+        following = self.next
         return {"worth_it": self.worth_it, "reason": self.reason,
-                "saving_bytes": self.saving_bytes}
+                "saving_bytes": self.saving_bytes,
+                "next": following.command if following is not None else None}
+
+
+NEW_BASE = Next("build and push a new base", "b", "devsync base build --push",
+                "then devsync base bump points FROM at it")
 
 
 @dataclass
