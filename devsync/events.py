@@ -58,9 +58,28 @@ class LayerProgress(Event):
     total: int = 0
 
 
+class _Share:
+    """What a progress bar shows of a pull or a push (a mixin of both, not an event)."""
+
+    layers_done: int
+    layers_total: int
+    bytes_done: int
+    bytes_total: int
+    fraction: float | None
+
+    @property
+    def share_done(self) -> float:
+        """0..1: the adapter's `fraction`, else bytes_done / bytes_total, else layers."""
+        if self.fraction is not None:
+            return self.fraction
+        if self.bytes_total:
+            return self.bytes_done / self.bytes_total
+        return self.layers_done / self.layers_total if self.layers_total else 0.0
+
+
 @dataclass(frozen=True)
-class _Transfer(Event):
-    """Aggregate progress of a pull or push over all layers seen so far."""
+class PullProgress(Event, _Share):
+    """Aggregate pull progress over all layers seen so far."""
 
     reference: str
     layers_done: int
@@ -71,20 +90,6 @@ class _Transfer(Event):
     # pull's unpacking counted, layers not yet sized counted at the others' mean size, 1.0
     # only once every layer is done); None: bytes_done / bytes_total
     fraction: float | None = None
-
-    @property
-    def share_done(self) -> float:
-        """What a progress bar shows, 0..1."""
-        if self.fraction is not None:
-            return self.fraction
-        if self.bytes_total:
-            return self.bytes_done / self.bytes_total
-        return self.layers_done / self.layers_total if self.layers_total else 0.0
-
-
-@dataclass(frozen=True)
-class PullProgress(_Transfer):
-    """Aggregate pull progress over all layers seen so far."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +125,15 @@ class LogLine(Event):
 
 
 @dataclass(frozen=True)
-class PushProgress(_Transfer):
-    """Aggregate push progress over all layers seen so far."""
+class PushProgress(Event, _Share):
+    """Aggregate push progress over all layers seen so far (fields as PullProgress's)."""
+
+    reference: str
+    layers_done: int
+    layers_total: int
+    bytes_done: int
+    bytes_total: int
+    fraction: float | None = None
 
 
 @dataclass(frozen=True)
