@@ -58,15 +58,38 @@ class LayerProgress(Event):
     total: int = 0
 
 
+class _Share:
+    """What a progress bar shows of a pull or a push (a mixin of both, not an event)."""
+
+    layers_done: int
+    layers_total: int
+    bytes_done: int
+    bytes_total: int
+    fraction: float | None
+
+    @property
+    def share_done(self) -> float:
+        """0..1: the adapter's `fraction`, else bytes_done / bytes_total, else layers."""
+        if self.fraction is not None:
+            return self.fraction
+        if self.bytes_total:
+            return self.bytes_done / self.bytes_total
+        return self.layers_done / self.layers_total if self.layers_total else 0.0
+
+
 @dataclass(frozen=True)
-class PullProgress(Event):
+class PullProgress(Event, _Share):
     """Aggregate pull progress over all layers seen so far."""
 
     reference: str
     layers_done: int
     layers_total: int
-    bytes_done: int
-    bytes_total: int
+    bytes_done: int  # bytes transferred (a pull: downloaded; unpacking is not counted)
+    bytes_total: int  # of the layers whose size the engine has said so far
+    # how much of the transfer is really done, 0..1, as the engine adapter weighs it (a
+    # pull's unpacking counted, layers not yet sized counted at the others' mean size, 1.0
+    # only once every layer is done); None: bytes_done / bytes_total
+    fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,12 +125,15 @@ class LogLine(Event):
 
 
 @dataclass(frozen=True)
-class PushProgress(Event):
+class PushProgress(Event, _Share):
+    """Aggregate push progress over all layers seen so far (fields as PullProgress's)."""
+
     reference: str
     layers_done: int
     layers_total: int
     bytes_done: int
     bytes_total: int
+    fraction: float | None = None
 
 
 @dataclass(frozen=True)

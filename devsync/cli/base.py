@@ -15,11 +15,10 @@ def run(start: Path, args: argparse.Namespace) -> int:
     cmd = args.base_command
     if cmd == "build":
         session = open_session(start, need_engine=True)
-        printer = EventPrinter(as_json=args.json)
-        for event in operations.base_build(session, version=args.base_version,
-                                           push=args.push, replace=args.replace):
-            printer.show(event)
-        printer.finish()
+        with EventPrinter(as_json=args.json) as printer:
+            for event in operations.base_build(session, version=args.base_version,
+                                               push=args.push, replace=args.replace):
+                printer.show(event)
         return 0
     if cmd == "bump":
         session = open_session(start, need_engine=args.local)
@@ -36,22 +35,24 @@ def run(start: Path, args: argparse.Namespace) -> int:
     session = open_session(start, need_engine=False)
     adv = basework.advice(session.project, session.resolver)
     if args.json:
-        print(json.dumps({"base_bytes": adv.base_bytes, "app_bytes": adv.app_bytes,
-                          "drift": adv.drift, "layers": adv.layers,
-                          "warnings": adv.warnings}, indent=2))
+        print(json.dumps(adv.to_json(), indent=2))
         return 0
-    print(f"base {adv.base_bytes / 1e6:.1f} MB, app layers above it {adv.app_bytes / 1e6:.1f} MB "
-          f"({adv.drift:.0%}), {adv.layers} layers")
+    print(f"verdict: {clean(adv.verdict.reason)}")
+    print(f"  base {adv.base_bytes / 1e6:.1f} MB; app layers above it "
+          f"{adv.app_bytes / 1e6:.1f} MB ({adv.drift:.0%}), of which dependency installs "
+          f"{adv.deps_bytes / 1e6:.1f} MB; {adv.layers} layers")
     for w in adv.warnings:
         print(f"warning: {clean(w)}")
+    following = adv.verdict.next
+    if following is not None:
+        print(f"next: {following.command} ({following.why})")
     return 0
 
 
 def publish(start: Path, args: argparse.Namespace) -> int:
     session = open_session(start, need_engine=True)
-    printer = EventPrinter(as_json=args.json)
-    for event in operations.publish(session, args.version, image=args.image,
-                                    registry_cache=args.registry_cache):
-        printer.show(event)
-    printer.finish()
+    with EventPrinter(as_json=args.json) as printer:
+        for event in operations.publish(session, args.version, image=args.image,
+                                        registry_cache=args.registry_cache):
+            printer.show(event)
     return 0

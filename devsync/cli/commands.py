@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from devsync import __version__
 from devsync.cli import output
@@ -17,7 +17,11 @@ from devsync.errors import DevsyncError, UsageError
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
+
+
+_P = TypeVar("_P")
 
 
 def run(args: list[str], *, own_process: bool) -> int:
@@ -131,13 +135,28 @@ def _parser() -> argparse.ArgumentParser:
     # (the hook now checks at every prompt, entering a repository included; kept for old rc files)
     s.add_argument("--on-cd", action="store_true", help=argparse.SUPPRESS)
 
-    s = sub.add_parser("refresh", help=argparse.SUPPRESS)
+    # started by `--check` in the background, never by a user: parsed, never offered
+    s = sub.add_parser("refresh")  # no `help=`: no help row (SUPPRESS would print one)
     s.add_argument("root", nargs="?")
     s.add_argument("--quiet", action="store_true")
 
     sub.add_parser("demo", help="try devsync on a small sample project")
     sub.add_parser("tui", help="open the terminal UI (the default)")
+    # argparse lists every choice in the usage line and in its "invalid choice" error
+    sub.choices = _Offered(sub.choices, hidden={"refresh"})
+    sub.metavar = "{" + ",".join(sub.choices) + "}"
     return p
+
+
+class _Offered(dict[str, _P]):
+    """A subparsers' choices that still accepts the hidden ones but never lists them."""
+
+    def __init__(self, choices: Mapping[str, _P], *, hidden: set[str]) -> None:
+        super().__init__(choices)
+        self.hidden = hidden
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in super().__iter__() if name not in self.hidden)
 
 
 def _main(argv: list[str]) -> int:
@@ -244,12 +263,11 @@ def _sync(start: Path, image: str | None, *, yes: bool, as_json: bool) -> int:
     printer = EventPrinter(as_json=as_json)
     # someone can answer: a large pull asks first (the operation decides when)
     may_ask = not yes and not as_json and sys.stdin.isatty()
-    with output.open_session(start, need_engine=True) as session:
+    with printer, output.open_session(start, need_engine=True) as session:
         for event in operations.sync(session, [image] if image else None,
                                      ask=confirm if may_ask else None,
                                      show_plan=None if as_json else printer.plan):
             printer.show(event)
-    printer.finish()
     return 0
 
 

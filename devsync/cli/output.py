@@ -98,6 +98,12 @@ def print_plan(plan: ImagePlan, stream: TextIO = sys.stdout) -> None:
     style = _Style(stream)
     print(style(f"{plan.name}", "1") + f"  {clean(plan.dockerfile)} -> {clean(plan.tag)}",
           file=stream)
+    if plan.base_sync in ("pull", ""):  # a sync that takes the registry's base builds none
+        said = ("the registry's is what this checkout builds: pulled"
+                if plan.base_sync == "pull" else "the local one is what this checkout builds")
+        print(f"  not built here: {said}", file=stream)
+        print(file=stream)
+        return
     if plan.builder == "buildkit":
         way = "the docker CLI" if plan.transport == "cli" else "the Engine API"
         print(f"  builder: BuildKit, through {way}", file=stream)
@@ -153,23 +159,31 @@ def _mb(n: int) -> str:
 
 
 class EventPrinter:
-    """Renders a stream of events as text (or JSON lines)."""
+    """Renders a stream of events as text (or JSON lines).
 
-    def __init__(self, *, as_json: bool = False, stream: TextIO = sys.stdout) -> None:
+    Used as a context manager, it ends an open progress line however the operation ends, so
+    what is said next (an error, "interrupted" after Ctrl-C) starts on a line of its own."""
+
+    def __init__(self, *, as_json: bool = False, stream: TextIO | None = None) -> None:
         self.as_json = as_json
-        self.stream = stream
-        self.tty = _use_colour(stream)
-        self.style = _Style(stream)
+        self.stream = sys.stdout if stream is None else stream
+        self.tty = _use_colour(self.stream)
+        self.style = _Style(self.stream)
         self._progress_shown = False
         self._open_step: tuple[str, int] | None = None
 
     def plan(self, plan: ImagePlan) -> None:
+        self._clear_progress()
         print_plan(plan, self.stream)
 
-    def _line(self, text: str) -> None:
+    def _clear_progress(self) -> None:
+        """The progress line gives its place to the next line."""
         if self._progress_shown and self.tty:
             self.stream.write("\r\x1b[2K")
             self._progress_shown = False
+
+    def _line(self, text: str) -> None:
+        self._clear_progress()
         print(text, file=self.stream)
 
     def show(self, event: Event) -> None:
@@ -187,8 +201,7 @@ class EventPrinter:
                 f"{_mb(event.bytes_total)}")
         if self.tty:
             width = 20
-            frac = event.bytes_done / event.bytes_total if event.bytes_total else 0
-            bar = "#" * int(frac * width)
+            bar = "#" * int(event.share_done * width)
             self.stream.write(f"\r\x1b[2K{text} [{bar:<{width}}]")
             self.stream.flush()
             self._progress_shown = True
@@ -239,8 +252,16 @@ class EventPrinter:
             self._line(f"next: {following.command}{why}")
 
     def finish(self) -> None:
+        """End the progress line, if one is open."""
         if self._progress_shown:
-            print(file=self.stream)
+            print(file=self.stream, flush=True)
+            self._progress_shown = False
+
+    def __enter__(self) -> EventPrinter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.finish()
 
 
 # One handler per event type; a type not here (LayerProgress) prints nothing.

@@ -29,6 +29,7 @@ from devsync.errors import DevsyncError, EngineError
 
 REGISTRY_ENV = "DEVSYNC_DEMO_REGISTRY"
 REPOSITORY = "devsync-demo/app"
+REVISION_LABEL = "org.opencontainers.image.revision"
 
 AUTHORS = {
     "ana": ("Ana Lima", "ana@example.com"),
@@ -85,12 +86,58 @@ class Demo:
         return f"{self.repository}:base-1.0.0"
 
     def cleanup(self) -> None:
-        for ref in [*self.images, f"{self.repository}:dev"]:
-            _docker(self.env, "rmi", "-f", ref, check=False)
+        """Remove the demo's images (the ones made for it, and those syncs and base builds
+        made meanwhile: a sync's new `:dev` leaves the old one untagged), its registry and
+        its project."""
+        if self.repository:
+            made = self._made_here() if self.root.is_dir() else []
+            tags = _docker(self.env, "images", self.repository, "--format",
+                           "{{.Repository}}:{{.Tag}}", check=False).split()
+            refs = {*self.images, f"{self.repository}:dev",
+                    *(t for t in tags if not t.endswith(":<none>"))}
+            for ref in sorted(refs):
+                _docker(self.env, "rmi", "-f", ref, check=False)
+            _remove_images(self.env, made)
         stop = getattr(self.registry, "stop", None)
         if stop is not None:
             stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+    def _made_here(self) -> list[str]:
+        """The IDs of every image built from one of the demo's commits (the OCI revision
+        label that CI and devsync put on their builds), newest first."""
+        try:
+            commits = set(_git(self.root, "rev-list", "--all", "--reflog").split())
+        except DevsyncError:  # (a demo that failed before its first commit)
+            return []
+        labelled = _docker(self.env, "images", "-a", "-q", "--no-trunc", "--filter",
+                           f"label={REVISION_LABEL}", check=False).split()
+        if not commits or not labelled:
+            return []
+        found = _docker(self.env, "image", "inspect", "--format",
+                        f'{{{{.Id}}}} {{{{.Created}}}} '
+                        f'{{{{index .Config.Labels "{REVISION_LABEL}"}}}}',
+                        *sorted(set(labelled)), check=False)
+        rows = [line.split() for line in found.splitlines()]
+        return [row[0] for row in sorted((r for r in rows if len(r) == 3 and r[2] in commits),
+                                         key=lambda r: r[1], reverse=True)]
+
+
+def _remove_images(env: dict[str, str], ids: list[str]) -> None:
+    """`docker rmi` each image, children before parents (its untagged parents, the build's
+    intermediate images, go with it). No `-f`: an image another repository also names (a
+    second demo's identical base) stays."""
+    left = list(ids)
+    for _round in range(3):  # (an image whose child was listed after it goes next round)
+        left = [i for i in left if _docker_ok(env, "image", "inspect", i)
+                and not _docker_ok(env, "rmi", i)]
+        if not left:
+            return
+
+
+def _docker_ok(env: dict[str, str], *args: str) -> bool:
+    return subprocess.run(["docker", *args], env=env, capture_output=True).returncode == 0
 
 
 def create_demo(*, registry: str | None = None, env: dict[str, str] | None = None,
@@ -236,10 +283,13 @@ def run_demo() -> int:
     print("devsync demo: building a sample project (base and app images, a few commits)...",
           flush=True)
     demo = create_demo()
-    print(f"devsync demo: project in {demo.root}, images in {demo.repository}", flush=True)
+    # (the path, for a second terminal while the TUI runs: it is gone after)
+    print(f"devsync demo: a throwaway project in {demo.root}, images in {demo.repository}; "
+          "both are removed when you quit", flush=True)
     try:
         return subprocess.call([sys.executable, "-m", "devsync", "-C", str(demo.root)],
                                env=demo.env)
     finally:
         with contextlib.suppress(DevsyncError):
             demo.cleanup()
+        print("devsync demo: removed the sample project and its images", flush=True)

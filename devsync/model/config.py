@@ -8,7 +8,8 @@ unknown keys only produce warnings, so a newer file still loads in an older devs
     [devsync]
     registry_check_minutes = 30          # background registry refresh for `--check`
     insecure_registries = ["reg:5000"]   # host[:port] reached over plain HTTP
-    base_drift_threshold = 0.5           # warn when app layers exceed this fraction of the base
+    base_drift_threshold = 0.5           # `base advice`: a new base pays off when the app's
+                                         # dependency layers reach this fraction of the base
     layer_warning = 100                  # warn when an image's layer count reaches this
     docker_cli = "/usr/bin/docker"       # the docker CLI for BuildKit builds that need one
     builder = "auto"                     # "classic", "buildkit", or "auto": the deployed

@@ -16,7 +16,7 @@ from devsync.errors import (
     UnknownBaseError,
     UsageError,
 )
-from devsync.events import Event, PhaseStarted, Pushed, Warning_
+from devsync.events import Event, Next, PhaseStarted, Pushed, Warning_
 from devsync.model.dockerfiles import cache_busting_order
 from devsync.model.files import read_regular
 from devsync.model.project import ROLE_APP, ROLE_BASE, ImageSpec, Project
@@ -25,6 +25,7 @@ from devsync.model.versions import (
     base_versions,
     is_base_tag,
     latest_base_tag,
+    latest_version_tag,
     next_base_tag,
     parse_base_tag,
     parse_version,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from devsync.adapters.engine import Engine
     from devsync.adapters.gitrepo import GitRepo
     from devsync.adapters.resolver import Resolver
+    from devsync.model.images import ImageInfo
     from devsync.ops.plan import ImagePlan
 
 OVERLAY2_MAX_LAYERS = 127
@@ -239,45 +241,182 @@ def _check_base_exists(resolver: Resolver, repo: str, tag: str, *, local: bool) 
 
 
 @dataclass
+class AdviceVerdict:
+    """The answer to "is a new base worth it?", with its reason in words a user reads."""
+
+    worth_it: bool | None  # None: cannot tell (see `reason`)
+    reason: str
+    saving_bytes: int = 0  # what a new base would save each deploy, when worth it
+
+    @property
+    def next(self) -> Next | None:
+        return NEW_BASE if self.worth_it else None
+
+    def to_json(self) -> dict[str, object]:
+        following = self.next
+        return {"worth_it": self.worth_it, "reason": self.reason,
+                "saving_bytes": self.saving_bytes,
+                "next": following.command if following is not None else None}
+
+
+NEW_BASE = Next("build and push a new base", "b", "devsync base build --push",
+                "then devsync base bump points FROM at it")
+
+
+@dataclass
 class Advice:
     base_bytes: int
     app_bytes: int  # layers of the deployed app image above its base
     layers: int
     warnings: list[str]
+    # the dependency installs among `app_bytes`: the layers before the app's `COPY .`, which
+    # a new base would carry (the code layers from `COPY .` on ship with every deploy anyway)
+    deps_bytes: int = 0
+    verdict: AdviceVerdict = field(
+        default_factory=lambda: AdviceVerdict(None, "can't tell: no app image to compare"))
 
     @property
     def drift(self) -> float:
         return self.app_bytes / self.base_bytes if self.base_bytes else 0.0
 
+    def to_json(self) -> dict[str, object]:
+        return {"base_bytes": self.base_bytes, "app_bytes": self.app_bytes,
+                "deps_bytes": self.deps_bytes, "drift": self.drift, "layers": self.layers,
+                "verdict": self.verdict.to_json(), "warnings": self.warnings}
+
+
+@dataclass
+class _AppDrift:
+    """One app's deployed image measured against the base: the inputs of the verdict."""
+
+    name: str
+    deployed: str
+    deps_bytes: int
+    layers: int
+    reshipped: int | None  # dependency bytes the last deploy did not share with the one before
+
 
 def advice(project: Project, resolver: Resolver) -> Advice:
+    """The base's size, the app layers grown above it, and the verdict: a new base is worth
+    it when the dependency layers above the base reach `base_drift_threshold` of the base (a
+    new base would then save their size on each deploy that ships them again), or when an
+    image nears overlay2's depth limit (`layer_warning`)."""
     spec = base_spec(project)
     cfg = project.config
     base = resolver.remote(spec.tag)
     warnings: list[str] = []
     app_bytes = layers = 0
     base_bytes = base.size or 0 if base is not None else 0
+    drifts: list[_AppDrift] = []
+    unknown: list[str] = []
     for app in project.app_images:
         deployed_ref = resolver.latest_deployed(app.deployed) if app.deployed else None
         deployed = resolver.remote(deployed_ref) if deployed_ref else None
-        if deployed is None or base is None:
+        if deployed is None or base is None or deployed_ref is None:
+            unknown.append(f"{app.name} has no deployed image to measure" if base is not None
+                           else f"the base {spec.tag} is not in the registry")
             continue
         n_base = len(base.diff_ids)
         app_bytes = sum(deployed.layer_sizes[n_base:])
         layers = len(deployed.diff_ids)
-        if base_bytes and app_bytes / base_bytes >= cfg.base_drift_threshold:
-            warnings.append(
-                f"{app.name}: the layers above the base are {app_bytes / 1e6:.1f} MB, "
-                f"{app_bytes / base_bytes:.0%} of the base ({base_bytes / 1e6:.1f} MB): "
-                "moving the dependency installs into a new base would pay off "
-                "(devsync base build --push && devsync base bump)")
+        if tuple(deployed.diff_ids[:n_base]) != tuple(base.diff_ids):
+            unknown.append(f"{app.name}'s deployed {deployed_ref} is not built on {spec.tag}")
+            continue
+        drift = _app_drift(project, app, resolver, deployed_ref, deployed, base)
+        drifts.append(drift)
         if layers >= cfg.layer_warning:
             warnings.append(
                 f"{app.name}: {layers} layers; overlay2 refuses images deeper than "
                 f"{OVERLAY2_MAX_LAYERS + 1}: squash steps or rebuild the base")
         warnings.extend(order_warnings(project, app))
+    verdict = _verdict(drifts, unknown, base_tag=split_reference(spec.tag)[1] or spec.tag,
+                       base_bytes=base_bytes, threshold=cfg.base_drift_threshold,
+                       layer_warning=cfg.layer_warning)
     return Advice(base_bytes=base_bytes, app_bytes=app_bytes, layers=layers,
-                  warnings=warnings)
+                  warnings=warnings, deps_bytes=sum(d.deps_bytes for d in drifts),
+                  verdict=verdict)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _app_drift(project: Project, app: ImageSpec, resolver: Resolver, deployed_ref: str,
+               deployed: ImageInfo, base: ImageInfo) -> _AppDrift:
+    """The dependency layers of `deployed` above its base: those of the final stage's steps
+    before its `COPY .` (all of them when it copies no `.`). Both builders write one history
+    entry per instruction after FROM (a WORKDIR, a COPY or a RUN may make a layer)."""
+    stage = project.dockerfile(app).target_stage(app.target)
+    n_base = len(base.diff_ids)
+    sizes = deployed.layer_sizes[n_base:]
+    digests = deployed.layer_digests[n_base:] if deployed.layer_digests else ("",) * len(sizes)
+    above = list(zip(digests, sizes, strict=True))
+    deps = len(above)
+    n_base_history = len(base.history)
+    for i, ins in enumerate(stage.instructions):
+        if ins.cmd in ("COPY", "ADD") and not ins.flag("from") \
+                and any(v in (".", "./") for v in ins.value[:-1]):
+            if len(deployed.history) >= n_base_history + len(stage.instructions):
+                deps = deployed.layers_in(n_base_history + i) - n_base
+            break
+    dep_layers = above[:deps]
+    reshipped = None
+    previous_ref = _previous_deploy(resolver, deployed_ref)
+    previous = resolver.remote(previous_ref) if previous_ref else None
+    if previous is not None and previous.layer_digests and deployed.layer_digests:
+        had = set(previous.layer_digests)
+        reshipped = sum(size for digest, size in dep_layers if digest not in had)
+    return _AppDrift(app.name, deployed_ref, sum(size for _d, size in dep_layers),
+                     len(deployed.diff_ids), reshipped)
+
+
+def _previous_deploy(resolver: Resolver, deployed_ref: str) -> str | None:
+    """The deployed version before `deployed_ref` (`1.0.1` -> `1.0.0`), if any."""
+    repo, tag, _digest = split_reference(deployed_ref)
+    key = parse_version(tag or "")
+    if key is None:
+        return None
+    try:
+        tags = resolver.tags(repo)
+    except DevsyncError:
+        return None
+    older = [t for t in tags if not is_base_tag(t)
+             and (k := parse_version(t)) is not None and k < key]
+    found = latest_version_tag(older)
+    return f"{repo}:{found}" if found else None
+
+
+def _verdict(drifts: list[_AppDrift], unknown: list[str], *, base_tag: str, base_bytes: int,
+             threshold: float, layer_warning: int) -> AdviceVerdict:
+    deep = [d for d in drifts if d.layers >= layer_warning]
+    grown = [d for d in drifts
+             if base_bytes and d.deps_bytes / base_bytes >= threshold and d.deps_bytes]
+    if grown:
+        saving = sum(d.deps_bytes for d in grown)
+        parts = []
+        for d in grown:
+            part = (f"{d.name}'s dependency layers above {base_tag} have grown to "
+                    f"{_mb(d.deps_bytes)} ({d.deps_bytes / base_bytes:.0%} of the base)")
+            if d.reshipped:
+                part += f", and its last deploy shipped {_mb(d.reshipped)} of them again"
+            parts.append(part)
+        every = "per deploy" if all(d.reshipped for d in grown) \
+            else "per deploy that changes the dependencies"
+        return AdviceVerdict(True, f"a new base would save {_mb(saving)} {every}: "
+                             + "; ".join(parts), saving)
+    if deep:
+        d = deep[0]
+        return AdviceVerdict(True, f"a new base would fold layers: {d.name} has {d.layers} "
+                             f"layers, and overlay2 refuses images deeper than "
+                             f"{OVERLAY2_MAX_LAYERS + 1}")
+    if not drifts:
+        return AdviceVerdict(None, "can't tell: " + ("; ".join(unknown) or "no app image"))
+    d = max(drifts, key=lambda x: x.deps_bytes)
+    share = f"{d.deps_bytes / base_bytes:.0%}" if base_bytes else "?"
+    return AdviceVerdict(False, f"not worth it yet: {d.name}'s dependency layers above "
+                         f"{base_tag} are {_mb(d.deps_bytes)}, {share} of the base "
+                         f"({_mb(base_bytes)}); a new base pays off from {threshold:.0%} "
+                         "(base_drift_threshold)")
 
 
 def order_warnings(project: Project, spec: ImageSpec) -> list[str]:

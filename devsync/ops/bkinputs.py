@@ -22,7 +22,7 @@ from devsync.model.files import read_regular
 if TYPE_CHECKING:
     from devsync.model.context import BuildContext
     from devsync.model.dockerfiles import Dockerfile
-    from devsync.model.project import ImageSpec
+    from devsync.model.project import ImageSpec, Project
 
 INPUTS_LABEL = "dev.devsync.inputs"
 
@@ -57,6 +57,16 @@ def inputs_digest(spec: ImageSpec, dockerfile: Dockerfile, context: BuildContext
     return "sha256:" + hashlib.sha256(head + b"\0" + text).hexdigest()
 
 
+def stamp_inputs(labels: dict[str, str], project: Project, spec: ImageSpec,
+                 context: BuildContext) -> None:
+    """Add `INPUTS_LABEL` to the labels of a BuildKit build of `spec`, and keep the digests
+    hashed for it (the next plan and status hash nothing again)."""
+    from devsync.ops.contexts import save_digests
+
+    labels[INPUTS_LABEL] = inputs_digest(spec, project.dockerfile(spec), context)
+    save_digests(context)
+
+
 def copied_files(dockerfile: Dockerfile, context: BuildContext) -> list[str]:
     """The context files (relative to it) the COPY/ADD steps take."""
     out: set[str] = set()
@@ -68,4 +78,4 @@ def copied_files(dockerfile: Dockerfile, context: BuildContext) -> list[str]:
     return sorted(out)
 
 
-__all__ = ["INPUTS_LABEL", "copied_files", "copied_sources", "inputs_digest"]
+__all__ = ["INPUTS_LABEL", "copied_files", "copied_sources", "inputs_digest", "stamp_inputs"]

@@ -59,6 +59,9 @@ class ImagePlan:
     scanned_context: BuildContext | None = field(default=None, repr=False, compare=False)
     # every step cached from one image: a sync makes the result without a build (ops.reuse)
     reuse: WholeReuse | None = field(default=None, repr=False, compare=False)
+    # a base in a sync: "build" (here, from its Dockerfile), "pull" (the registry's is what
+    # this checkout builds) or "" (the local one is); None: not decided (a plan, an app)
+    base_sync: str | None = None
 
     @property
     def first_rebuild(self) -> PlanStep | None:

@@ -80,7 +80,7 @@ class BuildInput:
         directory is scanned now. `revision`: HEAD as already read for this build.
         `labels`: the ones to stamp, when already made."""
         from devsync.model.labelstep import labelled_context_files
-        from devsync.ops.contexts import save_digests, scan_with_cache
+        from devsync.ops.contexts import scan_with_cache
 
         self.labels = dict(labels) if labels is not None else oci_labels(
             project, spec, git, version=version, revision=revision)
@@ -92,16 +92,13 @@ class BuildInput:
         buildkit = plan.builder == "buildkit"
         self.dockerfile = _rel(spec)
         self.labels_in_dockerfile = False
-        if buildkit:
-            from devsync.ops.bkinputs import INPUTS_LABEL, inputs_digest
+        context = context or scan_with_cache(spec)
+        if buildkit:  # (what status compares: BuildKit's history names no content)
+            from devsync.ops.bkinputs import stamp_inputs
 
-            # (what status compares: BuildKit's history names no content)
-            context = context or scan_with_cache(spec)
-            self.labels[INPUTS_LABEL] = inputs_digest(spec, project.dockerfile(spec), context)
-            save_digests(context)  # (the next plan and status hash nothing again)
+            stamp_inputs(self.labels, project, spec, context)
         if buildkit and plan.transport == "cli":
             return
-        context = context or scan_with_cache(spec)
         # the labels as the last step of a classic build when the context can carry them
         # unseen (BuildKit writes labels to the config without a step)
         labelled = None if buildkit else labelled_context_files(
@@ -315,7 +312,8 @@ def _sync_base(project: Project, spec: ImageSpec, plan: ImagePlan, *, engine: En
     the app builds on it. Publishing a new base is CI's or the base owner's job."""
     from devsync.ops.status import base_next_sync
 
-    how = base_next_sync(project, spec, resolver, git)
+    how = plan.base_sync if plan.base_sync is not None \
+        else base_next_sync(project, spec, resolver, git)
     if how == "build":
         yield PhaseStarted(spec.name, "build", f"{spec.rel_dockerfile(project.root)} changed "
                            f"since {spec.tag} was built: building it here")
@@ -561,10 +559,8 @@ def _prefetch_refs(project: Project, spec: ImageSpec, resolver: Resolver) -> lis
     return refs
 
 
-def _builds_with_buildkit(project: Project, spec: ImageSpec, resolver: Resolver,
-                          ref: str) -> bool:
-    """Whether the plan will build with BuildKit (from `ref`'s config, which the plan reads
-    next anyway; see devsync.ops.builders)."""
+def _builds_with_buildkit(project: Project, spec: ImageSpec, resolver: Resolver, ref: str) -> bool:
+    """Whether the plan will build with BuildKit (devsync.ops.builders; `ref`'s config)."""
     from devsync.ops.builders import builder_of
 
     try:
@@ -637,6 +633,10 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     continue
                 for line in unchecked_warnings(resolver, already=warned):
                     yield Warning_(spec.name, line)
+                if spec.role == ROLE_BASE:  # (before `before`: a base pulled is not built)
+                    from devsync.ops.status import base_next_sync
+
+                    plan.base_sync = base_next_sync(project, spec, resolver, git)
                 if before is not None and not before(plan):
                     yield Warning_(spec.name, "skipped")
                     continue

@@ -275,6 +275,9 @@ def test_pull_reports_layers_bytes_and_digest(eng: Engine, engine: sandbox.Priva
     assert last.layers_done == last.layers_total > 0
     assert last.bytes_total > 0 and last.bytes_done == last.bytes_total
     assert all(p.bytes_done <= p.bytes_total for p in progress)
+    # the bar: 100% only once every layer is done
+    assert last.share_done == 1.0
+    assert all(p.share_done < 1.0 for p in progress if p.layers_done < p.layers_total)
 
     again = list(eng.pull(ref))
     assert isinstance(again[-1], PullFinished)

@@ -31,6 +31,23 @@ def test_version_and_help(tmp_path: Path) -> None:
     assert out.returncode == 0 and "status" in out.stdout and "plan" in out.stdout
 
 
+def test_help_offers_no_hidden_command(tmp_path: Path) -> None:
+    """`refresh` is started by the prompt check, not by users: `--help` and a mistyped
+    command's error list it nowhere (argparse printed `refresh  ==SUPPRESS==`)."""
+    script = Path(sys.executable).parent / "devsync"  # the console script a user types
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "devsync"]
+    out = subprocess.run([*command, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "SUPPRESS" not in out.stdout and "refresh" not in out.stdout
+    assert "{status,plan,sync,base,publish,shell-init,demo,tui}" in out.stdout
+    typo = devsync(tmp_path, "stauts")
+    assert typo.returncode == 2 and "invalid choice: 'stauts'" in typo.stderr
+    assert "refresh" not in typo.stderr and "'status'" in typo.stderr
+    # still there for the prompt hook that starts it
+    assert devsync(tmp_path, "refresh", "--help").returncode == 0
+
+
 def test_not_a_repo_is_one_clear_line(tmp_path: Path) -> None:
     out = devsync(tmp_path, "status", state=tmp_path / "state")
     assert out.returncode == 4
@@ -109,3 +126,39 @@ def test_a_command_collects_garbage_rarely_and_the_tui_as_usual() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True)
     assert int(out.stderr.split()[-1]) == 20_000
+
+
+def test_sync_prints_no_build_plan_for_a_base_it_does_not_build(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path: Path) -> None:
+    """yii2-dockerized's base: its plan has REBUILD lines (the vendor stage is never in an
+    image), but a sync takes the registry's base-1.0 and builds nothing of it. The CLI said
+    the REBUILD lines just before "base-1.0 is local"; now it says the base is not built
+    here. A base a teammate changed is built here, and its plan is printed in full."""
+    from tests.support.yii2 import make_yii2_repo
+
+    yii = make_yii2_repo(tmp_path, engine, registry, busybox_image, name="yii2-cliplan")
+    state = tmp_path / "state"
+    plan = devsync(yii.path, "plan", "base", engine=engine, state=state)
+    assert "REBUILD" in plan.stdout  # what made the sync's output read as a rebuild
+    out = devsync(yii.path, "sync", "--yes", engine=engine, state=state)
+    assert out.returncode == 0, out.stdout + out.stderr
+    base_part = out.stdout[out.stdout.index("==> base: plan"):]
+    assert base_part.splitlines()[1:4] == [
+        f"base  build/Dockerfile -> {yii.repo}:base-1.0",
+        "  not built here: the registry's is what this checkout builds: pulled"
+        if "pulling" in base_part else
+        "  not built here: the local one is what this checkout builds",
+        "",
+    ], base_part
+    assert "REBUILD" not in base_part and "cached " not in base_part, base_part
+    assert f"done: {yii.repo}:base-1.0 is local" in base_part
+
+    # a teammate changes the base: this sync builds it here, and shows how
+    yii.write("build/etc/nginx/default.conf", "server { listen 8080; }\n")
+    yii.commit("Nginx on 8080", author="Ben")
+    out = devsync(yii.path, "sync", "--yes", engine=engine, state=state)
+    assert out.returncode == 0, out.stdout + out.stderr
+    base_part = out.stdout[out.stdout.index("==> base: plan"):]
+    assert "not built here" not in base_part
+    assert "REBUILD" in base_part and "building it here" in base_part, base_part

@@ -75,10 +75,61 @@ def test_advice_warns_on_drift_and_depth_with_configured_thresholds(team: TeamRe
         assert out.returncode == 0, out.stderr
         advice = json.loads(out.stdout)
         assert advice["app_bytes"] > 0 and advice["base_bytes"] > 0
-        assert any("would pay off" in w for w in advice["warnings"]), advice
+        # the drift is the verdict's reason (it was a warning before the verdict)
+        assert advice["verdict"]["worth_it"] is True, advice
+        assert advice["verdict"]["reason"].startswith("a new base would save "), advice
         assert any("overlay2 refuses" in w for w in advice["warnings"]), advice
     finally:
         config.unlink()
+
+
+def test_advice_answers_with_a_verdict_and_its_reason(
+        engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busybox_image: str,
+        tmp_path: Path) -> None:
+    """`base advice` answers "is a new base worth it?": not while the dependency layers above
+    the base are small; yes, with the MB a new base saves per deploy, once a deploy ships
+    large dependency layers again. The CLI prints the verdict ops computed; --json has it."""
+    team = make_team_repo(tmp_path, engine, registry, busybox_image, "adviceshop")
+    state = tmp_path / "state"
+    out = devsync(team.path, "base", "advice", "--json", engine=team.engine, state=state)
+    assert out.returncode == 0, out.stderr
+    verdict = json.loads(out.stdout)["verdict"]
+    assert verdict["worth_it"] is False, verdict
+    assert verdict["reason"].startswith("not worth it yet: app's dependency layers above "
+                                        "base-1.0.0 are 0.0 MB, 0% of the base"), verdict
+    assert "a new base pays off from 50% (base_drift_threshold)" in verdict["reason"]
+    human = devsync(team.path, "base", "advice", engine=team.engine, state=state)
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.splitlines()[0] == f"verdict: {verdict['reason']}"
+    assert "next:" not in human.stdout
+
+    # the dependencies grow: 3 MB of incompressible packages installed above the base
+    df = team.path / "Dockerfile"
+    df.write_text(df.read_text().replace(
+        "> /opt/vendor.txt\n",
+        "> /opt/vendor.txt && head -c 3000000 /dev/urandom > /opt/vendor.bin\n"))
+    (team.path / "composer.lock").write_text('{"packages": ["yiisoft/yii2"]}\n')
+    team.commit("Require yii2")
+    team.ci_deploy("1.0.2")
+    out = devsync(team.path, "base", "advice", "--json", engine=team.engine, state=state)
+    assert out.returncode == 0, out.stderr
+    advice = json.loads(out.stdout)
+    verdict = advice["verdict"]
+    assert verdict["worth_it"] is True, verdict
+    assert 3_000_000 <= verdict["saving_bytes"] == advice["deps_bytes"] < 3_200_000, advice
+    saving = f"{verdict['saving_bytes'] / 1e6:.1f} MB"
+    assert verdict["reason"].startswith(f"a new base would save {saving} per deploy: app's "
+                                        "dependency layers above base-1.0.0 have grown to "
+                                        f"{saving}"), verdict
+    assert f"its last deploy shipped {saving} of them again" in verdict["reason"], verdict
+    # the code layers (COPY . and after) ship with every deploy: not counted as saved
+    assert advice["app_bytes"] > advice["deps_bytes"]
+    human = devsync(team.path, "base", "advice", engine=team.engine, state=state)
+    assert human.stdout.splitlines()[0] == f"verdict: {verdict['reason']}"
+    assert verdict["next"] == "devsync base build --push"
+    assert human.stdout.splitlines()[-1] == ("next: devsync base build --push (then devsync "
+                                             "base bump points FROM at it)")
+    assert "warning:" not in human.stdout  # the verdict, said once
 
 
 # -- base tag schemes: yii2-dockerized tags its bases `base-1.0`, `base-1.1` -------------------

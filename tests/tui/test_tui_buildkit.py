@@ -79,7 +79,8 @@ async def test_a_buildkit_sync_on_the_operation_screen() -> None:
         assert cells(steps, "result") == ["↻ rebuilt", "✓ cached", "↻ rebuilt", "↻ rebuilt",
                                           "✓ cached !", "↻ rebuilt"]
         rows = list(screen.query(LayerRow))
-        assert [row.layer_id for row in rows] == ["3c0ffee10001", "7a11ce5e0002"]
+        # both fetched: the bigger (5.1 MB) first
+        assert [row.layer_id for row in rows] == ["7a11ce5e0002", "3c0ffee10001"]
         label = str(screen.query_one("#transfer-label", Static).render())
         assert "layers 2/2" in label and "9.1 MB/9.1 MB" in label
         log = screen.query_one("#op-log", RichLog)

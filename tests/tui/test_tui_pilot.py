@@ -144,14 +144,16 @@ async def test_sync_shows_layer_progress_steps_and_log_then_cancels() -> None:
         await until(pilot, lambda: services.paused.is_set() and screen.events_seen == 21,
                     "events before the pause drawn")
         layers = list(screen.query(LayerRow))
-        assert [row.layer_id for row in layers] == ["3c0ffee10001", "7a11ce5e0002",
-                                                    "9d0e0b1e0003"]
-        assert layers[0].progress == layers[0].total  # Already exists: full
-        assert (layers[2].progress, layers[2].total) == (12_400_000, 31_000_000)
+        # what still moves first (tests/tui/test_tui_layers.py), then what is done
+        assert [row.layer_id for row in layers] == ["9d0e0b1e0003", "3c0ffee10001",
+                                                    "7a11ce5e0002"]
+        assert layers[1].progress == layers[1].total  # Already exists: full
+        assert (layers[0].progress, layers[0].total) == (12_400_000, 31_000_000)
         status = [str(row.query_one(".layer-status").render()) for row in layers]
-        assert status == ["Already exists", "Pull complete",
-                          "Downloading 12.4 MB/31.0 MB"]
-        assert screen.transfer_done == 12_400_000 and screen.transfer_total == 31_000_000
+        assert status == ["Downloading 12.4 MB/31.0 MB", "Already exists",
+                          "Pull complete"]
+        # the bar in percent: 12.4 of the 31 MB to fetch (the other two layers are here)
+        assert screen.transfer_done == 40.0 and screen.transfer_total == 100.0
         label = text_of(screen.query_one("#transfer-label"))  # type: ignore[arg-type]
         assert "layers 2/3" in label and "12.4 MB/31.0 MB" in label
         steps = screen.query_one("#op-steps", DataTable)

@@ -47,13 +47,15 @@ class TransferProgress:
             done=("Pull complete", "Already exists"),
             bytes_final=("Verifying Checksum", "Download complete", "Extracting",
                          "Pull complete"),
-            bytes_status="Downloading"))
+            bytes_status="Downloading", present=("Already exists",),
+            unpack_status="Extracting"))
 
     @classmethod
     def push(cls, ref: str) -> TransferProgress:
         return cls(ref, PushProgress, _LayerTally(
             done=("Pushed", "Layer already exists", "Mounted from"),
-            bytes_final=("Pushed",), bytes_status="Pushing"))
+            bytes_final=("Pushed",), bytes_status="Pushing",
+            present=("Layer already exists", "Mounted from")))
 
     def feed(self, layer: str, status: str, detail: Mapping[str, Any]) -> Iterator[Event]:
         """The events one layer's status line makes."""
@@ -76,20 +78,37 @@ class _LayerState:
     current: int = 0
     total: int = 0
     done: bool = False
+    present: bool = False  # already there: nothing to transfer
+    unpacked: float = 0.0  # a pull's extraction, 0..1
+
+    def share(self, unpacking: bool) -> float:
+        if self.done:
+            return 1.0
+        sent = min(self.current / self.total, 1.0) if self.total else 0.0
+        return (sent + self.unpacked) / 2 if unpacking else sent
 
 
 class _LayerTally:
     """Per-layer state from pull/push status lines, summed as `docker pull` shows them."""
 
     def __init__(self, *, done: tuple[str, ...], bytes_final: tuple[str, ...],
-                 bytes_status: str) -> None:
+                 bytes_status: str, present: tuple[str, ...] = (),
+                 unpack_status: str | None = None) -> None:
         self._done = done
         self._bytes_final = bytes_final
         self._bytes_status = bytes_status
+        self._present = present
+        self._unpack_status = unpack_status
         self._layers: dict[str, _LayerState] = {}
 
     def update(self, layer: str, status: str, detail: Mapping[str, Any]) -> None:
         st = self._layers.setdefault(layer, _LayerState())
+        if self._present and status.startswith(self._present) and not st.current:
+            st.present = True
+        if self._unpack_status and status == self._unpack_status:
+            total = int(detail.get("total") or 0)
+            if total > 0:
+                st.unpacked = min(int(detail.get("current") or 0) / total, 1.0)
         if status == self._bytes_status:
             total = int(detail.get("total") or 0)
             if total > 0:
@@ -102,14 +121,30 @@ class _LayerTally:
             st.done = True
             st.current = st.total
 
-    def snapshot(self) -> tuple[int, int, int, int]:
+    def snapshot(self) -> tuple[int, int, int, int, float]:
         layers = self._layers.values()
+        done = sum(1 for s in layers if s.done)
         return (
-            sum(1 for s in layers if s.done),
+            done,
             len(self._layers),
             sum(s.current for s in layers),
             sum(s.total for s in layers),
+            self._fraction(all_done=done == len(self._layers)),
         )
+
+    def _fraction(self, *, all_done: bool) -> float:
+        """How much is really done: the layers to transfer weighed by their size (a layer
+        the engine has not sized yet, one waiting its turn, at the others' mean size), a
+        pull's unpacking as half of each layer's work; 1.0 only when every layer is done."""
+        if all_done:
+            return 1.0
+        moving = [s for s in self._layers.values() if not s.present]
+        sized = [s.total for s in moving if s.total]
+        mean = sum(sized) / len(sized) if sized else 1.0
+        weight = sum(s.total or mean for s in moving)
+        unpacking = self._unpack_status is not None
+        got = sum(s.share(unpacking) * (s.total or mean) for s in moving)
+        return min(got / weight, 0.99) if weight else 0.0
 
 
 # --------------------------------------------------------------------------- build stream

@@ -83,6 +83,7 @@ class OperationScreen(Screen[bool]):
         self._pending: list[Event] = []
         self._lock = threading.Lock()
         self._layers: dict[str, LayerRow] = {}
+        self._layers_moved = False  # a layer row changed since the panel was last sorted
         self._rows: dict[tuple[str, int], str] = {}
         self._phase = ""
         self._summary = ""
@@ -202,6 +203,8 @@ class OperationScreen(Screen[bool]):
         for event in batch:
             self.events_seen += 1
             self.apply(event)
+        if self._layers_moved:
+            self._sort_layers()
         if batch:
             # lines written before the log had its size are laid out later, without
             # following the end; follow it once the new lines are in place
@@ -231,10 +234,9 @@ class OperationScreen(Screen[bool]):
     def _on_transfer(self, event: PullProgress | PushProgress) -> None:
         verb = "Pulling" if isinstance(event, PullProgress) else "Pushing"
         self.query_one("#transfer").display = True
-        total = event.bytes_total or event.layers_total
-        done = event.bytes_done if event.bytes_total else event.layers_done
-        self.transfer_total = float(total) if total else None
-        self.transfer_done = float(done)
+        # (what is really done, not the bytes of the layers sized so far: see the event)
+        self.transfer_total = 100.0
+        self.transfer_done = 100.0 * event.share_done
         size = (f" · {human_bytes(event.bytes_done)}/{human_bytes(event.bytes_total)}"
                 if event.bytes_total else "")
         self._transfer_label(f"{verb} {_short_ref(event.reference)} · layers "
@@ -299,6 +301,21 @@ class OperationScreen(Screen[bool]):
             layers.display = True
             layers.mount(row)
         row.apply(event)
+        self._layers_moved = True
+
+    def _sort_layers(self) -> None:
+        """What is still moving on top, biggest first, then what is done: the panel shows a
+        few rows, and the 150 MB layer being fetched matters more than the small ones that
+        were already here."""
+        self._layers_moved = False
+        layers = self.query_one("#layers", VerticalScroll)
+        shown = [child for child in layers.children if isinstance(child, LayerRow)]
+        wanted = sorted(shown, key=lambda row: (row.finished, -row.layer_bytes))
+        if wanted == shown:
+            return
+        for row in reversed(wanted):  # each to the top, the last one wanted first
+            if layers.children and layers.children[0] is not row:
+                layers.move_child(row, before=0)
 
     def _step_started(self, event: StepStarted) -> None:
         steps = self.query_one("#op-steps", DataTable)

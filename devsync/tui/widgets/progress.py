@@ -53,9 +53,16 @@ class LayerRow(Horizontal):
             progress=LayerRow.progress, total=LayerRow.total)
         yield LayerStatus(classes="layer-status").data_bind(text=LayerRow.status)
 
+    layer_bytes = 0  # its size, once the engine says
+
+    @property
+    def finished(self) -> bool:
+        return self.status.startswith(_FINISHED)
+
     def apply(self, event: LayerProgress) -> None:
         status = event.status
         if event.total:
+            self.layer_bytes = event.total
             self.total = float(event.total)
             self.progress = float(min(event.current, event.total))
             status = f"{status} {human_bytes(event.current)}/{human_bytes(event.total)}"
@@ -65,4 +72,4 @@ class LayerRow(Horizontal):
             if status.startswith(_FINISHED):
                 self.progress = self.total or 1.0
         self.status = status
-        self.set_class(status.startswith(_FINISHED), "-done")
+        self.set_class(self.finished, "-done")
