@@ -11,6 +11,7 @@ fetched: BuildKit itself fetches the layers it reuses.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devsync.errors import DevsyncError
@@ -23,6 +24,7 @@ from devsync.model.buildkit import (
     SelectionError,
 )
 from devsync.model.context import TarFlavor
+from devsync.model.dockerfiles import Dockerfile, parse_text
 from devsync.model.images import ImageInfo
 from devsync.model.project import ImageSpec, Project
 from devsync.model.registrycache import registry_cache_ref
@@ -89,7 +91,8 @@ def plan_buildkit(project: Project, spec: ImageSpec, resolver: Resolver, git: Gi
     source = CacheSource(cache_from[0], graph, deployed) if cache_from else None
     predictor = BuildKitPredictor(df, context=on_demand.as_context(), images=resolver.base,
                                   source=source, build_args=spec.build_args,
-                                  target=spec.target, transport=transport)
+                                  target=spec.target, transport=transport,
+                                  same_stages=_same_stages(df, spec, project, deployed, git))
     try:
         steps = predictor.run()
     except SelectionError as exc:
@@ -100,7 +103,10 @@ def plan_buildkit(project: Project, spec: ImageSpec, resolver: Resolver, git: Gi
     if any(not s.certain for s in plan_steps):
         notes.append("steps marked uncertain depend on what devsync cannot see before "
                      "building (see each step)")
-    depth = max((s.depth for s in steps if s.cached and s.vertex), default=0)
+    # (the deployed image's layers: another stage's cached records are in another chain)
+    final = df.target_stage(spec.target).index
+    depth = max((s.depth for s in steps if s.cached and s.vertex and s.stage == final),
+                default=0)
     pull_bytes = sum(deployed.layer_sizes[:depth]) if deployed is not None else 0
     return ImagePlan(
         name=spec.name, role=spec.role, dockerfile=spec.rel_dockerfile(project.root),
@@ -112,6 +118,40 @@ def plan_buildkit(project: Project, spec: ImageSpec, resolver: Resolver, git: Gi
         pull_bytes=pull_bytes, builder="buildkit", transport=transport,
         scanned_context=on_demand.scanned, reuse=None,
     )
+
+
+def _same_stages(df: Dockerfile, spec: ImageSpec, project: Project,
+                 deployed: ImageInfo | None, git: GitRepo | None) -> frozenset[int]:
+    """The stages other than the target whose ops are the ones CI built: their text is the
+    same in the Dockerfile at the deployed revision, and they declare no ARG (a build
+    argument CI passed would be in their keys, unseen). No image history records such a
+    stage, so this is what vouches for its RUN and WORKDIR keys."""
+    revision = deployed.labels.get(REVISION_LABEL) if deployed is not None else None
+    if git is None or not revision:
+        return frozenset()
+    try:
+        raw = git.file_at(revision, str(spec.dockerfile))
+    except Exception:  # (no verdict from git: vouch for nothing)
+        return frozenset()
+    if raw is None:
+        return frozenset()
+    try:
+        then = parse_text(raw.decode("utf-8"), Path(spec.rel_dockerfile(project.root)))
+    except Exception:  # (the old Dockerfile does not parse: vouch for nothing)
+        return frozenset()
+    target = df.target_stage(spec.target).index
+    if [i.text for i in then.meta_args] != [i.text for i in df.meta_args]:
+        return frozenset()
+    out = set()
+    for stage in df.stages:
+        if stage.index == target or stage.index >= len(then.stages):
+            continue
+        old = then.stages[stage.index]
+        texts = [i.text for i in [stage.from_instruction, *stage.instructions]]
+        if texts == [i.text for i in [old.from_instruction, *old.instructions]] and \
+                not any(i.cmd == "ARG" for i in stage.instructions):
+            out.add(stage.index)
+    return frozenset(out)
 
 
 def _with_registry_cache(resolver: Resolver, ref: str, graph: CacheGraph | None,
@@ -164,7 +204,7 @@ def _uncertain(step: BKStep) -> str:
                 "image's history does not show it)")
     if step.detail == "after uncertain":
         return " (uncertain: its key hangs on an uncertain step before it)"
-    if step.miss in ("stage", "unknown", "busted"):
+    if step.miss in ("stage", "unknown", "busted", "stage-files"):
         return ""
     return " (uncertain: the cache source has several records here)"
 
@@ -200,6 +240,11 @@ def _miss_reason(step: BKStep, spec: ImageSpec, project: Project, deployed: Imag
     if miss == "stage":
         return (f"{step.detail} is built here: an inline cache holds only the final stage's "
                 "results, and whether BuildKit needs this stage depends on files it produces")
+    if miss == "stage-files":
+        return (f"copies what stage {step.instruction.flag('from')} builds, and that stage's "
+                "cache key differs from CI's (or its records are not in the cache): BuildKit "
+                "builds it and reuses this step only if the files copied come out "
+                "byte-identical, which is known only then")
     if miss == "unknown":
         if step.kind == "add-url":
             return "ADD from a URL: its content is known only once fetched"

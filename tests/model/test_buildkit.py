@@ -251,3 +251,24 @@ def test_wildcard_content_keys(tmp_path: Path) -> None:
     assert two.exact and two.key == ("sha256:90deb48a2b0a3dca34c561db14b7e08b60e46848d26e5935"
                                      "2886f3f2096ac66f")
     assert not hasher.select(["s*"]).exact  # a directory matched: not measured, not claimed
+
+
+def test_a_vouched_stage_the_target_does_not_copy_directly_stays_uncertain(
+        tmp_path: Path) -> None:
+    """A stage walked down the records (`same_stages`) that only a stage devsync does not
+    walk copies from: whether BuildKit needs it is not known, so nothing of it is claimed."""
+    ctx = make_context(tmp_path / "app")
+    (ctx / "Dockerfile").write_text(
+        "FROM localhost:53737/busybox:1 AS a\nRUN echo hi > /x\n"
+        "FROM localhost:53737/busybox:1 AS b\nARG X=1\nCOPY --from=a /x /x\n"
+        "FROM localhost:53737/busybox:1\nCOPY --from=b /x /x\nRUN cat /x\n")
+    image = deployed(RECORDS)
+    graph = CacheGraph.from_inline(image.inline_cache, len(image.diff_ids))
+    steps = BuildKitPredictor(parse_file(ctx / "Dockerfile"), context=scan_context(ctx),
+                              images=lambda ref: busybox(),
+                              source=CacheSource(image.reference, graph, image, 2),
+                              same_stages=frozenset({0})).run()
+    by_line = {s.instruction.line: (s.cached, s.certain) for s in steps if s.vertex}
+    assert by_line[2] == (False, False)  # stage a: walked, but not reached
+    assert by_line[5] == (False, False)  # stage b: not walked
+    assert by_line[7] == (False, False) and by_line[8] == (False, False)

@@ -124,6 +124,12 @@ class CacheGraph:
         return [self.records[link].digest for link, _s in r.inputs[1]
                 if 0 <= link < len(self.records)]
 
+    def input_links(self, record: int, slot: int) -> list[int]:
+        """The records input `slot` of a record links to (for a `COPY --from`, slot 1: the
+        record of the copied stage's last vertex)."""
+        r = self.records[record]
+        return [link for link, _s in r.inputs[slot]] if slot < len(r.inputs) else []
+
     @property
     def loadable(self) -> int:
         return sum(1 for r in self.records if r.has_layers)

@@ -16,9 +16,21 @@ inputs, so a chain of records from the `FROM` root down to the vertex must match
   COPY with --chown/--chmod, a cache without an image's history), the step is uncertain.
 
 Metadata instructions (ENV, ARG, LABEL, CMD, ...) make no vertex: they keep their place and
-say what the step before them said. Only the target stage's chain is predicted exactly: an
-inline cache holds loadable results of the final stage only, and a `COPY --from` another stage
-hangs on files that stage builds (uncertain).
+say what the step before them said.
+
+Other stages (multi-stage builds; measured on dockerd 20.10, tests/ops/
+test_plan_exact_buildkit_stages.py). An inline cache holds the records of every stage the
+build needed, but results (layers) of the final stage only; a registry cache composed per stage
+(`devsync publish --registry-cache`) has them for each stage. A stage is walked down the
+records like the target stage when the caller vouches that its ops are CI's (`same_stages`:
+its text is the deployed revision's, it declares no ARG and starts FROM an image), since no
+image history tells its ops. A `COPY --from=STAGE` record's second input links to the record
+of the stage's last vertex: its key matches when that stage's chain matched. When it does
+not, BuildKit builds the stage and compares the files it copies (a content key) - that is
+known only after building (uncertain). Which vertices run is then decided over the whole graph
+(`_decide`): the target's last vertex is needed; a needed vertex with a matching loadable
+record is CACHED, otherwise it runs and needs its inputs (the step before it, and for `COPY
+--from` the stage's last vertex); a vertex not needed is reported CACHED when its key matched.
 """
 
 from __future__ import annotations
@@ -120,7 +132,7 @@ class BuildKitPredictor:
     def __init__(self, dockerfile: Dockerfile, *, context: BuildContext | None,
                  images: Callable[[str], ImageInfo | None], source: CacheSource | None,
                  build_args: Mapping[str, str] | None = None, target: str | None = None,
-                 transport: str = "cli") -> None:
+                 transport: str = "cli", same_stages: frozenset[int] = frozenset()) -> None:
         self.df = dockerfile
         self.context = context
         self.images = images
@@ -132,21 +144,45 @@ class BuildKitPredictor:
         self._hasher: ContentHasher | None = None
         self.base_info: ImageInfo | None = None
         self.base_ref = ""
+        self.same_stages = same_stages
+        # per stage walked: the records its last vertex matched (None: its chain broke)
+        self._stage_out: dict[int, list[int] | None] = {}
+        self._matched: set[int] = set()  # id() of the vertices whose key the cache has
+        self._inputs: dict[int, list[BKStep]] = {}  # id(step) -> the vertices it needs
+        self._stage_last: dict[int, BKStep | None] = {}
+        self._copied: dict[int, int | None] = {}  # id(COPY --from step) -> its walked stage
 
     def run(self) -> list[BKStep]:
         target = self.df.target_stage(self.target)
         needed = {s.index for s in self.df.stages_needed(self.target)}
         meta = self._meta_args()
         out = [BKStep(ins, -1, "meta", False, cached=True) for ins in self.df.meta_args]
+        walked: list[list[BKStep]] = []
         for stage in self.df.stages:
             if stage.index not in needed:
                 out.extend(BKStep(ins, stage.index, "skip", False, cached=True)
                            for ins in [stage.from_instruction, *stage.instructions])
-            elif stage.index == target.index:
-                out.extend(self._target_stage(stage, meta))
+            elif stage.index == target.index or self._walkable(stage, meta):
+                steps = self._stage(stage, meta, stage.index == target.index)
+                walked.append(steps)
+                out.extend(steps)
             else:
                 out.extend(self._other_stage(stage))
+        last = self._stage_last.get(target.index)
+        decided = _decide(last, self._matched, self._inputs) if last is not None else set()
+        for steps in walked:
+            if steps[0].stage != target.index:
+                _undecided(steps, decided)
+            _metadata_follows(steps)
         return sorted(out, key=lambda s: s.instruction.line)
+
+    def _walkable(self, stage: Stage, meta: dict[str, str]) -> bool:
+        """Another stage is walked down the records when its ops are known to be CI's, and it
+        starts FROM an image."""
+        if stage.index not in self.same_stages:
+            return False
+        base = self.lexer.process_word(stage.base, meta)
+        return base != "scratch" and self.df.stage_named(base) is None
 
     # -- stages
 
@@ -170,9 +206,8 @@ class BuildKitPredictor:
                               miss="stage" if vertex else None, detail=name))
         return out
 
-    def _target_stage(self, stage: Stage, meta: dict[str, str]) -> list[BKStep]:
+    def _stage(self, stage: Stage, meta: dict[str, str], is_target: bool) -> list[BKStep]:
         base = self.lexer.process_word(stage.base, meta)
-        self.base_ref = base
         from_step = BKStep(stage.from_instruction, stage.index, "from", False, cached=True,
                            source_ref=base)
         steps = [from_step]
@@ -182,7 +217,8 @@ class BuildKitPredictor:
             info = self.images(base)
             if info is None:
                 raise SelectionError(f"base image {base} is neither local nor in its registry")
-        self.base_info = info
+        if is_target:
+            self.base_ref, self.base_info = base, info
         state = _State(env=list(info.env) if info else [],
                        shell=tuple(info.shell or _DEFAULT_SHELL) if info else _DEFAULT_SHELL,
                        workdir=info.workdir if info else "")
@@ -190,8 +226,13 @@ class BuildKitPredictor:
             state.env.append(f"PATH={DEFAULT_PATH}")
         for ins in stage.instructions:
             steps.append(self._dispatch(ins, stage, state))
-        self._match(steps, stage, base, info)
-        _metadata_follows(steps)
+        vertices = [s for s in steps if s.vertex]
+        for i, s in enumerate(vertices):
+            self._inputs[id(s)] = vertices[i - 1:i]
+        self._stage_last[stage.index] = vertices[-1] if vertices else None
+        self._copied.update({id(s): self._from_stage(s) for s in vertices
+                             if s.kind == "copy-stage"})
+        self._stage_out[stage.index] = self._match(steps, base, info, own=not is_target)
         return steps
 
     # -- what this build writes
@@ -258,7 +299,7 @@ class BuildKitPredictor:
             step.kind = "copy-stage"
         elif ins.cmd == "ADD" and any("://" in s for s in srcs):
             step.kind = "add-url"
-        elif ins.flag("chown") is not None or ins.flag("chmod") is not None:
+        if ins.flag("chown") is not None or ins.flag("chmod") is not None:
             step.certain = False
             step.detail = "--chown/--chmod"
 
@@ -269,34 +310,38 @@ class BuildKitPredictor:
 
     # -- against the cache
 
-    def _match(self, steps: list[BKStep], stage: Stage, base: str,
-               info: ImageInfo | None) -> None:
+    def _match(self, steps: list[BKStep], base: str, info: ImageInfo | None,
+               own: bool) -> list[int] | None:
+        """Walk the stage's vertices down the records; the records its last vertex matched
+        (None when its chain broke or was not walked). `own`: a stage whose ops are vouched
+        to be CI's (not the target: no image history to compare with)."""
         vertices = [s for s in steps if s.vertex]
         source = self.source
         if info is None:
             for s in vertices:
                 s.cached, s.certain, s.miss = False, False, "unknown"
                 s.detail = f"FROM {base}: devsync predicts a BuildKit build FROM an image only"
-            return
+            return None
         if source is None or source.graph is None:
             for s in vertices:
                 s.cached, s.miss = False, "no-metadata"
-            return
+            return None
         graph = source.graph
         roots = graph.roots(from_key(info.diff_ids))
         if not roots:
             for s in vertices:
                 s.cached, s.miss = False, "base"
-            return
+            return None
+        ours = _signatures([s.ours for s in steps[1:] if s.ours])
         theirs: list[tuple[str, ...]] = []
-        if source.image is not None:
+        if own:
+            theirs = ours  # (vouched by the caller: the same stage text as CI built)
+        elif source.image is not None:
             # (its base is ours: the root record says it was built on the same layers)
             skip = source.base_history if source.base_history is not None \
                 else len(info.history)
             theirs = _signatures(history_entries(source.image, skip))
-        ours = _signatures([s.ours for s in steps[1:] if s.ours])
         current: list[int] = roots
-        matched: list[BKStep] = []  # the vertices whose key the cache has, in order
         broken: BKStep | None = None
         unsure = False
         for k, step in enumerate(vertices):
@@ -321,13 +366,24 @@ class BuildKitPredictor:
                     step.cached = False
                     broken = step
                     continue
-            elif step.kind in ("copy-stage", "add-url"):
+            elif step.kind == "add-url" or (step.kind == "copy-stage"
+                                            and self._copied.get(id(step)) is None):
                 step.cached, step.certain, step.miss = False, False, "unknown"
                 broken, unsure = step, True
                 continue
             children = sorted({c for parent in current for c in graph.children(parent)})
             candidates = children if content is None else \
                 [c for c in children if content in graph.content_keys(c)]
+            if step.kind == "copy-stage":
+                stage_out = self._stage_out.get(self._copied.get(id(step)) or 0)
+                candidates = [c for c in children
+                              if set(graph.input_links(c, 1)) & set(stage_out or ())]
+                if not candidates and k < len(theirs) and theirs[k] == ours[k]:
+                    # the stage's key differs (or the step's): BuildKit builds the stage and
+                    # compares the files copied, known only then
+                    step.cached, step.certain, step.miss = False, False, "stage-files"
+                    broken, unsure = step, True
+                    continue
             same_op = k < len(theirs) and k < len(ours) and theirs[k] == ours[k]
             if not theirs:
                 # no history to tell the ops apart: the structure only
@@ -342,19 +398,36 @@ class BuildKitPredictor:
                 step.cached, step.miss = False, "changed" if k < len(theirs) else "new-step"
                 broken = step
                 # another generation's records may hold this op: cannot tell
-                unsure = len(children) > 1
+                # (several cache sources may hold one key: the same digest is one key)
+                unsure = len({graph.records[c].digest for c in children}) > 1
                 step.certain = step.certain and not unsure
                 continue
-            if len(candidates) > 1 and len({graph.records[c].has_layers
-                                            for c in candidates}) > 1:
+            if len({graph.records[c].digest for c in candidates}) > 1 and \
+                    len({graph.records[c].has_layers for c in candidates}) > 1:
                 step.certain = False
             # the key matches; whether the result is loaded or run is decided below
             step.cached = any(graph.records[c].has_layers for c in candidates)
             step.depth = max((d for c in candidates for d in graph.records[c].results), default=0)
-            matched.append(step)
+            self._matched.add(id(step))
             current = candidates
             unsure = unsure or not step.certain
-        _loaded_or_run(matched)
+        return current if broken is None and vertices else None
+
+    def _from_stage(self, step: BKStep) -> int | None:
+        """The walked stage a `COPY --from` copies from (None: an image, or a stage that was
+        not walked); the step then also needs that stage's last vertex."""
+        name = step.instruction.flag("from") or ""
+        stage = self.df.stage_named(name)
+        if stage is None and name.isdigit() and int(name) < len(self.df.stages):
+            stage = self.df.stages[int(name)]
+        if stage is None or stage.index not in self._stage_out:
+            return None
+        last = self._stage_last.get(stage.index)
+        if last is None:
+            return None
+        if last not in self._inputs[id(step)]:
+            self._inputs[id(step)].append(last)
+        return stage.index
 
     @property
     def hasher(self) -> ContentHasher | None:
@@ -383,19 +456,51 @@ class BuildKitPredictor:
         return selection.key
 
 
-def _loaded_or_run(matched: list[BKStep]) -> None:
-    """Of the vertices whose keys match (a chain from FROM), BuildKit loads the last one
-    whose record has layers, if the build needs anything of them: what comes after that one
-    in the chain runs (its record has no result to load); what comes before is never needed
-    and is reported CACHED with no layers at all. (Measured: an image built from an imported
-    cache re-exports the imported steps without layers; built unchanged it is all CACHED,
-    and after an edit further down every such step runs again, moby/buildkit#1981.)"""
-    last_loadable = max((i for i, s in enumerate(matched) if s.cached), default=-1)
-    for i, step in enumerate(matched):
-        if i <= last_loadable:
+def _undecided(steps: list[BKStep], decided: set[int]) -> None:
+    """A walked stage that the target's graph does not reach directly (copied by a stage
+    devsync does not walk): whether BuildKit needs it is not known."""
+    for s in steps:
+        if s.vertex and id(s) not in decided:
+            s.cached, s.certain, s.miss = False, False, "stage"
+            s.detail = f"stage {s.stage}"
+
+
+def _decide(last: BKStep, matched: set[int], inputs: Mapping[int, list[BKStep]]) -> set[int]:
+    """Which vertices run: BuildKit needs the target's last vertex; a needed vertex whose key
+    matched a record with layers is loaded (CACHED), and its inputs are not needed; any other
+    needed vertex runs and needs its inputs. A vertex never needed is reported CACHED when
+    its key matched (with no layers at all). Where `step.cached` says, on entry, whether a
+    matched record has layers. (Measured: an image built from an imported cache re-exports
+    the imported steps without layers; built unchanged it is all CACHED, and after an edit
+    further down every such step runs again, moby/buildkit#1981. An inline cache's other
+    stages: CACHED when the final stage's `COPY --from` loads, run when they are needed.)
+    Returns the vertices it decided (id())."""
+    order: list[BKStep] = []
+    seen: set[int] = set()
+
+    def visit(step: BKStep) -> None:  # inputs first
+        if id(step) in seen:
+            return
+        seen.add(id(step))
+        for dep in inputs.get(id(step), ()):
+            visit(dep)
+        order.append(step)
+
+    visit(last)
+    needed = {id(last)}
+    for step in reversed(order):
+        hit = id(step) in matched
+        if id(step) in needed:
+            if hit and step.cached:
+                step.miss = None
+                continue
+            step.cached = False
+            if hit:
+                step.miss = "no-layers"
+            needed.update(id(d) for d in inputs.get(id(step), ()))
+        elif hit:
             step.cached, step.miss = True, None
-        else:
-            step.cached, step.miss = False, "no-layers"
+    return seen
 
 
 def _metadata_follows(steps: list[BKStep]) -> None:
