@@ -192,3 +192,36 @@ def test_changed_stage_text_stays_uncertain(stages: dict[str, BKTeam],
     # differed, it would have run: why the plan leaves it uncertain
     assert not real[4] and real[7], real
     assert all(real[line] for line in (8, 9)), real
+
+
+@pytest.mark.parametrize("cache", ["inline", "registry"])
+def test_sync_of_a_multi_stage_project_goes_as_planned(stages: dict[str, BKTeam],
+                                                       devsync_env: None,  # noqa: F811
+                                                       cache: str) -> None:
+    """`devsync sync` compares BuildKit's CACHED with the plan's certain steps itself, the
+    vendor stage's included: no step against its prediction, after a code edit and after a
+    composer.json change."""
+    from devsync.adapters.engine import Engine
+    from devsync.adapters.gitrepo import open_repo
+    from devsync.adapters.resolver import Resolver
+    from devsync.events import StepFinished, Warning_
+    from devsync.model.project import load_project
+    from devsync.ops.sync import sync_image
+
+    team = stages[cache]
+    for change in (_code_edit, _composer_json):
+        plan = _setup(team, change)
+        team.fresh_machine()
+        project = load_project(team.path)
+        engine = Engine.connect()
+        events = list(sync_image(project, project.image("app"), engine=engine,
+                                 resolver=Resolver(engine), git=open_repo(team.path),
+                                 plan=plan))
+        differed = [e.message for e in events if isinstance(e, Warning_)
+                    and ("the engine rebuilt" in e.message or "the engine reused" in e.message)]
+        assert not differed, differed
+        finished = [e for e in events if isinstance(e, StepFinished)]
+        predicted = [e for e in finished if e.predicted_cached is not None]
+        # the vendor stage's three vertices are predicted too
+        assert len(predicted) >= 6, finished
+        assert all(e.cached == e.predicted_cached for e in predicted), finished
