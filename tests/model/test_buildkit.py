@@ -272,3 +272,25 @@ def test_a_vouched_stage_the_target_does_not_copy_directly_stays_uncertain(
     assert by_line[2] == (False, False)  # stage a: walked, but not reached
     assert by_line[5] == (False, False)  # stage b: not walked
     assert by_line[7] == (False, False) and by_line[8] == (False, False)
+
+
+def test_a_vouched_stage_whose_base_cannot_be_read_stays_uncertain(tmp_path: Path) -> None:
+    """Another stage's base that devsync cannot read (Docker Hub out of reach): the plan
+    does not fail, the stage keeps the uncertain plan."""
+    ctx = make_context(tmp_path / "app")
+    (ctx / "Dockerfile").write_text(
+        "FROM composer:2 AS vendor\nRUN echo hi > /x\n"
+        "FROM localhost:53737/busybox:1\nCOPY --from=vendor /x /x\nRUN cat /x\n")
+    image = deployed(RECORDS)
+    graph = CacheGraph.from_inline(image.inline_cache, len(image.diff_ids))
+
+    def images(ref: str) -> ImageInfo:
+        if ref.startswith("composer"):
+            raise RuntimeError("registry-1.docker.io is not reachable")
+        return busybox()
+
+    steps = BuildKitPredictor(parse_file(ctx / "Dockerfile"), context=scan_context(ctx),
+                              images=images, source=CacheSource(image.reference, graph, image, 2),
+                              same_stages=frozenset({0})).run()
+    by_line = {s.instruction.line: (s.cached, s.certain) for s in steps if s.vertex}
+    assert by_line == {2: (False, False), 4: (False, False), 5: (False, False)}

@@ -151,6 +151,7 @@ class BuildKitPredictor:
         self._inputs: dict[int, list[BKStep]] = {}  # id(step) -> the vertices it needs
         self._stage_last: dict[int, BKStep | None] = {}
         self._copied: dict[int, int | None] = {}  # id(COPY --from step) -> its walked stage
+        self._bases: dict[str, ImageInfo | None] = {}  # other stages' bases, as resolved
 
     def run(self) -> list[BKStep]:
         target = self.df.target_stage(self.target)
@@ -182,7 +183,14 @@ class BuildKitPredictor:
         if stage.index not in self.same_stages:
             return False
         base = self.lexer.process_word(stage.base, meta)
-        return base != "scratch" and self.df.stage_named(base) is None
+        if base == "scratch" or self.df.stage_named(base) is not None:
+            return False
+        try:
+            info = self.images(base)
+        except Exception:  # (a base devsync cannot read, e.g. a registry not reachable)
+            return False
+        self._bases[base] = info
+        return info is not None
 
     # -- stages
 
@@ -214,7 +222,7 @@ class BuildKitPredictor:
         if self.df.stage_named(base) is not None or base == "scratch":
             info = None
         else:
-            info = self.images(base)
+            info = self._bases[base] if base in self._bases else self.images(base)
             if info is None:
                 raise SelectionError(f"base image {base} is neither local nor in its registry")
         if is_target:
