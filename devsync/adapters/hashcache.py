@@ -13,9 +13,15 @@ remembers, per regular file of a build context:
 
 Git's "racy" rule: a file changed in the same timestamp granule as it was read may keep its
 signature while its content changes. So an entry is remembered only when its mtime and ctime
-are `RACY_NS` older than the moment the scan began (no file was read earlier); on loading,
-entries not that much older than the cache's own stamp are dropped again. Such a file is
-re-hashed by the next scans until it has been left alone for `RACY_NS`.
+are older, by the file system's granule (`racy_margin`), than the moment its content was
+read: the moment the scan began (no file was read earlier), or for a file racy then, the
+moment its hashing began (`compute`: a rehash that proves what it holds). On loading, entries
+not that much older than the cache's own stamp (the latest such moment) are dropped again.
+A racy file is re-hashed by the next scans until it has been left alone for the margin.
+The granule: a file whose mtime and ctime both have a sub-second part lives on a file system
+with fine timestamps (ext4, xfs, btrfs, tmpfs, APFS, NTFS: 1-100 ns, set from a kernel clock
+at most a tick, 1-10 ms, behind the system's): `FINE_RACY_NS`. Whole seconds may be all the
+file system keeps (ext3, HFS+, FAT's 2 s): `RACY_NS`.
 
 On disk: `<cache dir>/hashes/<key>.bin`, <key> = 16 hex digits of sha256(realpath(context)),
 the cache dir `$DEVSYNC_CACHE_DIR`, else platformdirs' user cache dir. The file is a magic line,
@@ -38,9 +44,9 @@ import stat
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from devsync.model.context import FILE, ContextEntry, FileDigests
+from devsync.model.context import FILE, ContextEntry, DigestJob, FileDigests
 
 CACHE_DIR_ENV = "DEVSYNC_CACHE_DIR"
 FORMAT = 1
@@ -48,6 +54,10 @@ MAGIC = b"devsync file digests\n"
 # Older than the scan's start by this much, a file's next change moves its mtime or ctime:
 # covers ext4's and xfs's coarse clock ticks, 1 s (ext3, HFS+) and 2 s (FAT) granules.
 RACY_NS = 2_000_000_000
+# With sub-second timestamps: ten times the coarsest kernel tick (HZ=100), for the clock
+# the file system stamps with lagging the one devsync reads.
+FINE_RACY_NS = 100_000_000
+_SECOND = 1_000_000_000
 _MAX_FILE = 1 << 30  # a cache of a million files is ~250 MB
 _MAX_HEADER = 64 * 1024
 # path offset, path length, size, mtime_ns, ctime_ns, inode, device, mode,
@@ -102,6 +112,13 @@ def machine_id() -> str:
                 break
         _MACHINE = found or f"host:{os.uname().nodename}"
     return _MACHINE
+
+
+def racy_margin(mtime_ns: int, ctime_ns: int) -> int:
+    """How much older than a read a file's mtime and ctime must be for its next change to
+    move one of them: `FINE_RACY_NS` when both show the file system keeps sub-second
+    timestamps, else `RACY_NS`."""
+    return FINE_RACY_NS if mtime_ns % _SECOND and ctime_ns % _SECOND else RACY_NS
 
 
 def variant_id(header: bytes) -> bytes:
@@ -167,6 +184,8 @@ class HashCache(FileDigests):
         self._dirty = False
         self.problem: str | None = None  # why the file on disk was not used, if it was not
         self.racy = 0  # files found too new to be remembered
+        self.proved = 0  # of those, files remembered after all once hashed (see `compute`)
+        self._stamp_ns = self.started_ns  # when the newest remembered content was read
 
     @classmethod
     def open(cls, context_dir: str | os.PathLike[str], **kwargs: object) -> HashCache:
@@ -229,7 +248,7 @@ class HashCache(FileDigests):
             raise _Rejected("sizes do not add up")
         variants = tables[records_end:variants_end]
         blob = tables[variants_end:]
-        limit = min(stamp, self.started_ns) - RACY_NS
+        latest = min(stamp, self.started_ns)
         out: dict[str, _Record] = {}
         # The records' paths, capabilities and variants follow each other in the order
         # `save` writes them: anything else is refused, which also bounds the work a
@@ -244,6 +263,7 @@ class HashCache(FileDigests):
                     or first + count > n_variants or not stat.S_ISREG(mode) or size <= 0:
                 raise _Rejected("a record does not follow the format")
             pos, next_variant = cap_end, first + count
+            limit = latest - racy_margin(mtime, ctime)
             if mtime >= limit or ctime >= limit:
                 continue  # racy when it was written: hashed again
             rel = blob[path_off:cap_off].decode("utf-8", "surrogateescape")
@@ -280,7 +300,7 @@ class HashCache(FileDigests):
                                   cap_off, -1 if cap is None else len(cap), n_variants, count)
             n_variants += count
         head = {"format": FORMAT, "machine": machine_id(), "uid": os.geteuid(),
-                "context": self.root, "stamp_ns": self.started_ns, "records": len(records),
+                "context": self.root, "stamp_ns": self._stamp_ns, "records": len(records),
                 "variants": n_variants, "blob": len(blob)}
         body = b"".join((MAGIC, json.dumps(head).encode(), b"\n", table, variants, blob))
         try:
@@ -293,9 +313,27 @@ class HashCache(FileDigests):
 
     # -- FileDigests
 
-    def _racy(self, mtime_ns: int, ctime_ns: int) -> bool:
-        limit = self.started_ns - RACY_NS
+    def _racy(self, mtime_ns: int, ctime_ns: int, at: int | None = None) -> bool:
+        limit = (self.started_ns if at is None else at) - racy_margin(mtime_ns, ctime_ns)
         return mtime_ns >= limit or ctime_ns >= limit
+
+    def compute(self, jobs: Sequence[DigestJob]) -> list[list[str]]:
+        """`FileDigests.compute`; and a file that was racy when the scan began but is no
+        longer when its hashing begins is remembered with the digests just read: any change
+        after that moment moves its mtime (git's rule, with the read's own time)."""
+        began = self.clock()
+        racy = [(entry, capability) for entry, _headers in jobs
+                if entry.kind == FILE and entry.size and entry.rel not in self._seen
+                and self._racy(entry.mtime_ns, entry.ctime_ns)
+                and not self._racy(entry.mtime_ns, entry.ctime_ns, began)
+                for capability in (entry.capability,)]
+        for entry, capability in racy:
+            self._seen[entry.rel] = _Record(entry.stat_key, capability)
+            self.proved += 1
+        if racy:
+            self._stamp_ns = max(self._stamp_ns, began)
+            self._dirty = True
+        return super().compute(jobs)
 
     def known_facts(self, rel: str, st: os.stat_result) -> tuple[bytes | None] | None:
         record = self._loaded.get(rel)

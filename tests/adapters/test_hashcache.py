@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devsync.adapters import hashcache
-from devsync.adapters.hashcache import MAGIC, RACY_NS, HashCache
+from devsync.adapters.hashcache import FINE_RACY_NS, MAGIC, RACY_NS, HashCache
 from devsync.model.context import BuildContext, TarFlavor, scan_context
 
 SECOND = 1_000_000_000
@@ -104,13 +104,24 @@ def test_changed_added_and_deleted_files(cache_dir: Path, tmp_path: Path) -> Non
     assert "src3/f007.txt" not in HashCache.open(root, clock=_clock(10))._loaded
 
 
+def _racy_mtime(scan_at: int, granule: str) -> int:
+    """An mtime within the racy window of a scan at `scan_at`: on a file system that keeps
+    whole seconds, the second before last; with sub-second timestamps, 50 ms before."""
+    if granule == "seconds":
+        return (scan_at // SECOND - 1) * SECOND  # 1 to 2 s before
+    mtime = scan_at - FINE_RACY_NS // 2
+    return mtime if mtime % SECOND else mtime - 1
+
+
+@pytest.mark.parametrize("granule", ["seconds", "nanoseconds"])
 def test_a_file_changed_within_the_racy_window_is_hashed_again(cache_dir: Path,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path,
+                                                               granule: str) -> None:
     root = _repo(tmp_path / "repo")
     scan_at = _clock(60)()  # the scan runs a minute from now: every ctime is old by then
     racy = root / "src0" / "f004.txt"
-    # modified half a second before the scan began: as old as git's racily clean entries
-    os.utime(racy, ns=(scan_at, scan_at - SECOND // 2))
+    # modified within the file system's granule before the scan began: git's racily clean
+    os.utime(racy, ns=(scan_at, _racy_mtime(scan_at, granule)))
     settled = root / "src1" / "f005.txt"
     os.utime(settled, ns=(scan_at, scan_at - RACY_NS - SECOND))
     digest, cache, _ctx = _plan(root, clock=lambda: scan_at)
@@ -122,11 +133,35 @@ def test_a_file_changed_within_the_racy_window_is_hashed_again(cache_dir: Path,
     # ...and reads its new content: changed in place with mtime and size kept (only what
     # ctime says could tell, and within the window it is not trusted either)
     racy.write_text(racy.read_text().upper())
-    os.utime(racy, ns=(scan_at, scan_at - SECOND // 2))
+    os.utime(racy, ns=(scan_at, _racy_mtime(scan_at, granule)))
     cache = HashCache.open(root, clock=lambda: scan_at)
     ctx = scan_context(root, digests=cache)
     assert ctx.source_hash(["."], TarFlavor.CLI_MODERN) == _reference(root) != digest
     assert cache.hashed == 1
+
+
+def test_a_racy_file_hashed_after_its_window_is_remembered(cache_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """Racy when the scan began, settled when its hashing began (the TUI's re-plan right
+    after an edit): the rehash proves what it holds, and the next scan trusts it; hashed
+    within its window, it is not remembered."""
+    root = _repo(tmp_path / "repo")
+    scan_at = _clock(60)()
+    edited = root / "src0" / "f004.txt"
+    os.utime(edited, ns=(scan_at, _racy_mtime(scan_at, "nanoseconds")))
+    times = iter([scan_at, scan_at + FINE_RACY_NS])  # the scan's start, its hashing's
+
+    _digest, cache, _ctx = _plan(root, clock=lambda: next(times, scan_at + FINE_RACY_NS))
+    assert (cache.racy, cache.proved, cache.hashed) == (1, 1, 41)
+    digest, cache, _ctx = _plan(root, clock=lambda: scan_at + SECOND)
+    assert (cache.racy, cache.hashed) == (0, 0) and digest == _reference(root)
+    # the same, hashed while still within its window: hashed again by the next scan
+    os.utime(edited, ns=(scan_at, _racy_mtime(scan_at, "nanoseconds") + 1))
+    times = iter([scan_at, scan_at + FINE_RACY_NS // 4])
+    _digest, cache, _ctx = _plan(root, clock=lambda: next(times, scan_at))
+    assert (cache.racy, cache.proved, cache.hashed) == (1, 0, 1)
+    digest, cache, _ctx = _plan(root, clock=lambda: scan_at + SECOND)
+    assert cache.hashed == 1 and digest == _reference(root)
 
 
 def test_the_cache_files_stamp_decides_what_was_racy(cache_dir: Path, tmp_path: Path) -> None:
@@ -142,13 +177,14 @@ def test_the_cache_files_stamp_decides_what_was_racy(cache_dir: Path, tmp_path: 
     head = json.loads(body[len(MAGIC):end])
     newest = max(max(p.stat().st_mtime_ns, p.stat().st_ctime_ns)
                  for p in root.rglob("*.txt"))
-    head["stamp_ns"] = newest + RACY_NS // 2  # as if written just after the newest change
+    head["stamp_ns"] = newest + FINE_RACY_NS // 2  # as if written just after the newest change
     body = MAGIC + json.dumps(head).encode() + body[end:]
     path.write_bytes(body + hashlib.sha256(body).digest())
     cache = HashCache.open(root, clock=lambda: scan_at + 100 * SECOND)
     assert cache.problem is None
     young = sum(1 for p in root.rglob("*.txt")
-                if max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) >= head["stamp_ns"] - RACY_NS)
+                if max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) >= head["stamp_ns"]
+                - hashcache.racy_margin(p.stat().st_mtime_ns, p.stat().st_ctime_ns))
     assert young and len(cache._loaded) == 40 - young
 
 
