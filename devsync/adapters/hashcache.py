@@ -10,6 +10,10 @@ remembers, per regular file of a build context:
 - a digest per header: sha256(header + content), the header being whatever the caller hashes
   first (the tarsum fields of one way of sending the context, or BuildKit's contenthash
   header), known by a 16-byte blake2b of it. So one cache serves every sender and builder.
+And, when no file of the scan was racy, the COPY/ADD source hashes found for the scan's
+listing (`recall`: keyed by a sha256 of every entry's header fields and signature, see
+`BuildContext.listing_key`): a warm plan of an unchanged tree then hashes nothing and does
+not even look its 20,000 digests up.
 
 Git's "racy" rule: a file changed in the same timestamp granule as it was read may keep its
 signature while its content changes. So an entry is remembered only when its mtime and ctime
@@ -44,7 +48,9 @@ import stat
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from operator import add, and_, mul, ne
 
 from devsync.model.context import FILE, ContextEntry, DigestJob, FileDigests
 
@@ -67,6 +73,7 @@ _VARIANT_ID = 16
 _DIGEST = 32
 _VARIANT = _VARIANT_ID + _DIGEST
 _CHECKSUM = 32
+_MAX_ANSWERS = 64  # source hashes remembered for one listing (a few COPY steps x flavors)
 
 StatKey = tuple[int, int, int, int, int, int]
 
@@ -125,44 +132,29 @@ def variant_id(header: bytes) -> bytes:
     return hashlib.blake2b(header, digest_size=_VARIANT_ID).digest()
 
 
-class _Record:
-    """One file: its signature, capability, and digests per header (variant id + sha256
-    rows as read from disk, `rows`; those found since, `new`)."""
+# One file as remembered: its signature, capability and digest rows (variant id + sha256
+# each), immutable: the digests found by a scan are kept beside (`HashCache._new`).
+_Record = tuple[StatKey, "bytes | None", bytes]
 
-    __slots__ = ("capability", "key", "new", "rows")
 
-    def __init__(self, key: StatKey, capability: bytes | None, rows: bytes = b"") -> None:
-        self.key = key
-        self.capability = capability
-        self.rows = rows
-        self.new: dict[bytes, bytes] | None = None
+def _digest_in(rows: bytes, vid: bytes) -> bytes | None:
+    for i in range(0, len(rows), _VARIANT):
+        if rows[i:i + _VARIANT_ID] == vid:
+            return rows[i + _VARIANT_ID:i + _VARIANT]
+    return None
 
-    def digest(self, vid: bytes) -> bytes | None:
-        if self.new is not None and vid in self.new:
-            return self.new[vid]
-        rows = self.rows
-        for i in range(0, len(rows), _VARIANT):
-            if rows[i:i + _VARIANT_ID] == vid:
-                return rows[i + _VARIANT_ID:i + _VARIANT]
-        return None
 
-    def add(self, vid: bytes, digest: bytes) -> None:
-        if self.new is None:
-            self.new = {}
-        self.new[vid] = digest
-
-    def all_rows(self) -> bytes:
-        """Every variant row, each id once (a new digest for an id replaces the old)."""
-        if not self.new:
-            return self.rows
-        out = bytearray()
-        rows = self.rows
-        for i in range(0, len(rows), _VARIANT):
-            if rows[i:i + _VARIANT_ID] not in self.new:
-                out += rows[i:i + _VARIANT]
-        for vid, digest in self.new.items():
-            out += vid + digest
-        return bytes(out)
+def _merged(rows: bytes, new: dict[bytes, bytes] | None) -> bytes:
+    """Every variant row, each id once (a new digest for an id replaces the old)."""
+    if not new:
+        return rows
+    out = bytearray()
+    for i in range(0, len(rows), _VARIANT):
+        if rows[i:i + _VARIANT_ID] not in new:
+            out += rows[i:i + _VARIANT]
+    for vid, digest in new.items():
+        out += vid + digest
+    return bytes(out)
 
 
 class HashCache(FileDigests):
@@ -181,11 +173,16 @@ class HashCache(FileDigests):
         self.started_ns = clock()
         self._loaded: dict[str, _Record] = {}
         self._seen: dict[str, _Record] = {}  # what this scan found (and may write)
+        self._new: dict[str, dict[bytes, bytes]] = {}  # digests found since, per file
         self._dirty = False
         self.problem: str | None = None  # why the file on disk was not used, if it was not
         self.racy = 0  # files found too new to be remembered
         self.proved = 0  # of those, files remembered after all once hashed (see `compute`)
         self._stamp_ns = self.started_ns  # when the newest remembered content was read
+        # results derived from a listing alone (`recall`): (listing key, {question: answer}),
+        # as read from the file and as found by this scan
+        self._recalled: tuple[str, dict[str, str]] | None = None
+        self._remembered: tuple[str, dict[str, str]] | None = None
 
     @classmethod
     def open(cls, context_dir: str | os.PathLike[str], **kwargs: object) -> HashCache:
@@ -241,6 +238,7 @@ class HashCache(FileDigests):
                 raise _Rejected("unreadable header")
             sizes.append(value)
         stamp, n_records, n_variants, n_blob = sizes
+        self._recalled = _answers(head.get("answers"))
         tables = body[end + 1:]
         records_end = n_records * _RECORD.size
         variants_end = records_end + n_variants * _VARIANT
@@ -248,30 +246,45 @@ class HashCache(FileDigests):
             raise _Rejected("sizes do not add up")
         variants = tables[records_end:variants_end]
         blob = tables[variants_end:]
-        latest = min(stamp, self.started_ns)
-        out: dict[str, _Record] = {}
         # The records' paths, capabilities and variants follow each other in the order
         # `save` writes them: anything else is refused, which also bounds the work a
-        # crafted file can ask for by its size.
-        pos = 0
-        next_variant = 0
-        for (path_off, path_len, size, mtime, ctime, ino, dev, mode, cap_off, cap_len,
-             first, count) in _RECORD.iter_unpack(tables[:records_end]):
-            cap_end = cap_off + max(cap_len, 0)
-            if path_off != pos or cap_off != path_off + path_len or cap_len < -1 \
-                    or cap_end > n_blob or first != next_variant \
-                    or first + count > n_variants or not stat.S_ISREG(mode) or size <= 0:
+        # crafted file can ask for by its size. Checked column by column (a warm plan
+        # loads 20,000 records: no Python loop over them).
+        if not n_records:
+            if n_blob or n_variants:
                 raise _Rejected("a record does not follow the format")
-            pos, next_variant = cap_end, first + count
-            limit = latest - racy_margin(mtime, ctime)
-            if mtime >= limit or ctime >= limit:
-                continue  # racy when it was written: hashed again
-            rel = blob[path_off:cap_off].decode("utf-8", "surrogateescape")
-            out[rel] = _Record((size, mtime, ctime, ino, mode, dev),
-                               blob[cap_off:cap_end] if cap_len >= 0 else None,
-                               variants[first * _VARIANT:(first + count) * _VARIANT])
-        if pos != n_blob or next_variant != n_variants:
+            return {}
+        (path_off, path_len, size, mtime, ctime, ino, dev, mode, cap_off, cap_len, first,
+         count) = map(list, zip(*_RECORD.iter_unpack(tables[:records_end]), strict=True))
+        cap_end = list(map(add, cap_off, map(max, cap_len, repeat(0))))
+        variant_end = list(map(add, first, count))
+        if path_off[0] != 0 or path_off[1:] != cap_end[:-1] or cap_end[-1] != n_blob \
+                or cap_off != list(map(add, path_off, path_len)) or min(cap_len) < -1 \
+                or first[0] != 0 or first[1:] != variant_end[:-1] \
+                or variant_end[-1] != n_variants or min(size) <= 0 \
+                or any(map(ne, map(and_, mode, repeat(0o170000)), repeat(stat.S_IFREG))):
             raise _Rejected("a record does not follow the format")
+        if blob.isascii():  # (byte offsets are character offsets)
+            text = blob.decode("ascii")
+            rels = list(map(text.__getitem__, map(slice, path_off, cap_off)))
+        else:
+            rels = [blob[a:b].decode("utf-8", "surrogateescape")
+                    for a, b in zip(path_off, cap_off, strict=True)]
+        caps: Iterable[bytes | None] = repeat(None) if max(cap_len) < 0 else [
+            blob[a:b] if n >= 0 else None
+            for a, b, n in zip(cap_off, cap_end, cap_len, strict=True)]
+        rows = map(variants.__getitem__, map(slice, map(mul, first, repeat(_VARIANT)),
+                                             map(mul, variant_end, repeat(_VARIANT))))
+        keys = zip(size, mtime, ctime, ino, mode, dev, strict=True)
+        out = dict(zip(rels, zip(keys, caps, rows, strict=False), strict=True))
+        # racy when it was written: hashed again
+        latest = min(stamp, self.started_ns)
+        oldest_racy = latest - RACY_NS
+        if max(mtime) >= oldest_racy or max(ctime) >= oldest_racy:
+            for rel, m, c in zip(rels, mtime, ctime, strict=True):
+                limit = latest - racy_margin(m, c)
+                if m >= limit or c >= limit:
+                    out.pop(rel, None)
         return out
 
     def save(self) -> bool:
@@ -284,31 +297,39 @@ class HashCache(FileDigests):
         variants = bytearray()
         blob = bytearray()
         n_variants = 0
-        for rel, record in records:
+        new = self._new
+        kept: dict[str, _Record] = {}
+        for rel, (key, cap, rows) in records:
             path = rel.encode("utf-8", "surrogateescape")
             path_off = len(blob)
             blob += path
-            cap = record.capability
             cap_off = len(blob)
             if cap is not None:
                 blob += cap
-            rows = record.all_rows()
+            rows = _merged(rows, new.get(rel))
+            kept[rel] = (key, cap, rows)
             variants += rows
-            size, mtime, ctime, ino, mode, dev = record.key
+            size, mtime, ctime, ino, mode, dev = key
             count = len(rows) // _VARIANT
             table += _RECORD.pack(path_off, len(path), size, mtime, ctime, ino, dev, mode,
                                   cap_off, -1 if cap is None else len(cap), n_variants, count)
             n_variants += count
-        head = {"format": FORMAT, "machine": machine_id(), "uid": os.geteuid(),
-                "context": self.root, "stamp_ns": self._stamp_ns, "records": len(records),
-                "variants": n_variants, "blob": len(blob)}
+        head: dict[str, object] = {
+            "format": FORMAT, "machine": machine_id(), "uid": os.geteuid(),
+            "context": self.root, "stamp_ns": self._stamp_ns, "records": len(records),
+            "variants": n_variants, "blob": len(blob)}
+        answers = self._remembered or self._recalled
+        if answers is not None:
+            head["answers"] = {"listing": answers[0], "hashes": answers[1]}
         body = b"".join((MAGIC, json.dumps(head).encode(), b"\n", table, variants, blob))
         try:
             _write_atomically(self.path, body + hashlib.sha256(body).digest())
         except OSError:
             return False
         self._dirty = False
-        self._loaded = dict(self._seen)
+        self._loaded = kept
+        self._seen = dict(kept)
+        self._new = {}
         return True
 
     # -- FileDigests
@@ -328,7 +349,7 @@ class HashCache(FileDigests):
                 and not self._racy(entry.mtime_ns, entry.ctime_ns, began)
                 for capability in (entry.capability,)]
         for entry, capability in racy:
-            self._seen[entry.rel] = _Record(entry.stat_key, capability)
+            self._seen[entry.rel] = (entry.stat_key, capability, b"")
             self.proved += 1
         if racy:
             self._stamp_ns = max(self._stamp_ns, began)
@@ -336,43 +357,82 @@ class HashCache(FileDigests):
         return super().compute(jobs)
 
     def known_facts(self, rel: str, st: os.stat_result) -> tuple[bytes | None] | None:
+        # (a record loaded is not racy: `_parse` drops those; nor is one this object noted)
         record = self._loaded.get(rel)
-        if record is None:
-            return None
-        size, mtime, ctime, ino, mode, dev = record.key
-        if mtime != st.st_mtime_ns or ctime != st.st_ctime_ns or size != st.st_size \
-                or ino != st.st_ino or mode != st.st_mode or dev != st.st_dev \
-                or self._racy(mtime, ctime):
+        if record is None or record[0] != (st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                           st.st_ino, st.st_mode, st.st_dev):
             return None
         self._seen[rel] = record
-        return (record.capability,)
+        return (record[1],)
+
+    def vouches(self) -> bool:
+        # every regular file of the scan was seen through `known_facts`/`note_facts`
+        return self.racy == 0
+
+    def recall(self, listing: str, what: str) -> str | None:
+        for answers in (self._remembered, self._recalled):
+            if answers is not None and answers[0] == listing and what in answers[1]:
+                return answers[1][what]
+        return None
+
+    def remember(self, listing: str, what: str, value: str) -> None:
+        if not self.vouches():
+            return
+        if self._remembered is None or self._remembered[0] != listing:
+            recalled = self._recalled
+            same = recalled is not None and recalled[0] == listing
+            self._remembered = (listing, dict(recalled[1]) if same and recalled else {})
+        answers = self._remembered[1]
+        if answers.get(what) != value and (what in answers or len(answers) < _MAX_ANSWERS):
+            answers[what] = value
+            self._dirty = True
 
     def note_facts(self, rel: str, st: os.stat_result, capability: bytes | None) -> None:
         if not st.st_size or self._racy(st.st_mtime_ns, st.st_ctime_ns):
             if st.st_size:
                 self.racy += 1
             return
-        self._seen[rel] = _Record((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-                                   st.st_mode, st.st_dev), capability)
+        self._seen[rel] = ((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                            st.st_mode, st.st_dev), capability, b"")
         self._dirty = True
 
     def lookup(self, entry: ContextEntry, header: bytes) -> str | None:
-        record = self._seen.get(entry.rel)
-        if record is None or record.key != entry.stat_key:
+        rel = entry.rel
+        record = self._seen.get(rel)
+        if record is None or record[0] != entry.stat_key:
             return super().lookup(entry, header)  # (a racy file hashed earlier in this scan)
-        digest = record.digest(variant_id(header))
+        vid = variant_id(header)
+        new = self._new.get(rel)
+        digest = new.get(vid) if new is not None else None
+        if digest is None:
+            digest = _digest_in(record[2], vid)
         return digest.hex() if digest is not None else None
 
     def store(self, entry: ContextEntry, header: bytes, digest: str) -> None:
         if entry.kind != FILE or not entry.size:
             return
         record = self._seen.get(entry.rel)
-        if record is None or record.key != entry.stat_key:
+        if record is None or record[0] != entry.stat_key:
             # a file the scan did not note (racy, or scanned without this cache): in memory
             super().store(entry, header, digest)
             return
-        record.add(variant_id(header), bytes.fromhex(digest))
+        self._new.setdefault(entry.rel, {})[variant_id(header)] = bytes.fromhex(digest)
         self._dirty = True
+
+
+def _answers(found: object) -> tuple[str, dict[str, str]] | None:
+    """The header's remembered answers (`HashCache.recall`), checked (_Rejected if odd)."""
+    if found is None:
+        return None
+    if not isinstance(found, dict) or set(found) != {"listing", "hashes"}:
+        raise _Rejected("unreadable header")
+    listing, hashes = found["listing"], found["hashes"]
+    if not isinstance(listing, str) or len(listing) != 64 or not isinstance(hashes, dict) \
+            or len(hashes) > _MAX_ANSWERS or not all(
+                isinstance(k, str) and isinstance(v, str) and len(v) < 200
+                for k, v in hashes.items()):
+        raise _Rejected("unreadable header")
+    return listing, dict(hashes)
 
 
 class _Rejected(Exception):

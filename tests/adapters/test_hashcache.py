@@ -84,6 +84,35 @@ def test_a_warm_plan_hashes_and_asks_nothing_of_unchanged_files(
     assert cache.hashed == 0
 
 
+def test_an_unchanged_listing_answers_its_source_hashes_without_a_lookup(
+        cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The COPY source hashes of the scan before are recalled when every entry and signature
+    is the same (no file looked up); anything else that a header or content could show
+    (a mode, a new file, a racy file) is computed again."""
+    root = _repo(tmp_path / "repo")
+    cold, _cache, _ctx = _plan(root)
+    legacy, _cache, _ctx = _plan(root, flavor=TarFlavor.CLI_LEGACY)
+
+    def no_lookup(*args: object) -> list[str]:
+        raise AssertionError("looked the digests up")
+
+    with monkeypatch.context() as m:
+        m.setattr(BuildContext, "tarsums", no_lookup)
+        assert _plan(root)[0] == cold
+        assert _plan(root, flavor=TarFlavor.CLI_LEGACY)[0] == legacy
+    (root / "src0" / "f000.txt").chmod(0o600)
+    (root / "src1" / "new.txt").write_text("new\n")
+    digest, cache, _ctx = _plan(root, clock=_clock(20))
+    assert cache.hashed == 2 and digest == _reference(root) != cold
+    # a racy file: nothing recalled, nothing remembered
+    racy = root / "src2" / "f002.txt"
+    scan_at = _clock(30)()
+    os.utime(racy, ns=(scan_at, _racy_mtime(scan_at, "nanoseconds")))
+    digest, cache, ctx = _plan(root, clock=lambda: scan_at)
+    assert cache.racy == 1 and not cache.vouches() and ctx.listing_key() is None
+    assert digest == _reference(root) and cache._remembered is None
+
+
 def test_changed_added_and_deleted_files(cache_dir: Path, tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo")
     _plan(root)
@@ -236,6 +265,8 @@ HOSTILE: dict[str, Callable[[Path], None]] = {
     "a header that is not an object": lambda p: _rewrite(p, lambda h, t: ([h], t)),  # type: ignore[return-value,arg-type]
     "negative sizes": lambda p: _rewrite(p, lambda h, t: ({**h, "blob": -1}, t)),
     "a record pointing outside": lambda p: _rewrite(p, _point_outside),
+    "answers that are not answers": lambda p: _rewrite(
+        p, lambda h, t: ({**h, "answers": {"listing": "0" * 64, "hashes": {"COPY": 1}}}, t)),
     "records sharing their variants": lambda p: _rewrite(p, _share_variants),
     "a deeply nested header": lambda p: p.write_bytes(
         (lambda b: b + hashlib.sha256(b).digest())(MAGIC + b"[" * 50_000 + b"\n")),

@@ -40,6 +40,7 @@ import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -151,6 +152,13 @@ def scan_context(
     return BuildContext(root, dockerfile, entries, excludes, digests)
 
 
+# in every listing key: a devsync that derives source hashes otherwise changes it
+_LISTING_VERSION = "devsync context listing 1"
+# what a listing key takes of each entry: its header fields and signature
+_LISTED = attrgetter("name", "kind", "mode", "uid", "gid", "size", "linkname", "rdev",
+                     "capability", "mtime_ns", "ctime_ns", "ino", "dev")
+
+
 def _tarsum_header(e: ContextEntry, flavor: TarFlavor, mode: int, uid: int, gid: int) -> bytes:
     major, minor = e.devices() if e.rdev else (0, 0)
     header = b"name%smode%duid%dgid%dsize%dtypeflag%slinkname%sunamegnamedevmajor%ddevminor%d" % (
@@ -180,6 +188,7 @@ class BuildContext:
     _source_hashes: dict[tuple[object, ...], str | None] = field(init=False, repr=False)
     _plain: set[str] | bool | None = field(init=False, repr=False, default=None)  # False: not
     _index: dict[str, int] | None = field(init=False, repr=False, default=None)
+    _listing: str | None = field(init=False, repr=False, default=None)
     _tree: ExtractedTree | None = field(init=False, repr=False, default=None)
     _resolved: dict[tuple[tuple[str, ...], str], tuple[list[CopyInfo], bool]] = field(
         init=False, repr=False
@@ -278,6 +287,17 @@ class BuildContext:
         memo_key = (tuple(sources), flavor, instruction.upper())
         if memo_key in self._source_hashes:
             return self._source_hashes[memo_key]
+        listing = self.listing_key()
+        what = ""
+        if listing is not None:
+            # the same listing (signatures included) gave this answer before: the content
+            # has not changed (see FileDigests.vouches); a warm plan of a large context hashes
+            # nothing and need not even look its files' digests up
+            what = "\0".join((instruction.upper(), flavor.value, *sources))
+            found = self.digests.recall(listing, what)
+            if found is not None:
+                self._source_hashes[memo_key] = found
+                return found
         infos, has_url = self._resolve(sources, instruction)
         if has_url:
             self._source_hashes[memo_key] = None
@@ -292,7 +312,24 @@ class BuildContext:
                           else "dir:" + sha256_join(sorted(parts)))
         result = hashes[0] if len(hashes) == 1 else "multi:" + sha256_join(hashes)
         self._source_hashes[memo_key] = result
+        if listing is not None:
+            self.digests.remember(listing, what, result)
         return result
+
+    def listing_key(self) -> str | None:
+        """A sha256 of everything a COPY/ADD source hash is derived from but the files'
+        contents: the Dockerfile name, the .dockerignore patterns, and every entry with its
+        header fields and file signature; None when the `digests` cannot vouch that the same
+        signatures mean the same contents (`FileDigests.vouches`)."""
+        if self._listing is None:
+            if not self.digests.vouches():
+                return None
+            import marshal
+
+            rows = list(map(_LISTED, self.entries))
+            data = marshal.dumps((_LISTING_VERSION, self.dockerfile, self.excludes, rows))
+            self._listing = hashlib.sha256(data).hexdigest()
+        return self._listing
 
     def check_sources(self, sources: Sequence[str], *, instruction: str = "COPY") -> None:
         """Raise where `source_hash` would (the build itself would fail), without hashing."""
