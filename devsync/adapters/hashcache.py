@@ -42,20 +42,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import stat
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from itertools import repeat
-from operator import add, and_, mul, ne
+from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 from devsync.model.context import FILE, ContextEntry, DigestJob, FileDigests
 
 CACHE_DIR_ENV = "DEVSYNC_CACHE_DIR"
-FORMAT = 1
+FORMAT = 2
 MAGIC = b"devsync file digests\n"
 # Older than the scan's start by this much, a file's next change moves its mtime or ctime:
 # covers ext4's and xfs's coarse clock ticks, 1 s (ext3, HFS+) and 2 s (FAT) granules.
@@ -66,9 +66,13 @@ FINE_RACY_NS = 100_000_000
 _SECOND = 1_000_000_000
 _MAX_FILE = 1 << 30  # a cache of a million files is ~250 MB
 _MAX_HEADER = 64 * 1024
-# path offset, path length, size, mtime_ns, ctime_ns, inode, device, mode,
-# capability offset, capability length (-1: none), first variant, variant count
-_RECORD = struct.Struct("<IIqqqQQIIiII")
+# The tables, one after the other: the signatures, the variant counts, the variants, the
+# capabilities (record index, length; then their bytes), the paths (NUL between). A record
+# is read from them when its file is asked about: loading 20,000 is a split and a dict.
+_KEY = struct.Struct("<QqqQIQ")  # size, mtime_ns, ctime_ns, inode, mode, device (StatKey)
+_COUNT = struct.Struct("<H")  # variants of a record
+_CAP = struct.Struct("<II")  # record index, capability length
+_MAX_VARIANTS = 256  # per file: a few senders x builders in practice
 _VARIANT_ID = 16
 _DIGEST = 32
 _VARIANT = _VARIANT_ID + _DIGEST
@@ -171,8 +175,14 @@ class HashCache(FileDigests):
         self.path = path or cache_path(self.root)
         self.clock = clock
         self.started_ns = clock()
-        self._loaded: dict[str, _Record] = {}
-        self._seen: dict[str, _Record] = {}  # what this scan found (and may write)
+        # the file's records by path: an index into its tables (`_record`)
+        self._loaded: dict[str, int] = {}
+        self._keys = b""
+        self._offsets: list[int] = [0]
+        self._variants = b""
+        self._caps: dict[int, bytes] = {}
+        # what this scan found (and may write): a loaded record's index, or a new record
+        self._seen: dict[str, int | _Record] = {}
         self._new: dict[str, dict[bytes, bytes]] = {}  # digests found since, per file
         self._dirty = False
         self.problem: str | None = None  # why the file on disk was not used, if it was not
@@ -203,13 +213,22 @@ class HashCache(FileDigests):
             self.problem = f"unreadable: {exc.strerror or exc}"
             return
         try:
-            self._loaded = self._parse(data)
+            self._parse(data)
         except _Rejected as exc:
             self.problem = str(exc)
-            self._loaded = {}
+            self._loaded, self._keys, self._offsets = {}, b"", [0]
+            self._variants, self._caps = b"", {}
             self._dirty = True  # (the next save replaces it)
 
-    def _parse(self, data: bytes) -> dict[str, _Record]:
+    def _record(self, ref: int | _Record) -> _Record:
+        if not isinstance(ref, int):
+            return ref
+        offsets = self._offsets
+        key: StatKey = _KEY.unpack_from(self._keys, ref * _KEY.size)
+        return key, self._caps.get(ref), \
+            self._variants[offsets[ref] * _VARIANT:offsets[ref + 1] * _VARIANT]
+
+    def _parse(self, data: bytes) -> None:
         if not data.startswith(MAGIC):
             raise _Rejected("not a devsync digest cache")
         if len(data) < len(MAGIC) + _CHECKSUM:
@@ -232,104 +251,97 @@ class HashCache(FileDigests):
             if head.get(name) != value:
                 raise _Rejected(f"made for another {name}")
         sizes: list[int] = []
-        for name in ("stamp_ns", "records", "variants", "blob"):
+        for name in ("stamp_ns", "newest_ns", "records", "variants", "caps", "cap_bytes",
+                     "paths"):
             value = head.get(name)
             if type(value) is not int or value < 0:
                 raise _Rejected("unreadable header")
             sizes.append(value)
-        stamp, n_records, n_variants, n_blob = sizes
+        stamp, newest, n, n_variants, n_caps, cap_bytes, paths_len = sizes
         self._recalled = _answers(head.get("answers"))
-        tables = body[end + 1:]
-        records_end = n_records * _RECORD.size
-        variants_end = records_end + n_variants * _VARIANT
-        if len(tables) != variants_end + n_blob:
+        tables = memoryview(body)[end + 1:]
+        bounds = list(accumulate((n * _KEY.size, n * _COUNT.size, n_variants * _VARIANT,
+                                  n_caps * _CAP.size, cap_bytes, paths_len), initial=0))
+        if len(tables) != bounds[-1]:
             raise _Rejected("sizes do not add up")
-        variants = tables[records_end:variants_end]
-        blob = tables[variants_end:]
-        # The records' paths, capabilities and variants follow each other in the order
-        # `save` writes them: anything else is refused, which also bounds the work a
-        # crafted file can ask for by its size. Checked column by column (a warm plan
-        # loads 20,000 records: no Python loop over them).
-        if not n_records:
-            if n_blob or n_variants:
-                raise _Rejected("a record does not follow the format")
-            return {}
-        (path_off, path_len, size, mtime, ctime, ino, dev, mode, cap_off, cap_len, first,
-         count) = map(list, zip(*_RECORD.iter_unpack(tables[:records_end]), strict=True))
-        cap_end = list(map(add, cap_off, map(max, cap_len, repeat(0))))
-        variant_end = list(map(add, first, count))
-        if path_off[0] != 0 or path_off[1:] != cap_end[:-1] or cap_end[-1] != n_blob \
-                or cap_off != list(map(add, path_off, path_len)) or min(cap_len) < -1 \
-                or first[0] != 0 or first[1:] != variant_end[:-1] \
-                or variant_end[-1] != n_variants or min(size) <= 0 \
-                or any(map(ne, map(and_, mode, repeat(0o170000)), repeat(stat.S_IFREG))):
+        keys, counts_raw, variants, cap_table, cap_blob, paths = (
+            tables[a:b] for a, b in itertools.pairwise(bounds))
+        counts = [c for (c,) in _COUNT.iter_unpack(counts_raw)]
+        if sum(counts) != n_variants or (counts and max(counts) > _MAX_VARIANTS):
             raise _Rejected("a record does not follow the format")
-        if blob.isascii():  # (byte offsets are character offsets)
-            text = blob.decode("ascii")
-            rels = list(map(text.__getitem__, map(slice, path_off, cap_off)))
-        else:
-            rels = [blob[a:b].decode("utf-8", "surrogateescape")
-                    for a, b in zip(path_off, cap_off, strict=True)]
-        caps: Iterable[bytes | None] = repeat(None) if max(cap_len) < 0 else [
-            blob[a:b] if n >= 0 else None
-            for a, b, n in zip(cap_off, cap_end, cap_len, strict=True)]
-        rows = map(variants.__getitem__, map(slice, map(mul, first, repeat(_VARIANT)),
-                                             map(mul, variant_end, repeat(_VARIANT))))
-        keys = zip(size, mtime, ctime, ino, mode, dev, strict=True)
-        out = dict(zip(rels, zip(keys, caps, rows, strict=False), strict=True))
-        # racy when it was written: hashed again
+        caps: dict[int, bytes] = {}
+        pos = 0
+        last = -1
+        for index, length in _CAP.iter_unpack(cap_table):
+            if not last < index < n or pos + length > cap_bytes:
+                raise _Rejected("a record does not follow the format")
+            caps[index] = bytes(cap_blob[pos:pos + length])
+            pos, last = pos + length, index
+        if pos != cap_bytes:
+            raise _Rejected("a record does not follow the format")
+        rels = bytes(paths).decode("utf-8", "surrogateescape").split("\0") if n else []
+        loaded = dict(zip(rels, range(n), strict=False))
+        if len(rels) != n or len(loaded) != n or "" in loaded:
+            raise _Rejected("a record does not follow the format")
+        self._keys, self._variants, self._caps = bytes(keys), bytes(variants), caps
+        self._offsets = list(accumulate(counts, initial=0))
         latest = min(stamp, self.started_ns)
-        oldest_racy = latest - RACY_NS
-        if max(mtime) >= oldest_racy or max(ctime) >= oldest_racy:
-            for rel, m, c in zip(rels, mtime, ctime, strict=True):
-                limit = latest - racy_margin(m, c)
-                if m >= limit or c >= limit:
-                    out.pop(rel, None)
-        return out
+        if n and newest >= latest - RACY_NS:
+            # some records may be racy for this stamp: dropped (hashed again)
+            for rel, (_size, mtime, ctime, *_rest) in zip(rels, _KEY.iter_unpack(keys),
+                                                         strict=True):
+                limit = latest - racy_margin(mtime, ctime)
+                if mtime >= limit or ctime >= limit:
+                    del loaded[rel]
+        self._loaded = loaded
 
     def save(self) -> bool:
         """Write what this scan saw (atomically) when it differs from the file; False when
         the cache cannot be written (a cache only: nothing is lost)."""
         if not self._dirty and self._seen.keys() == self._loaded.keys():
             return True
-        records = sorted(self._seen.items())
-        table = bytearray()
-        variants = bytearray()
-        blob = bytearray()
-        n_variants = 0
+        records = [(rel, self._record(ref)) for rel, ref in sorted(self._seen.items())]
         new = self._new
-        kept: dict[str, _Record] = {}
-        for rel, (key, cap, rows) in records:
-            path = rel.encode("utf-8", "surrogateescape")
-            path_off = len(blob)
-            blob += path
-            cap_off = len(blob)
-            if cap is not None:
-                blob += cap
+        keys = bytearray()
+        counts = bytearray()
+        variants = bytearray()
+        cap_table = bytearray()
+        cap_blob = bytearray()
+        newest = 0
+        for i, (rel, (key, cap, rows)) in enumerate(records):
             rows = _merged(rows, new.get(rel))
-            kept[rel] = (key, cap, rows)
-            variants += rows
-            size, mtime, ctime, ino, mode, dev = key
-            count = len(rows) // _VARIANT
-            table += _RECORD.pack(path_off, len(path), size, mtime, ctime, ino, dev, mode,
-                                  cap_off, -1 if cap is None else len(cap), n_variants, count)
-            n_variants += count
+            keys += _KEY.pack(*key)
+            counts += _COUNT.pack(min(len(rows) // _VARIANT, _MAX_VARIANTS))
+            variants += rows[:_MAX_VARIANTS * _VARIANT]
+            if cap is not None:
+                cap_table += _CAP.pack(i, len(cap))
+                cap_blob += cap
+            newest = max(newest, key[1], key[2])
+        paths = "\0".join(rel for rel, _record in records).encode("utf-8", "surrogateescape")
         head: dict[str, object] = {
             "format": FORMAT, "machine": machine_id(), "uid": os.geteuid(),
-            "context": self.root, "stamp_ns": self._stamp_ns, "records": len(records),
-            "variants": n_variants, "blob": len(blob)}
+            "context": self.root, "stamp_ns": self._stamp_ns, "newest_ns": newest,
+            "records": len(records), "variants": len(variants) // _VARIANT,
+            "caps": len(cap_table) // _CAP.size, "cap_bytes": len(cap_blob),
+            "paths": len(paths)}
         answers = self._remembered or self._recalled
         if answers is not None:
             head["answers"] = {"listing": answers[0], "hashes": answers[1]}
-        body = b"".join((MAGIC, json.dumps(head).encode(), b"\n", table, variants, blob))
+        body = b"".join((MAGIC, json.dumps(head).encode(), b"\n", keys, counts, variants,
+                         cap_table, cap_blob, paths))
         try:
             _write_atomically(self.path, body + hashlib.sha256(body).digest())
         except OSError:
             return False
         self._dirty = False
-        self._loaded = kept
-        self._seen = dict(kept)
         self._new = {}
+        # what was written is what is known now (as the next scan will load it)
+        started, self.started_ns = self.started_ns, self._stamp_ns
+        try:
+            self._parse(body + hashlib.sha256(body).digest())
+        finally:
+            self.started_ns = started
+        self._seen = {rel: self._loaded.get(rel, record) for rel, record in records}
         return True
 
     # -- FileDigests
@@ -358,12 +370,12 @@ class HashCache(FileDigests):
 
     def known_facts(self, rel: str, st: os.stat_result) -> tuple[bytes | None] | None:
         # (a record loaded is not racy: `_parse` drops those; nor is one this object noted)
-        record = self._loaded.get(rel)
-        if record is None or record[0] != (st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                                           st.st_ino, st.st_mode, st.st_dev):
+        index = self._loaded.get(rel)
+        if index is None or _KEY.unpack_from(self._keys, index * _KEY.size) != (
+                st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode, st.st_dev):
             return None
-        self._seen[rel] = record
-        return (record[1],)
+        self._seen[rel] = index
+        return (self._caps.get(index),)
 
     def vouches(self) -> bool:
         # every regular file of the scan was seen through `known_facts`/`note_facts`
@@ -398,7 +410,8 @@ class HashCache(FileDigests):
 
     def lookup(self, entry: ContextEntry, header: bytes) -> str | None:
         rel = entry.rel
-        record = self._seen.get(rel)
+        ref = self._seen.get(rel)
+        record = self._record(ref) if ref is not None else None
         if record is None or record[0] != entry.stat_key:
             return super().lookup(entry, header)  # (a racy file hashed earlier in this scan)
         vid = variant_id(header)
@@ -411,8 +424,8 @@ class HashCache(FileDigests):
     def store(self, entry: ContextEntry, header: bytes, digest: str) -> None:
         if entry.kind != FILE or not entry.size:
             return
-        record = self._seen.get(entry.rel)
-        if record is None or record[0] != entry.stat_key:
+        ref = self._seen.get(entry.rel)
+        if ref is None or self._record(ref)[0] != entry.stat_key:
             # a file the scan did not note (racy, or scanned without this cache): in memory
             super().store(entry, header, digest)
             return

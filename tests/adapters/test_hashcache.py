@@ -113,6 +113,32 @@ def test_an_unchanged_listing_answers_its_source_hashes_without_a_lookup(
     assert digest == _reference(root) and cache._remembered is None
 
 
+def test_odd_names_and_capabilities_are_remembered_as_they_are(cache_dir: Path,
+                                                               tmp_path: Path) -> None:
+    """Names that are not UTF-8 or not ASCII, and a file's security.capability, come back
+    from the cache file as the walk found them (a warm plan equals a cold one)."""
+    root = _repo(tmp_path / "repo", files=8)
+    (root / "caf\u00e9.txt").write_text("accent\n")
+    (root / os.fsdecode(b"latin1-\xe9.txt")).write_text("not utf-8\n")
+    capped = root / "src0" / "f000.txt"
+    # cap_net_bind_service=ep, VFS_CAP_REVISION_2
+    cap = bytes.fromhex("01000002" "00040000" "00000000" "00000000" "00000000")
+    try:
+        os.setxattr(capped, "security.capability", cap)
+    except OSError:
+        cap = b""  # (no CAP_SETFCAP here: names only)
+    cold, cache, ctx = _plan(root)
+    files = sum(1 for e in ctx.entries if e.kind == "file" and e.size)
+    assert cache.hashed == files and cold == _reference(root)
+    warm, cache, ctx = _plan(root, clock=_clock(20))
+    legacy, cache2, _ctx = _plan(root, clock=_clock(30), flavor=TarFlavor.CLI_LEGACY)
+    assert (warm, cache.hashed, cache2.hashed) == (cold, 0, files)
+    assert legacy == _reference(root, TarFlavor.CLI_LEGACY)
+    if cap:
+        entry = ctx.entry("src0/f000.txt")
+        assert entry is not None and entry.capability == cap
+
+
 def test_changed_added_and_deleted_files(cache_dir: Path, tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo")
     _plan(root)
@@ -204,17 +230,17 @@ def test_the_cache_files_stamp_decides_what_was_racy(cache_dir: Path, tmp_path: 
     body = data[:-32]
     end = body.index(b"\n", len(MAGIC))
     head = json.loads(body[len(MAGIC):end])
-    newest = max(max(p.stat().st_mtime_ns, p.stat().st_ctime_ns)
-                 for p in root.rglob("*.txt"))
+    files = [p for p in root.rglob("*") if p.is_file()]
+    newest = max(max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in files)
     head["stamp_ns"] = newest + FINE_RACY_NS // 2  # as if written just after the newest change
     body = MAGIC + json.dumps(head).encode() + body[end:]
     path.write_bytes(body + hashlib.sha256(body).digest())
     cache = HashCache.open(root, clock=lambda: scan_at + 100 * SECOND)
     assert cache.problem is None
-    young = sum(1 for p in root.rglob("*.txt")
+    young = sum(1 for p in files
                 if max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) >= head["stamp_ns"]
                 - hashcache.racy_margin(p.stat().st_mtime_ns, p.stat().st_ctime_ns))
-    assert young and len(cache._loaded) == 40 - young
+    assert young and len(cache._loaded) == len(files) - young
 
 
 def _rewrite(path: Path, change: Callable[[dict[str, object], bytes], tuple[dict[str, object],
@@ -227,27 +253,36 @@ def _rewrite(path: Path, change: Callable[[dict[str, object], bytes], tuple[dict
     path.write_bytes(body + hashlib.sha256(body).digest())
 
 
-def _records(tables: bytes, head: dict[str, object]) -> tuple[bytes, bytes]:
-    n = int(head["records"])  # type: ignore[call-overload]
-    return tables[:n * hashcache._RECORD.size], tables[n * hashcache._RECORD.size:]
+def _split(head: dict[str, object], tables: bytes) -> list[bytes]:
+    """The tables of a cache file: signatures, counts, variants, capability table and bytes,
+    paths."""
+    n, v = int(head["records"]), int(head["variants"])  # type: ignore[call-overload]
+    sizes = [n * hashcache._KEY.size, n * hashcache._COUNT.size, v * hashcache._VARIANT,
+             int(head["caps"]) * hashcache._CAP.size, int(head["cap_bytes"]),  # type: ignore[call-overload]
+             int(head["paths"])]  # type: ignore[call-overload]
+    out, pos = [], 0
+    for size in sizes:
+        out.append(tables[pos:pos + size])
+        pos += size
+    return out
 
 
 def _point_outside(head: dict[str, object], tables: bytes) -> tuple[dict[str, object], bytes]:
-    records, rest = _records(tables, head)
-    row = list(hashcache._RECORD.unpack(records[:hashcache._RECORD.size]))
-    row[1] = 10**9  # a path running far past the file
-    return head, hashcache._RECORD.pack(*row) + records[hashcache._RECORD.size:] + rest
+    """A capability of a record past the last one (sizes adding up)."""
+    keys, counts, variants, cap_table, cap_blob, paths = _split(head, tables)
+    cap_table += hashcache._CAP.pack(int(head["records"]) + 5, 4)  # type: ignore[call-overload]
+    cap_blob += b"\x01\x00\x00\x02"
+    head = {**head, "caps": int(head["caps"]) + 1,  # type: ignore[call-overload]
+            "cap_bytes": int(head["cap_bytes"]) + 4}  # type: ignore[call-overload]
+    return head, keys + counts + variants + cap_table + cap_blob + paths
 
 
 def _share_variants(head: dict[str, object], tables: bytes) -> tuple[dict[str, object], bytes]:
     """Every record claiming the whole variant table: work quadratic in the file's size."""
-    records, rest = _records(tables, head)
-    rows = []
-    for row in hashcache._RECORD.iter_unpack(records):
-        fields = list(row)
-        fields[10], fields[11] = 0, head["variants"]
-        rows.append(hashcache._RECORD.pack(*fields))
-    return head, b"".join(rows) + rest
+    keys, counts, variants, cap_table, cap_blob, paths = _split(head, tables)
+    n = int(head["records"])  # type: ignore[call-overload]
+    counts = hashcache._COUNT.pack(int(head["variants"])) * n  # type: ignore[call-overload]
+    return head, keys + counts + variants + cap_table + cap_blob + paths
 
 
 HOSTILE: dict[str, Callable[[Path], None]] = {
@@ -263,7 +298,7 @@ HOSTILE: dict[str, Callable[[Path], None]] = {
     "sizes that do not add up": lambda p: _rewrite(p, lambda h, t: ({**h, "records": 10**12},
                                                                      t)),
     "a header that is not an object": lambda p: _rewrite(p, lambda h, t: ([h], t)),  # type: ignore[return-value,arg-type]
-    "negative sizes": lambda p: _rewrite(p, lambda h, t: ({**h, "blob": -1}, t)),
+    "negative sizes": lambda p: _rewrite(p, lambda h, t: ({**h, "paths": -1}, t)),
     "a record pointing outside": lambda p: _rewrite(p, _point_outside),
     "answers that are not answers": lambda p: _rewrite(
         p, lambda h, t: ({**h, "answers": {"listing": "0" * 64, "hashes": {"COPY": 1}}}, t)),
