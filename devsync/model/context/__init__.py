@@ -181,6 +181,10 @@ class BuildContext:
     # Flavors whose tarsums are wanted too: a file hashed for one flavor is hashed for these
     # in the same read (the plan tries several; see `tarsums`).
     companion_flavors: tuple[TarFlavor, ...] = field(default=(), repr=False)
+    # ... for batches of at most this many files (None: any): the few files a warm plan
+    # finds changed, or a short COPY's, whose other flavors' sums a plan that misses a step
+    # goes on to try; not a cold COPY of a whole tree, whose first flavor usually hits
+    companion_batch_max: int | None = field(default=None, repr=False)
     # when the walk was done (time.monotonic): how old the listing is
     scanned_at: float = field(default_factory=time.monotonic, repr=False)
     _by_rel: dict[str, ContextEntry] = field(init=False, repr=False)
@@ -260,9 +264,17 @@ class BuildContext:
                     memo[key] = digest
             out.append(digest)
         if misses:
-            companions = [f for f in self.companion_flavors if f is not flavor]
-            jobs = [(e, [header, *(self.tarsum_header(e, f) for f in companions)])
-                    for _i, e, _key, header in misses]
+            limit = self.companion_batch_max
+            companions = [f for f in self.companion_flavors if f is not flavor] \
+                if limit is None or len(misses) <= limit else []
+            jobs: list[DigestJob] = []
+            for _i, e, _key, header in misses:
+                headers = [header]
+                for f in companions:
+                    other = self.tarsum_header(e, f)
+                    if other not in headers:  # (flavors that write the same header)
+                        headers.append(other)
+                jobs.append((e, headers))
             for (i, _e, key, _header), found in zip(misses, digests.compute(jobs),
                                                      strict=True):
                 memo[key] = out[i] = found[0]
