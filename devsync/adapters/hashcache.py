@@ -73,6 +73,8 @@ _KEY = struct.Struct("<QqqQIQ")  # size, mtime_ns, ctime_ns, inode, mode, device
 _COUNT = struct.Struct("<H")  # variants of a record
 _CAP = struct.Struct("<II")  # record index, capability length
 _MAX_VARIANTS = 256  # per file: a few senders x builders in practice
+_TIMES = struct.Struct("<qq")  # mtime_ns, ctime_ns inside a signature
+_TIMES_AT = 8
 _VARIANT_ID = 16
 _DIGEST = 32
 _VARIANT = _VARIANT_ID + _DIGEST
@@ -139,13 +141,6 @@ def variant_id(header: bytes) -> bytes:
 # One file as remembered: its signature, capability and digest rows (variant id + sha256
 # each), immutable: the digests found by a scan are kept beside (`HashCache._new`).
 _Record = tuple[StatKey, "bytes | None", bytes]
-
-
-def _digest_in(rows: bytes, vid: bytes) -> bytes | None:
-    for i in range(0, len(rows), _VARIANT):
-        if rows[i:i + _VARIANT_ID] == vid:
-            return rows[i + _VARIANT_ID:i + _VARIANT]
-    return None
 
 
 def _merged(rows: bytes, new: dict[bytes, bytes] | None) -> bytes:
@@ -300,7 +295,7 @@ class HashCache(FileDigests):
         the cache cannot be written (a cache only: nothing is lost)."""
         if not self._dirty and self._seen.keys() == self._loaded.keys():
             return True
-        records = [(rel, self._record(ref)) for rel, ref in sorted(self._seen.items())]
+        records = sorted(self._seen.items())
         new = self._new
         keys = bytearray()
         counts = bytearray()
@@ -308,15 +303,25 @@ class HashCache(FileDigests):
         cap_table = bytearray()
         cap_blob = bytearray()
         newest = 0
-        for i, (rel, (key, cap, rows)) in enumerate(records):
+        loaded_keys, offsets, loaded_variants = self._keys, self._offsets, self._variants
+        size = _KEY.size
+        for i, (rel, ref) in enumerate(records):
+            if isinstance(ref, int):  # (as loaded: its bytes copied)
+                keys += loaded_keys[ref * size:(ref + 1) * size]
+                times = _TIMES.unpack_from(loaded_keys, ref * size + _TIMES_AT)
+                rows = loaded_variants[offsets[ref] * _VARIANT:offsets[ref + 1] * _VARIANT]
+                cap = self._caps.get(ref)
+            else:
+                key, cap, rows = ref
+                keys += _KEY.pack(*key)
+                times = key[1:3]
+            newest = max(newest, *times)
             rows = _merged(rows, new.get(rel))
-            keys += _KEY.pack(*key)
             counts += _COUNT.pack(min(len(rows) // _VARIANT, _MAX_VARIANTS))
             variants += rows[:_MAX_VARIANTS * _VARIANT]
             if cap is not None:
                 cap_table += _CAP.pack(i, len(cap))
                 cap_blob += cap
-            newest = max(newest, key[1], key[2])
         paths = "\0".join(rel for rel, _record in records).encode("utf-8", "surrogateescape")
         head: dict[str, object] = {
             "format": FORMAT, "machine": machine_id(), "uid": os.geteuid(),
@@ -341,7 +346,9 @@ class HashCache(FileDigests):
             self._parse(body + hashlib.sha256(body).digest())
         finally:
             self.started_ns = started
-        self._seen = {rel: self._loaded.get(rel, record) for rel, record in records}
+        # (every record written is loaded again: each was older than the stamp by its margin;
+        # one that were not would only be hashed again)
+        self._seen = dict(self._loaded)
         return True
 
     # -- FileDigests
@@ -411,15 +418,25 @@ class HashCache(FileDigests):
     def lookup(self, entry: ContextEntry, header: bytes) -> str | None:
         rel = entry.rel
         ref = self._seen.get(rel)
-        record = self._record(ref) if ref is not None else None
-        if record is None or record[0] != entry.stat_key:
+        if ref is None:
             return super().lookup(entry, header)  # (a racy file hashed earlier in this scan)
+        if isinstance(ref, int):
+            if _KEY.unpack_from(self._keys, ref * _KEY.size) != entry.stat_key:
+                return super().lookup(entry, header)
+            rows = self._variants
+            start, end = self._offsets[ref] * _VARIANT, self._offsets[ref + 1] * _VARIANT
+        else:
+            if ref[0] != entry.stat_key:
+                return super().lookup(entry, header)
+            rows, start, end = ref[2], 0, len(ref[2])
         vid = variant_id(header)
         new = self._new.get(rel)
-        digest = new.get(vid) if new is not None else None
-        if digest is None:
-            digest = _digest_in(record[2], vid)
-        return digest.hex() if digest is not None else None
+        if new is not None and vid in new:
+            return new[vid].hex()
+        at = rows.find(vid, start, end)
+        while at >= 0 and (at - start) % _VARIANT:  # (found inside a digest: not an id)
+            at = rows.find(vid, at + 1, end)
+        return rows[at + _VARIANT_ID:at + _VARIANT].hex() if at >= 0 else None
 
     def store(self, entry: ContextEntry, header: bytes, digest: str) -> None:
         if entry.kind != FILE or not entry.size:
