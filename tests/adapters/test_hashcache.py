@@ -139,6 +139,27 @@ def test_odd_names_and_capabilities_are_remembered_as_they_are(cache_dir: Path,
         assert entry is not None and entry.capability == cap
 
 
+def test_the_listing_key_moves_with_names_links_and_signatures(cache_dir: Path,
+                                                              tmp_path: Path) -> None:
+    root = _repo(tmp_path / "repo")
+    os.symlink("src0", root / "link")
+
+    def key() -> str | None:
+        return scan_context(root, digests=HashCache.open(root, clock=_clock(10))).listing_key()
+
+    keys = [key()]
+    assert keys[0] is not None and key() == keys[0]
+    (root / "link").unlink()
+    os.symlink("src1", root / "link")
+    keys.append(key())
+    (root / "src0" / "f000.txt").rename(root / "src0" / "g000.txt")
+    keys.append(key())
+    moved = root / "src1" / "f001.txt"
+    os.utime(moved, ns=(moved.stat().st_atime_ns, moved.stat().st_mtime_ns - SECOND))
+    keys.append(key())
+    assert len(set(keys)) == 4
+
+
 def test_changed_added_and_deleted_files(cache_dir: Path, tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo")
     _plan(root)
