@@ -226,18 +226,27 @@ def _walk_dockerfiles(root: Path, max_depth: int = 3) -> list[Path]:
         except OSError:
             return
         for entry in entries:
+            name = entry.name
+            candidate = _DOCKERFILE_NAME.match(name) is not None and not name.endswith(
+                (".dockerignore", ".md", ".orig", ".bak", ".swp"))
+            if not candidate and (depth >= max_depth or name in _SKIP_DIRS
+                                  or name.startswith(".")):
+                continue  # neither entered nor a Dockerfile: no need to ask what it is
             try:
+                # (the directory entry's type, no system call where the file system gives
+                # it; an lstat where it does not)
+                if not candidate:
+                    if entry.is_dir(follow_symlinks=False):
+                        walk(entry.path, depth + 1)
+                    continue
                 mode = entry.stat(follow_symlinks=False).st_mode
             except OSError:
                 continue  # vanished meanwhile
             if stat.S_ISDIR(mode):
-                if depth < max_depth and entry.name not in _SKIP_DIRS \
-                        and not entry.name.startswith("."):
+                if depth < max_depth and name not in _SKIP_DIRS and not name.startswith("."):
                     walk(entry.path, depth + 1)
-            elif _DOCKERFILE_NAME.match(entry.name) and not entry.name.endswith(
-                    (".dockerignore", ".md", ".orig", ".bak", ".swp")) and (
-                    stat.S_ISREG(mode)
-                    or (stat.S_ISLNK(mode) and _regular_file_inside(entry.path, real_root))):
+            elif stat.S_ISREG(mode) or (stat.S_ISLNK(mode)
+                                        and _regular_file_inside(entry.path, real_root)):
                 found.append(Path(entry.path))
 
     walk(str(root), 0)

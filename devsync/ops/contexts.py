@@ -20,19 +20,27 @@ if TYPE_CHECKING:
 
 # how old a context listing may be when its tar is sent (see `relisted`)
 LISTING_FRESH_S = 2.0
+# files hashed with every flavor's header in one read (see `scan_with_cache`)
+COMPANION_BATCH_MAX = 64
 
 
 def scan_with_cache(spec: ImageSpec) -> BuildContext:
     """The build context of `spec` as `docker build` would send it, its file digests
     remembered across runs: a warm walk is a stat walk, and hashes only what changed."""
     from devsync.adapters.hashcache import HashCache
-    from devsync.model.context import scan_context
+    from devsync.model.context import GIT_MODES_FLAVORS, PLAIN_FLAVORS, scan_context
 
     try:
         dockerfile = spec.dockerfile.relative_to(spec.context).as_posix()
     except ValueError:
         dockerfile = str(spec.dockerfile)
-    return scan_context(spec.context, dockerfile, digests=HashCache.open(spec.context))
+    context = scan_context(spec.context, dockerfile, digests=HashCache.open(spec.context))
+    # A plan tries each way of sending the context until one reuses every step: a step that
+    # misses (an edited file) sends it on to the other flavors, which need the other sums
+    # of the files of every COPY up to that step. Read once for all of them when few.
+    context.companion_flavors = (*PLAIN_FLAVORS, *GIT_MODES_FLAVORS)
+    context.companion_batch_max = COMPANION_BATCH_MAX
+    return context
 
 
 def save_digests(context: BuildContext) -> None:

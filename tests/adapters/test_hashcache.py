@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devsync.adapters import hashcache
-from devsync.adapters.hashcache import MAGIC, RACY_NS, HashCache
+from devsync.adapters.hashcache import FINE_RACY_NS, MAGIC, RACY_NS, HashCache
 from devsync.model.context import BuildContext, TarFlavor, scan_context
 
 SECOND = 1_000_000_000
@@ -84,6 +84,82 @@ def test_a_warm_plan_hashes_and_asks_nothing_of_unchanged_files(
     assert cache.hashed == 0
 
 
+def test_an_unchanged_listing_answers_its_source_hashes_without_a_lookup(
+        cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The COPY source hashes of the scan before are recalled when every entry and signature
+    is the same (no file looked up); anything else that a header or content could show
+    (a mode, a new file, a racy file) is computed again."""
+    root = _repo(tmp_path / "repo")
+    cold, _cache, _ctx = _plan(root)
+    legacy, _cache, _ctx = _plan(root, flavor=TarFlavor.CLI_LEGACY)
+
+    def no_lookup(*args: object) -> list[str]:
+        raise AssertionError("looked the digests up")
+
+    with monkeypatch.context() as m:
+        m.setattr(BuildContext, "tarsums", no_lookup)
+        assert _plan(root)[0] == cold
+        assert _plan(root, flavor=TarFlavor.CLI_LEGACY)[0] == legacy
+    (root / "src0" / "f000.txt").chmod(0o600)
+    (root / "src1" / "new.txt").write_text("new\n")
+    digest, cache, _ctx = _plan(root, clock=_clock(20))
+    assert cache.hashed == 2 and digest == _reference(root) != cold
+    # a racy file: nothing recalled, nothing remembered
+    racy = root / "src2" / "f002.txt"
+    scan_at = _clock(30)()
+    os.utime(racy, ns=(scan_at, _racy_mtime(scan_at, "nanoseconds")))
+    digest, cache, ctx = _plan(root, clock=lambda: scan_at)
+    assert cache.racy == 1 and not cache.vouches() and ctx.listing_key() is None
+    assert digest == _reference(root) and cache._remembered is None
+
+
+def test_odd_names_and_capabilities_are_remembered_as_they_are(cache_dir: Path,
+                                                               tmp_path: Path) -> None:
+    """Names that are not UTF-8 or not ASCII, and a file's security.capability, come back
+    from the cache file as the walk found them (a warm plan equals a cold one)."""
+    root = _repo(tmp_path / "repo", files=8)
+    (root / "caf\u00e9.txt").write_text("accent\n")
+    (root / os.fsdecode(b"latin1-\xe9.txt")).write_text("not utf-8\n")
+    capped = root / "src0" / "f000.txt"
+    # cap_net_bind_service=ep, VFS_CAP_REVISION_2
+    cap = bytes.fromhex("01000002" "00040000" "00000000" "00000000" "00000000")
+    try:
+        os.setxattr(capped, "security.capability", cap)
+    except OSError:
+        cap = b""  # (no CAP_SETFCAP here: names only)
+    cold, cache, ctx = _plan(root)
+    files = sum(1 for e in ctx.entries if e.kind == "file" and e.size)
+    assert cache.hashed == files and cold == _reference(root)
+    warm, cache, ctx = _plan(root, clock=_clock(20))
+    legacy, cache2, _ctx = _plan(root, clock=_clock(30), flavor=TarFlavor.CLI_LEGACY)
+    assert (warm, cache.hashed, cache2.hashed) == (cold, 0, files)
+    assert legacy == _reference(root, TarFlavor.CLI_LEGACY)
+    if cap:
+        entry = ctx.entry("src0/f000.txt")
+        assert entry is not None and entry.capability == cap
+
+
+def test_the_listing_key_moves_with_names_links_and_signatures(cache_dir: Path,
+                                                              tmp_path: Path) -> None:
+    root = _repo(tmp_path / "repo")
+    os.symlink("src0", root / "link")
+
+    def key() -> str | None:
+        return scan_context(root, digests=HashCache.open(root, clock=_clock(10))).listing_key()
+
+    keys = [key()]
+    assert keys[0] is not None and key() == keys[0]
+    (root / "link").unlink()
+    os.symlink("src1", root / "link")
+    keys.append(key())
+    (root / "src0" / "f000.txt").rename(root / "src0" / "g000.txt")
+    keys.append(key())
+    moved = root / "src1" / "f001.txt"
+    os.utime(moved, ns=(moved.stat().st_atime_ns, moved.stat().st_mtime_ns - SECOND))
+    keys.append(key())
+    assert len(set(keys)) == 4
+
+
 def test_changed_added_and_deleted_files(cache_dir: Path, tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo")
     _plan(root)
@@ -104,13 +180,24 @@ def test_changed_added_and_deleted_files(cache_dir: Path, tmp_path: Path) -> Non
     assert "src3/f007.txt" not in HashCache.open(root, clock=_clock(10))._loaded
 
 
+def _racy_mtime(scan_at: int, granule: str) -> int:
+    """An mtime within the racy window of a scan at `scan_at`: on a file system that keeps
+    whole seconds, the second before last; with sub-second timestamps, 50 ms before."""
+    if granule == "seconds":
+        return (scan_at // SECOND - 1) * SECOND  # 1 to 2 s before
+    mtime = scan_at - FINE_RACY_NS // 2
+    return mtime if mtime % SECOND else mtime - 1
+
+
+@pytest.mark.parametrize("granule", ["seconds", "nanoseconds"])
 def test_a_file_changed_within_the_racy_window_is_hashed_again(cache_dir: Path,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path,
+                                                               granule: str) -> None:
     root = _repo(tmp_path / "repo")
     scan_at = _clock(60)()  # the scan runs a minute from now: every ctime is old by then
     racy = root / "src0" / "f004.txt"
-    # modified half a second before the scan began: as old as git's racily clean entries
-    os.utime(racy, ns=(scan_at, scan_at - SECOND // 2))
+    # modified within the file system's granule before the scan began: git's racily clean
+    os.utime(racy, ns=(scan_at, _racy_mtime(scan_at, granule)))
     settled = root / "src1" / "f005.txt"
     os.utime(settled, ns=(scan_at, scan_at - RACY_NS - SECOND))
     digest, cache, _ctx = _plan(root, clock=lambda: scan_at)
@@ -122,11 +209,35 @@ def test_a_file_changed_within_the_racy_window_is_hashed_again(cache_dir: Path,
     # ...and reads its new content: changed in place with mtime and size kept (only what
     # ctime says could tell, and within the window it is not trusted either)
     racy.write_text(racy.read_text().upper())
-    os.utime(racy, ns=(scan_at, scan_at - SECOND // 2))
+    os.utime(racy, ns=(scan_at, _racy_mtime(scan_at, granule)))
     cache = HashCache.open(root, clock=lambda: scan_at)
     ctx = scan_context(root, digests=cache)
     assert ctx.source_hash(["."], TarFlavor.CLI_MODERN) == _reference(root) != digest
     assert cache.hashed == 1
+
+
+def test_a_racy_file_hashed_after_its_window_is_remembered(cache_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """Racy when the scan began, settled when its hashing began (the TUI's re-plan right
+    after an edit): the rehash proves what it holds, and the next scan trusts it; hashed
+    within its window, it is not remembered."""
+    root = _repo(tmp_path / "repo")
+    scan_at = _clock(60)()
+    edited = root / "src0" / "f004.txt"
+    os.utime(edited, ns=(scan_at, _racy_mtime(scan_at, "nanoseconds")))
+    times = iter([scan_at, scan_at + FINE_RACY_NS])  # the scan's start, its hashing's
+
+    _digest, cache, _ctx = _plan(root, clock=lambda: next(times, scan_at + FINE_RACY_NS))
+    assert (cache.racy, cache.proved, cache.hashed) == (1, 1, 41)
+    digest, cache, _ctx = _plan(root, clock=lambda: scan_at + SECOND)
+    assert (cache.racy, cache.hashed) == (0, 0) and digest == _reference(root)
+    # the same, hashed while still within its window: hashed again by the next scan
+    os.utime(edited, ns=(scan_at, _racy_mtime(scan_at, "nanoseconds") + 1))
+    times = iter([scan_at, scan_at + FINE_RACY_NS // 4])
+    _digest, cache, _ctx = _plan(root, clock=lambda: next(times, scan_at))
+    assert (cache.racy, cache.proved, cache.hashed) == (1, 0, 1)
+    digest, cache, _ctx = _plan(root, clock=lambda: scan_at + SECOND)
+    assert cache.hashed == 1 and digest == _reference(root)
 
 
 def test_the_cache_files_stamp_decides_what_was_racy(cache_dir: Path, tmp_path: Path) -> None:
@@ -140,16 +251,17 @@ def test_the_cache_files_stamp_decides_what_was_racy(cache_dir: Path, tmp_path: 
     body = data[:-32]
     end = body.index(b"\n", len(MAGIC))
     head = json.loads(body[len(MAGIC):end])
-    newest = max(max(p.stat().st_mtime_ns, p.stat().st_ctime_ns)
-                 for p in root.rglob("*.txt"))
-    head["stamp_ns"] = newest + RACY_NS // 2  # as if written just after the newest change
+    files = [p for p in root.rglob("*") if p.is_file()]
+    newest = max(max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in files)
+    head["stamp_ns"] = newest + FINE_RACY_NS // 2  # as if written just after the newest change
     body = MAGIC + json.dumps(head).encode() + body[end:]
     path.write_bytes(body + hashlib.sha256(body).digest())
     cache = HashCache.open(root, clock=lambda: scan_at + 100 * SECOND)
     assert cache.problem is None
-    young = sum(1 for p in root.rglob("*.txt")
-                if max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) >= head["stamp_ns"] - RACY_NS)
-    assert young and len(cache._loaded) == 40 - young
+    young = sum(1 for p in files
+                if max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) >= head["stamp_ns"]
+                - hashcache.racy_margin(p.stat().st_mtime_ns, p.stat().st_ctime_ns))
+    assert young and len(cache._loaded) == len(files) - young
 
 
 def _rewrite(path: Path, change: Callable[[dict[str, object], bytes], tuple[dict[str, object],
@@ -162,27 +274,36 @@ def _rewrite(path: Path, change: Callable[[dict[str, object], bytes], tuple[dict
     path.write_bytes(body + hashlib.sha256(body).digest())
 
 
-def _records(tables: bytes, head: dict[str, object]) -> tuple[bytes, bytes]:
-    n = int(head["records"])  # type: ignore[call-overload]
-    return tables[:n * hashcache._RECORD.size], tables[n * hashcache._RECORD.size:]
+def _split(head: dict[str, object], tables: bytes) -> list[bytes]:
+    """The tables of a cache file: signatures, counts, variants, capability table and bytes,
+    paths."""
+    n, v = int(head["records"]), int(head["variants"])  # type: ignore[call-overload]
+    sizes = [n * hashcache._KEY.size, n * hashcache._COUNT.size, v * hashcache._VARIANT,
+             int(head["caps"]) * hashcache._CAP.size, int(head["cap_bytes"]),  # type: ignore[call-overload]
+             int(head["paths"])]  # type: ignore[call-overload]
+    out, pos = [], 0
+    for size in sizes:
+        out.append(tables[pos:pos + size])
+        pos += size
+    return out
 
 
 def _point_outside(head: dict[str, object], tables: bytes) -> tuple[dict[str, object], bytes]:
-    records, rest = _records(tables, head)
-    row = list(hashcache._RECORD.unpack(records[:hashcache._RECORD.size]))
-    row[1] = 10**9  # a path running far past the file
-    return head, hashcache._RECORD.pack(*row) + records[hashcache._RECORD.size:] + rest
+    """A capability of a record past the last one (sizes adding up)."""
+    keys, counts, variants, cap_table, cap_blob, paths = _split(head, tables)
+    cap_table += hashcache._CAP.pack(int(head["records"]) + 5, 4)  # type: ignore[call-overload]
+    cap_blob += b"\x01\x00\x00\x02"
+    head = {**head, "caps": int(head["caps"]) + 1,  # type: ignore[call-overload]
+            "cap_bytes": int(head["cap_bytes"]) + 4}  # type: ignore[call-overload]
+    return head, keys + counts + variants + cap_table + cap_blob + paths
 
 
 def _share_variants(head: dict[str, object], tables: bytes) -> tuple[dict[str, object], bytes]:
     """Every record claiming the whole variant table: work quadratic in the file's size."""
-    records, rest = _records(tables, head)
-    rows = []
-    for row in hashcache._RECORD.iter_unpack(records):
-        fields = list(row)
-        fields[10], fields[11] = 0, head["variants"]
-        rows.append(hashcache._RECORD.pack(*fields))
-    return head, b"".join(rows) + rest
+    keys, counts, variants, cap_table, cap_blob, paths = _split(head, tables)
+    n = int(head["records"])  # type: ignore[call-overload]
+    counts = hashcache._COUNT.pack(int(head["variants"])) * n  # type: ignore[call-overload]
+    return head, keys + counts + variants + cap_table + cap_blob + paths
 
 
 HOSTILE: dict[str, Callable[[Path], None]] = {
@@ -198,8 +319,10 @@ HOSTILE: dict[str, Callable[[Path], None]] = {
     "sizes that do not add up": lambda p: _rewrite(p, lambda h, t: ({**h, "records": 10**12},
                                                                      t)),
     "a header that is not an object": lambda p: _rewrite(p, lambda h, t: ([h], t)),  # type: ignore[return-value,arg-type]
-    "negative sizes": lambda p: _rewrite(p, lambda h, t: ({**h, "blob": -1}, t)),
+    "negative sizes": lambda p: _rewrite(p, lambda h, t: ({**h, "paths": -1}, t)),
     "a record pointing outside": lambda p: _rewrite(p, _point_outside),
+    "answers that are not answers": lambda p: _rewrite(
+        p, lambda h, t: ({**h, "answers": {"listing": "0" * 64, "hashes": {"COPY": 1}}}, t)),
     "records sharing their variants": lambda p: _rewrite(p, _share_variants),
     "a deeply nested header": lambda p: p.write_bytes(
         (lambda b: b + hashlib.sha256(b).digest())(MAGIC + b"[" * 50_000 + b"\n")),

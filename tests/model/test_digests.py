@@ -81,6 +81,31 @@ def test_a_file_is_read_once_for_the_flavors_that_come_along(tmp_path: Path) -> 
         alone.source_hash(["."], TarFlavor.CLI_MODERN_GIT_MODES))
 
 
+def test_companions_come_along_only_for_small_batches(tmp_path: Path) -> None:
+    """A cold COPY of the whole tree is read for its own flavor only; a few files (what a
+    warm plan finds changed) are read once for every companion flavor."""
+    _tree(tmp_path, 50)
+    digests = FileDigests()
+    ctx = scan_context(tmp_path, digests=digests)
+    ctx.companion_flavors = (TarFlavor.CLI_MODERN, TarFlavor.CLI_LEGACY)
+    ctx.companion_batch_max = 4
+    files = [e for e in ctx.entries if e.kind == FILE and e.size]
+    ctx.source_hash(["."], TarFlavor.CLI_MODERN)
+    assert digests.hashed == len(files)
+    ctx.source_hash(["."], TarFlavor.CLI_LEGACY)  # (not read along: read again)
+    assert digests.hashed == 2 * len(files)
+    few = scan_context(tmp_path, digests=FileDigests())
+    few.companion_flavors = (TarFlavor.CLI_MODERN, TarFlavor.CLI_LEGACY)
+    few.companion_batch_max = 4
+    sources = [e.rel for e in files[:3]]
+    modern = few.source_hash(sources, TarFlavor.CLI_MODERN)
+    legacy = few.source_hash(sources, TarFlavor.CLI_LEGACY)
+    assert few.digests.hashed == 3
+    alone = scan_context(tmp_path)
+    assert (modern, legacy) == (alone.source_hash(sources, TarFlavor.CLI_MODERN),
+                                alone.source_hash(sources, TarFlavor.CLI_LEGACY))
+
+
 def test_in_memory_digests_follow_a_changed_file(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     f = tmp_path / "a.txt"

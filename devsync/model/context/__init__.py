@@ -40,6 +40,7 @@ import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -151,6 +152,14 @@ def scan_context(
     return BuildContext(root, dockerfile, entries, excludes, digests)
 
 
+# in every listing key: a devsync that derives source hashes otherwise changes it
+_LISTING_VERSION = "devsync context listing 1"
+# what a listing key takes of each entry besides its name, kind, link name and capability:
+# the other header fields and the signature, as 64-bit numbers (times may be negative)
+_LISTED_NUMBERS = (("Q", ("mode", "uid", "gid", "size", "rdev", "ino", "dev")),
+                   ("q", ("mtime_ns", "ctime_ns")))
+
+
 def _tarsum_header(e: ContextEntry, flavor: TarFlavor, mode: int, uid: int, gid: int) -> bytes:
     major, minor = e.devices() if e.rdev else (0, 0)
     header = b"name%smode%duid%dgid%dsize%dtypeflag%slinkname%sunamegnamedevmajor%ddevminor%d" % (
@@ -173,6 +182,10 @@ class BuildContext:
     # Flavors whose tarsums are wanted too: a file hashed for one flavor is hashed for these
     # in the same read (the plan tries several; see `tarsums`).
     companion_flavors: tuple[TarFlavor, ...] = field(default=(), repr=False)
+    # ... for batches of at most this many files (None: any): the few files a warm plan
+    # finds changed, or a short COPY's, whose other flavors' sums a plan that misses a step
+    # goes on to try; not a cold COPY of a whole tree, whose first flavor usually hits
+    companion_batch_max: int | None = field(default=None, repr=False)
     # when the walk was done (time.monotonic): how old the listing is
     scanned_at: float = field(default_factory=time.monotonic, repr=False)
     _by_rel: dict[str, ContextEntry] = field(init=False, repr=False)
@@ -180,6 +193,7 @@ class BuildContext:
     _source_hashes: dict[tuple[object, ...], str | None] = field(init=False, repr=False)
     _plain: set[str] | bool | None = field(init=False, repr=False, default=None)  # False: not
     _index: dict[str, int] | None = field(init=False, repr=False, default=None)
+    _listing: str | None = field(init=False, repr=False, default=None)
     _tree: ExtractedTree | None = field(init=False, repr=False, default=None)
     _resolved: dict[tuple[tuple[str, ...], str], tuple[list[CopyInfo], bool]] = field(
         init=False, repr=False
@@ -251,9 +265,17 @@ class BuildContext:
                     memo[key] = digest
             out.append(digest)
         if misses:
-            companions = [f for f in self.companion_flavors if f is not flavor]
-            jobs = [(e, [header, *(self.tarsum_header(e, f) for f in companions)])
-                    for _i, e, _key, header in misses]
+            limit = self.companion_batch_max
+            companions = [f for f in self.companion_flavors if f is not flavor] \
+                if limit is None or len(misses) <= limit else []
+            jobs: list[DigestJob] = []
+            for _i, e, _key, header in misses:
+                headers = [header]
+                for f in companions:
+                    other = self.tarsum_header(e, f)
+                    if other not in headers:  # (flavors that write the same header)
+                        headers.append(other)
+                jobs.append((e, headers))
             for (i, _e, key, _header), found in zip(misses, digests.compute(jobs),
                                                      strict=True):
                 memo[key] = out[i] = found[0]
@@ -278,6 +300,17 @@ class BuildContext:
         memo_key = (tuple(sources), flavor, instruction.upper())
         if memo_key in self._source_hashes:
             return self._source_hashes[memo_key]
+        listing = self.listing_key()
+        what = ""
+        if listing is not None:
+            # the same listing (signatures included) gave this answer before: the content
+            # has not changed (see FileDigests.vouches); a warm plan of a large context hashes
+            # nothing and need not even look its files' digests up
+            what = "\0".join((instruction.upper(), flavor.value, *sources))
+            found = self.digests.recall(listing, what)
+            if found is not None:
+                self._source_hashes[memo_key] = found
+                return found
         infos, has_url = self._resolve(sources, instruction)
         if has_url:
             self._source_hashes[memo_key] = None
@@ -292,7 +325,40 @@ class BuildContext:
                           else "dir:" + sha256_join(sorted(parts)))
         result = hashes[0] if len(hashes) == 1 else "multi:" + sha256_join(hashes)
         self._source_hashes[memo_key] = result
+        if listing is not None:
+            self.digests.remember(listing, what, result)
         return result
+
+    def listing_key(self) -> str | None:
+        """A sha256 of everything a COPY/ADD source hash is derived from but the files'
+        contents: the Dockerfile name, the .dockerignore patterns, and every entry with its
+        header fields and file signature; None when the `digests` cannot vouch that the same
+        signatures mean the same contents (`FileDigests.vouches`)."""
+        if self._listing is None:
+            if not self.digests.vouches():
+                return None
+            import marshal
+            from array import array
+
+            # column by column (no Python loop over 20,000 entries), each column's length
+            # first: names and link names hold no NUL, numbers have a fixed width
+            entries = self.entries
+            h = hashlib.sha256(marshal.dumps((_LISTING_VERSION, self.dockerfile,
+                                              self.excludes, len(entries))))
+            columns: list[bytes] = [
+                "\0".join(map(attrgetter(name), entries)).encode("utf-8", "surrogateescape")
+                for name in ("name", "kind", "linkname")]
+            try:
+                columns += [array(code, map(attrgetter(name), entries)).tobytes()
+                            for code, names in _LISTED_NUMBERS for name in names]
+            except OverflowError:  # (a number no file system gives: no key, no recall)
+                return None
+            columns.append(marshal.dumps(list(map(attrgetter("capability"), entries))))
+            for column in columns:
+                h.update(len(column).to_bytes(8, "little"))
+                h.update(column)
+            self._listing = h.hexdigest()
+        return self._listing
 
     def check_sources(self, sources: Sequence[str], *, instruction: str = "COPY") -> None:
         """Raise where `source_hash` would (the build itself would fail), without hashing."""

@@ -111,6 +111,20 @@ class FileDigests:
     def note_facts(self, rel: str, st: os.stat_result, capability: bytes | None) -> None:
         """A regular file the scan found readable, with its security.capability xattr."""
 
+    def vouches(self) -> bool:
+        """Whether every regular file of the scan has a signature that moves with its content
+        (seen through this object, none racy): then the same listing, signatures included
+        (`BuildContext.listing_key`), is the same content, and results derived from it alone
+        may be remembered (`recall`, `remember`). An in-memory memo vouches for nothing."""
+        return False
+
+    def recall(self, listing: str, what: str) -> str | None:
+        """A result remembered for this listing key and question (see `vouches`)."""
+        return None
+
+    def remember(self, listing: str, what: str, value: str) -> None:
+        """Remember a result derived from the listing alone (when `vouches`)."""
+
     # -- what the model calls
 
     def known(self, entry: ContextEntry, header: bytes) -> str | None:
