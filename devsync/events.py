@@ -166,6 +166,18 @@ class Pushed(Event):
 
 
 @dataclass(frozen=True)
+class Replanned(Event):
+    """An image planned again in the middle of its sync, on the base the same sync has just
+    built here: what each step it builds is now predicted to do (True reused, False rebuilt,
+    None uncertain), in the plan's order, and the plan's summary. Views replace the plan they
+    showed with this one, so the plan beside each step's result is the one the build follows."""
+
+    image: str
+    predicted: tuple[bool | None, ...] = ()
+    summary: str = ""
+
+
+@dataclass(frozen=True)
 class ImageSynced(Event):
     """One image of a sync of several is done (the last one's is the operation's `Done`)."""
 

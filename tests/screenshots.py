@@ -53,9 +53,10 @@ class PausingServices(CoreServices):
         self.paused = threading.Event()
         self.resume = threading.Event()
 
-    def sync(self, images: Sequence[str], cancel: threading.Event) -> Iterator[Event]:
+    def sync(self, images: Sequence[str], cancel: threading.Event, *,
+             ask: Callable[[str], bool] | None = None) -> Iterator[Event]:
         held = False
-        for event in super().sync(images, cancel):
+        for event in super().sync(images, cancel, ask=ask):
             yield event
             if isinstance(event, StepStarted) and not held and self._rebuilds(event):
                 held = True

@@ -24,6 +24,7 @@ from devsync.events import (
     PullStarted,
     Pushed,
     PushProgress,
+    Replanned,
     StepFinished,
     StepStarted,
     Warning_,
@@ -241,6 +242,9 @@ class EventPrinter:
         self._line(f"  built {clean(event.tag)} ({event.image_id[:19]}): "
                    f"{event.steps_cached}/{event.steps_total} steps reused{fetched}")
 
+    def _replanned(self, event: Replanned) -> None:
+        self._line(f"  planned again on the base built here: {clean(event.summary)}")
+
     def _pushed(self, event: Pushed) -> None:
         self._line(f"  pushed {clean(event.reference)} {event.digest}")
 
@@ -277,6 +281,7 @@ _SHOW: dict[type[Event], Callable[[EventPrinter, Any], None]] = {
     Warning_: EventPrinter._warning,
     ImageBuilt: EventPrinter._built,
     Pushed: EventPrinter._pushed,
+    Replanned: EventPrinter._replanned,
     ImageSynced: EventPrinter._done,
     Done: EventPrinter._done,
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from devsync.events import Replanned
 from devsync.model.classic import WholeReuse
 from devsync.model.context import BuildContext, TarFlavor
 
@@ -92,3 +93,10 @@ class ImagePlan:
         }
 
 
+
+
+def replanned(plan: ImagePlan) -> Replanned:
+    """The event that replaces `plan`'s image's plan in the views (see events.Replanned)."""
+    return Replanned(plan.name, tuple(step.cached if step.certain else None
+                                      for step in plan.steps if step.kind != "skip"),
+                     plan.summary)

@@ -620,6 +620,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                 from devsync.ops.answers import unchecked_warnings
                 from devsync.ops.basefirst import base_to_build_first
                 from devsync.ops.plan import plan_image
+                from devsync.ops.plansteps import replanned
                 from devsync.ops.recording import built_from, record_sync
 
                 git = session.git
@@ -659,6 +660,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                     resolver.forget_local()
                     yield PhaseStarted(spec.name, "plan")
                     plan = plan_image(project, spec, resolver, git)
+                    yield replanned(plan)
                     if prepared is not None:
                         prepared.close()
                         prepared = BuildInput(project, spec, plan, git,

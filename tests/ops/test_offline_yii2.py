@@ -169,6 +169,10 @@ def test_one_sync_on_a_fresh_machine_builds_a_changed_base_first(
     build_base = phases.index(next(p for p in phases if p.startswith("==> base: build")))
     build_app = phases.index(next(p for p in phases if p.startswith("==> app: build")))
     assert build_base < build_app, phases
+    # the app's plan is made again on the base just built, and said, before its build
+    replanned = [n for n, line in enumerate(sync.stdout.splitlines())
+                 if "planned again on the base built here:" in line]
+    assert len(replanned) == 1, sync.stdout
     images = statuses(yii, clone, state)
     assert (images["base"]["state"], images["app"]["state"]) == ("in-sync", "in-sync"), images
     packages = yii.docker("run", "--rm", "--entrypoint", "cat", f"{yii.repo}:dev",

@@ -9,7 +9,7 @@ from typing import Any
 from textual.widgets import Button, DataTable, Input, RichLog, Static
 
 from devsync.errors import ConfigError, EngineError
-from devsync.events import Done, LogLine
+from devsync.events import Done, LogLine, PhaseStarted, Replanned
 from devsync.ops.pulse import LOOK_LOCAL, LOOK_REGISTRY
 from devsync.tui.app import DevsyncApp, make_app
 from devsync.tui.screens.dashboard import DashboardScreen
@@ -207,6 +207,26 @@ async def test_sync_failure_shows_message_and_hint_not_a_traceback() -> None:
         await pilot.press("enter")
         assert isinstance(app.screen, OperationScreen)
         assert app.screen.state == FAILED
+
+
+async def test_a_plan_made_again_mid_sync_replaces_the_plan_column() -> None:
+    # the app was planned on the old base; the sync built a changed base first and planned
+    # the app again on it: the Plan column now shows what the build will do
+    services = FakeServices(script=[PhaseStarted("app", "plan"),
+                                    Replanned("app", (False,) * 6, "0/6 steps cached"),
+                                    Done(True, "synced")])
+    app = app_for(services, watch=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await loaded(pilot, app)
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, OperationScreen), "the sync screen")
+        screen = app.screen
+        await until(pilot, lambda: screen.state == DONE, "the end")  # type: ignore[attr-defined]
+        table = screen.query_one("#op-steps", DataTable)
+        plans = [str(table.get_cell(row, "plan")) for row in table.rows]
+        assert plans and all(p == "rebuild" for p in plans[-6:]), plans
+        assert "planned again" in " ".join(str(line) for line in
+                                           screen.query_one("#op-log", RichLog).lines)
 
 
 async def test_sync_when_everything_is_in_sync_only_says_so() -> None:

@@ -35,6 +35,7 @@ from devsync.events import (
     PullStarted,
     Pushed,
     PushProgress,
+    Replanned,
     StepFinished,
     StepStarted,
     Warning_,
@@ -135,14 +136,17 @@ class OperationScreen(Screen[bool]):
         self._worker = self._run()
         self.cancel_event.bind(self._worker)
 
+    def _plan_cell(self, predicted: bool | None) -> Text:
+        if predicted is None:
+            return Text("")
+        return Text("cached" if predicted else "rebuild",
+                    style=style(self.app, "success" if predicted else "warning"))
+
     def _add_step_row(self, image: str, index: int, instruction: str, *,
                       predicted: bool | None, prefix: bool) -> str:
         key = f"{image}:{index}"
         steps = self.query_one("#op-steps", DataTable)
-        plan_cell = Text("")
-        if predicted is not None:
-            plan_cell = Text("cached" if predicted else "rebuild",
-                             style=style(self.app, "success" if predicted else "warning"))
+        plan_cell = self._plan_cell(predicted)
         label = f"{image} {index + 1}" if prefix else str(index + 1)
         steps.add_row(Text(label, style=style(self.app, "muted")), plan_cell,
                       Text("·", style=style(self.app, "muted")), cell(instruction), key=key)
@@ -267,6 +271,17 @@ class OperationScreen(Screen[bool]):
         self._log().write(join(("built ", style(self.app, "success")), plain(event.tag),
                                (f" · {event.steps_cached}/{event.steps_total} steps reused",
                                 style(self.app, "muted"))))
+
+    def _on_replanned(self, event: Replanned) -> None:
+        """The image was planned again on the base this sync built: its Plan column now
+        shows the plan the build follows."""
+        steps = self.query_one("#op-steps", DataTable)
+        for index, predicted in enumerate(event.predicted):
+            key = self._rows.get((event.image, index))
+            if key is not None:
+                steps.update_cell(key, "plan", self._plan_cell(predicted))
+        self._log().write(join(("planned again ", style(self.app, "muted")),
+                               plain(f"on the base built here: {event.summary}")))
 
     def _on_done(self, event: Done | ImageSynced) -> None:
         summary = event.summary
@@ -427,5 +442,6 @@ _HANDLERS: dict[type[Event], Callable[[OperationScreen, Any], None]] = {
     Warning_: OperationScreen._on_warning,
     ImageBuilt: OperationScreen._on_built,
     ImageSynced: OperationScreen._on_done,
+    Replanned: OperationScreen._on_replanned,
     Done: OperationScreen._on_done,
 }
