@@ -537,6 +537,11 @@ class BuildSimulator:
             raise DockerfileError(f"{self.display}:{ins.line}: {ins.cmd} needs a source and a "
                                   "destination")
         *srcs, dest = words
+        if ins.flag("chmod") is not None:
+            raise DockerfileError(
+                f"{self.display}:{ins.line}: {ins.cmd} --chmod needs BuildKit; the Engine API's "
+                "classic builder rejects it"
+            )
         chown = ins.flag("chown")
         chown = self.lexer.process_word(chown, env) if chown else ""
         chown_comment = f"--chown={chown}" if chown else ""

@@ -64,6 +64,15 @@ class Dockerfile:
     meta_args: list[Instruction]  # ARGs before the first FROM
     stages: list[Stage]
 
+    def buildkit_only(self) -> Instruction | None:
+        """The first instruction that only BuildKit builds (the classic builder rejects it):
+        a RUN with flags (--mount, --network, --security) or a COPY/ADD --chmod."""
+        for ins in self.instructions:
+            if (ins.cmd == "RUN" and ins.flags) or \
+                    (ins.cmd in ("COPY", "ADD") and ins.flag("chmod") is not None):
+                return ins
+        return None
+
     @property
     def instructions(self) -> list[Instruction]:
         """Every instruction in file order, FROMs and meta ARGs included."""

@@ -62,9 +62,12 @@ def built_through_cli(image: ImageInfo | None) -> bool:
 
 
 def decide(configured: str, *, reference: ImageInfo | None, reference_name: str = "",
-           cli_found: Callable[[], bool], needs_login: Callable[[], bool]) -> BuilderChoice:
+           cli_found: Callable[[], bool], needs_login: Callable[[], bool],
+           buildkit_only: str | None = None) -> BuilderChoice:
     """The decision table. `reference`: the image "auto" follows (None: none is known).
-    `cli_found` and `needs_login` are asked only for a BuildKit build."""
+    `cli_found` and `needs_login` are asked only for a BuildKit build. `buildkit_only`: what
+    in the Dockerfile only BuildKit builds (e.g. "RUN --mount=... (line 4)"): on "auto" that
+    decides, since the classic builder would reject it."""
     name = reference_name or (reference.reference if reference is not None else "")
     if configured == CLASSIC:
         notes: tuple[str, ...] = ()
@@ -74,16 +77,21 @@ def decide(configured: str, *, reference: ImageInfo | None, reference_name: str 
                      '"buildkit" (or "auto") to build with BuildKit and reuse them, or build it '
                      "in CI with the classic builder (DOCKER_BUILDKIT=0 docker build ...).",)
         return BuilderChoice(CLASSIC, None, 'builder = "classic" in .devsync.toml', notes)
-    return _buildkit_or_classic(configured, reference, name, cli_found, needs_login)
+    return _buildkit_or_classic(configured, reference, name, cli_found, needs_login,
+                                buildkit_only)
 
 
 def _buildkit_or_classic(configured: str, reference: ImageInfo | None, name: str,
-                         cli_found: Callable[[], bool],
-                         needs_login: Callable[[], bool]) -> BuilderChoice:
+                         cli_found: Callable[[], bool], needs_login: Callable[[], bool],
+                         buildkit_only: str | None) -> BuilderChoice:
     if configured == BUILDKIT:
         why = 'builder = "buildkit" in .devsync.toml'
     elif reference is not None and reference.last_built_with_buildkit:
         why = f"{name} was built with BuildKit"
+    elif buildkit_only is not None:
+        # (the classic builder rejects the Dockerfile: whatever it reuses, only BuildKit
+        # builds it; a classic deployed image is then no cache source, and the plan says so)
+        why = f"the Dockerfile's {buildkit_only} needs BuildKit"
     elif reference is not None:
         return BuilderChoice(CLASSIC, None, f"{name} was built with the classic builder")
     else:
@@ -104,7 +112,8 @@ def _buildkit_or_classic(configured: str, reference: ImageInfo | None, name: str
 def builder_of(project: Project, spec: ImageSpec, deployed: ImageInfo | None) -> str:
     """The builder alone, from the deployed image (no CLI probe, no registry asked)."""
     return decide(configured_builder(project, spec), reference=deployed,
-                  cli_found=lambda: False, needs_login=lambda: False).builder
+                  cli_found=lambda: False, needs_login=lambda: False,
+                  buildkit_only=_buildkit_only(project, spec)).builder
 
 
 def choose_builder(project: Project, spec: ImageSpec, resolver: Resolver, *,
@@ -131,7 +140,21 @@ def choose_builder(project: Project, spec: ImageSpec, resolver: Resolver, *,
         return False
 
     return decide(configured, reference=reference, reference_name=name, cli_found=cli_found,
-                  needs_login=needs_login)
+                  needs_login=needs_login, buildkit_only=_buildkit_only(project, spec))
+
+
+def _buildkit_only(project: Project, spec: ImageSpec) -> str | None:
+    """What in the image's Dockerfile only BuildKit builds, in words (None: nothing, or the
+    Dockerfile cannot be read: the plan reports that itself)."""
+    try:
+        found = project.dockerfile(spec).buildkit_only()
+    except DevsyncError:
+        return None
+    if found is None:
+        return None
+    flags = " ".join(f for f in found.flags if f.startswith(("--mount", "--network",
+                                                                "--security", "--chmod")))
+    return f"{found.cmd} {flags} (line {found.line})"
 
 
 def _reference(project: Project, spec: ImageSpec, resolver: Resolver,

@@ -183,7 +183,11 @@ def step_refs(dockerfile: Dockerfile) -> dict[int, StepRef]:
     unnamed; none when the file has a single stage), i counting FROM an image, WORKDIR,
     COPY, ADD and RUN (buildkit v0.8 dockerfile2llb)."""
     out: dict[int, StepRef] = {}
-    single = len(dockerfile.stages) == 1
+    # (a mount from an image is a stage of its own to dockerfile2llb, if never named: a cache
+    # mount's is scratch; measured, tests/ops/test_plan_exact_buildkit_flags.py)
+    single = len(dockerfile.stages) == 1 and not any(
+        _mounts_an_image(f) for ins in dockerfile.instructions if ins.cmd == "RUN"
+        for f in ins.flags)
     for stage in dockerfile.stages:
         name = "" if single else (stage.name or f"stage-{stage.index}")
         numbered = [ins for ins in stage.instructions if ins.cmd in _NUMBERED]
@@ -197,6 +201,17 @@ def step_refs(dockerfile: Dockerfile) -> dict[int, StepRef]:
             position += 1
             out[ins.line] = StepRef(name, position, total)
     return out
+
+
+def _mounts_an_image(flag: str) -> bool:
+    """`RUN --mount=...` that dockerfile2llb (v0.8) resolves as a stage: one with from=, or a
+    cache mount (from scratch when it names none); never tmpfs."""
+    name, _, value = flag.partition("=")
+    if name != "--mount":
+        return False
+    options = dict(o.partition("=")[::2] for o in value.split(","))
+    kind = options.get("type", "bind")
+    return kind != "tmpfs" and (kind == "cache" or bool(options.get("from")))
 
 
 def _stage_by_line(dockerfile: Dockerfile) -> dict[int, int]:

@@ -89,10 +89,12 @@ def plan_buildkit(project: Project, spec: ImageSpec, resolver: Resolver, git: Gi
         graph = _with_registry_cache(resolver, registry_cache_ref(repo), graph, cache_from,
                                      notes)
     source = CacheSource(cache_from[0], graph, deployed) if cache_from else None
+    then = _dockerfile_at_revision(spec, project, deployed, git)
     predictor = BuildKitPredictor(df, context=on_demand.as_context(), images=resolver.base,
                                   source=source, build_args=spec.build_args,
                                   target=spec.target, transport=transport,
-                                  same_stages=_same_stages(df, spec, project, deployed, git))
+                                  same_stages=_same_stages(df, spec, then),
+                                  revision_stage=_revision_stage(df, spec, then))
     try:
         steps = predictor.run()
     except SelectionError as exc:
@@ -120,24 +122,30 @@ def plan_buildkit(project: Project, spec: ImageSpec, resolver: Resolver, git: Gi
     )
 
 
-def _same_stages(df: Dockerfile, spec: ImageSpec, project: Project,
-                 deployed: ImageInfo | None, git: GitRepo | None) -> frozenset[int]:
+def _dockerfile_at_revision(spec: ImageSpec, project: Project, deployed: ImageInfo | None,
+                            git: GitRepo | None) -> Dockerfile | None:
+    """The Dockerfile as it was at the deployed image's revision (None: git cannot tell)."""
+    revision = deployed.labels.get(REVISION_LABEL) if deployed is not None else None
+    if git is None or not revision:
+        return None
+    try:
+        raw = git.file_at(revision, str(spec.dockerfile))
+    except Exception:  # (no answer from git: vouch for nothing)
+        return None
+    if raw is None:
+        return None
+    try:
+        return parse_text(raw.decode("utf-8"), Path(spec.rel_dockerfile(project.root)))
+    except Exception:  # (the old Dockerfile does not parse: vouch for nothing)
+        return None
+
+
+def _same_stages(df: Dockerfile, spec: ImageSpec, then: Dockerfile | None) -> frozenset[int]:
     """The stages other than the target whose ops are the ones CI built: their text is the
     same in the Dockerfile at the deployed revision, and they declare no ARG (a build
     argument CI passed would be in their keys, unseen). No image history records such a
     stage, so this is what vouches for its RUN and WORKDIR keys."""
-    revision = deployed.labels.get(REVISION_LABEL) if deployed is not None else None
-    if git is None or not revision:
-        return frozenset()
-    try:
-        raw = git.file_at(revision, str(spec.dockerfile))
-    except Exception:  # (no verdict from git: vouch for nothing)
-        return frozenset()
-    if raw is None:
-        return frozenset()
-    try:
-        then = parse_text(raw.decode("utf-8"), Path(spec.rel_dockerfile(project.root)))
-    except Exception:  # (the old Dockerfile does not parse: vouch for nothing)
+    if then is None:
         return frozenset()
     target = df.target_stage(spec.target).index
     if [i.text for i in then.meta_args] != [i.text for i in df.meta_args]:
@@ -152,6 +160,16 @@ def _same_stages(df: Dockerfile, spec: ImageSpec, project: Project,
                 not any(i.cmd == "ARG" for i in stage.instructions):
             out.add(stage.index)
     return frozenset(out)
+
+
+def _revision_stage(df: Dockerfile, spec: ImageSpec,
+                    then: Dockerfile | None) -> tuple[str, ...] | None:
+    """The target stage's lines at the deployed revision: they vouch for the flags that the
+    image's history leaves out (RUN --mount, COPY --chown)."""
+    target = df.target_stage(spec.target).index
+    if then is None or target >= len(then.stages):
+        return None
+    return tuple(i.text for i in then.stages[target].instructions)
 
 
 def _with_registry_cache(resolver: Resolver, ref: str, graph: CacheGraph | None,
@@ -196,12 +214,13 @@ def _plan_step(step: BKStep, spec: ImageSpec, project: Project, deployed: ImageI
 
 
 def _uncertain(step: BKStep) -> str:
+    unvouched = ("the deployed image's history leaves flags out, and the Dockerfile at its "
+                 "revision cannot vouch for them: no revision label, other lines above, or a "
+                 "flag whose key is more than its text, like a bind mount or a variable")
     if step.detail.startswith("RUN --"):
-        return (f" (uncertain: {step.detail} is part of the cache key, and the deployed image's "
-                "history does not say which flags it was built with)")
+        return f" (uncertain: {step.detail} is part of the cache key; {unvouched})"
     if step.detail == "--chown/--chmod":
-        return (" (uncertain: --chown/--chmod is part of the cache key, and the deployed "
-                "image's history does not show it)")
+        return f" (uncertain: --chown/--chmod is part of the cache key; {unvouched})"
     if step.detail == "after uncertain":
         return " (uncertain: its key hangs on an uncertain step before it)"
     if step.miss in ("stage", "unknown", "busted", "stage-files"):
@@ -225,6 +244,9 @@ def _miss_reason(step: BKStep, spec: ImageSpec, project: Project, deployed: Imag
         df = project.dockerfile(spec)
         return (from_changed(df, step.stage, deployed, git, spec.rel_dockerfile(project.root))
                 or "base image changed: the deployed image was built on other base layers")
+    if miss == "flags":
+        return (changed_line(step.theirs_line, step.instruction.text, deployed)
+                + " (its flags are part of BuildKit's key for it)")
     if miss == "new-step":
         return "new step: the deployed image has nothing here"
     if miss == "transport":

@@ -23,7 +23,7 @@ from devsync.model.buildkit import (
     history_entries,
 )
 from devsync.model.context import scan_context
-from devsync.model.dockerfiles import parse_file
+from devsync.model.dockerfiles import parse_file, parse_text
 from devsync.model.images import ImageInfo
 
 BUSYBOX_DIFF_IDS = [
@@ -216,10 +216,51 @@ def test_what_the_history_cannot_tell_is_uncertain(tmp_path: Path) -> None:
     history entry says them: those steps are marked uncertain, not claimed."""
     ctx = make_context(tmp_path / "app")
     df = ctx / "Dockerfile"
-    df.write_text(DOCKERFILE.replace("RUN ls", "RUN --network=none ls"))
-    assert _steps(ctx)[8][1] is False
+    df.write_text(DOCKERFILE.replace("RUN echo", "RUN --network=none echo"))
+    assert _steps(ctx)[6][1] is False
     df.write_text(DOCKERFILE.replace("COPY composer.json", "COPY --chown=1:1 composer.json"))
     assert _steps(ctx)[5][1] is False
+    # after a step whose key is certainly not in the cache (the Dockerfile is in `COPY .`,
+    # so line 7 misses), a flagged step misses too, certainly: its input's key is new
+    df.write_text(DOCKERFILE.replace("RUN ls", "RUN --network=none ls"))
+    assert _steps(ctx)[7] == (False, True)
+    assert _steps(ctx)[8] == (False, True)
+
+
+def _vouched_steps(ctx: Path, revision: str) -> dict[int, tuple[bool, bool, str | None]]:
+    image = deployed(RECORDS)
+    graph = CacheGraph.from_inline(image.inline_cache, len(image.diff_ids))
+    df = parse_file(ctx / "Dockerfile")
+    then = parse_text(revision, ctx / "Dockerfile")
+    steps = BuildKitPredictor(df, context=scan_context(ctx), images=lambda ref: busybox(),
+                              source=CacheSource(image.reference, graph, image, 2),
+                              revision_stage=[i.text for i in then.stages[0].instructions]
+                              ).run()
+    return {s.instruction.line: (s.cached, s.certain, s.miss) for s in steps if s.vertex}
+
+
+def test_the_dockerfile_at_the_revision_vouches_for_flags(tmp_path: Path) -> None:
+    """The history leaves flags out; the deployed revision's Dockerfile tells them. Its COPY
+    --chown is the deployed op (here the records were made without it, so the "same" line
+    keys as the records say: the prediction follows the records, the revision only vouches)."""
+    ctx = make_context(tmp_path / "app")
+    df = ctx / "Dockerfile"
+    chown = DOCKERFILE.replace("COPY composer.json", "COPY --chown=1:1 composer.json")
+    df.write_text(chown)
+    assert _vouched_steps(ctx, chown)[5][1] is True  # the same line, after the same lines
+    other = chown.replace("--chown=1:1", "--chown=2:2")
+    assert _vouched_steps(ctx, other)[5] == (False, True, "flags")  # another op, certainly
+    above = chown.replace("ENV APP_HOME=/app\n", "ENV APP_HOME=/app\nUSER 0\n")
+    assert _vouched_steps(ctx, above)[5][1] is False  # the lines above differ: no word
+    variable = DOCKERFILE.replace("COPY composer.json", "COPY --chown=$UID composer.json")
+    df.write_text(variable)
+    assert _vouched_steps(ctx, variable)[5][1] is False  # its value is not its text
+    bind = DOCKERFILE.replace("RUN echo", "RUN --mount=type=bind,target=/m echo")
+    df.write_text(bind)
+    assert _vouched_steps(ctx, bind)[6][1] is False  # a bind mount keys on what it mounts
+    cache = DOCKERFILE.replace("RUN echo", "RUN --mount=type=cache,target=/c echo")
+    df.write_text(cache)
+    assert _vouched_steps(ctx, cache)[6][1] is True
 
 
 def test_other_stages_and_copy_from_are_uncertain(tmp_path: Path) -> None:

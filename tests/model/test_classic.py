@@ -44,3 +44,21 @@ def test_an_unhashed_copy_of_a_missing_file_still_fails_the_plan(tmp_path: Path)
     path = _context(tmp_path, "FROM scratch\nCOPY a.txt /a\nCOPY missing.txt /m\n")
     with pytest.raises(DockerfileError, match=r"Dockerfile:3: .*missing\.txt"):
         _simulate(path, hash_after_miss=False)
+
+
+@pytest.mark.parametrize(("dockerfile", "line", "what"), [
+    ("FROM scratch\nRUN --mount=type=cache,target=/c true\n", 2, "RUN --mount=type=cache"),
+    ("FROM scratch\nCOPY --chmod=0755 a.txt /a\n", 2, "COPY --chmod needs BuildKit"),
+])
+def test_what_only_buildkit_builds_is_named_not_simulated(
+        tmp_path: Path, dockerfile: str, line: int, what: str) -> None:
+    """The classic builder rejects these (dockerd: "the --chmod option requires BuildKit"):
+    the simulator says so with the line, and the Dockerfile model names the instruction
+    (builder = "auto" then chooses BuildKit, devsync.ops.builders)."""
+    path = _context(tmp_path, dockerfile)
+    found = parse_file(path / "Dockerfile").buildkit_only()
+    assert found is not None and found.line == line
+    with pytest.raises(DockerfileError, match=rf"Dockerfile:{line}: {what}"):
+        _simulate(path, hash_after_miss=True)
+    plain = _context(tmp_path, "FROM scratch\nCOPY --chown=1:1 a.txt /a\nRUN true\n")
+    assert parse_file(plain / "Dockerfile").buildkit_only() is None

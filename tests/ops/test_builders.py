@@ -85,9 +85,14 @@ def test_classic_on_a_buildkit_image_says_how_to_reuse_it() -> None:
 
 
 def test_builder_of_needs_no_cli_probe() -> None:
+    from types import SimpleNamespace
+
     class Project:
         class config:
             builder = "auto"
+
+        def dockerfile(self, spec: object) -> object:
+            return SimpleNamespace(buildkit_only=lambda: None)
 
     class Spec:
         builder: str | None = None
@@ -96,6 +101,22 @@ def test_builder_of_needs_no_cli_probe() -> None:
     assert builder_of(Project(), Spec(), None) == "classic"  # type: ignore[arg-type]
     Spec.builder = "buildkit"
     assert builder_of(Project(), Spec(), None) == "buildkit"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("configured", "reference", "expected"), [
+    ("auto", None, ("buildkit", "api")),  # nothing to follow: what the file needs decides
+    ("auto", "classic", ("buildkit", "api")),  # the classic builder would reject it
+    ("auto", "buildkit", ("buildkit", "cli")),
+    ("classic", None, ("classic", None)),  # said in the file: its plan says what fails
+])
+def test_a_dockerfile_only_buildkit_builds_takes_buildkit_on_auto(
+        configured: str, reference: str | None, expected: tuple[str, str | None]) -> None:
+    info = image(reference) if reference else None
+    choice = decide(configured, reference=info, cli_found=lambda: True,
+                    needs_login=lambda: False, buildkit_only="RUN --mount=type=cache (line 4)")
+    assert (choice.builder, choice.transport) == expected
+    if configured == "auto" and reference != "buildkit":
+        assert "RUN --mount=type=cache (line 4) needs BuildKit" in choice.why
 
 
 def test_with_nothing_deployed_auto_follows_the_teams_base_then_the_last_sync_here(
@@ -123,6 +144,7 @@ def test_with_nothing_deployed_auto_follows_the_teams_base_then_the_last_sync_he
     spec = SimpleNamespace(builder=None, base_ref=base_ref, tag="reg.example:5000/app:dev",
                            deployed=None)
     project = SimpleNamespace(config=SimpleNamespace(builder="auto", docker_cli="none"),
+                              dockerfile=lambda spec: SimpleNamespace(buildkit_only=lambda: None),
                               base_images=[SimpleNamespace(tag=base_ref)])
 
     def chosen(base: ImageInfo | None, local: ImageInfo | None) -> tuple[str, str | None]:

@@ -13,93 +13,20 @@ and runs the real build, comparing vertex by vertex with BuildKit's own progress
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from devsync.adapters.engine._buildkit_progress import parse_plain_progress
 from devsync.devtools import sandbox
-from devsync.model.dockerfiles import parse_file
-from devsync.ops.buildkit import step_refs
-from devsync.ops.plan import ImagePlan
+from tests.support.bkteam import (
+    BKTeam,
+    assert_exact,
+    normal_modes,
+    plan_app,
+    reset,
+    vertex_steps,
+)
 from tests.support.teamrepo import APP_DOCKERFILE, BASE_DOCKERFILE, git
-
-LEGACY_CLI = "/usr/bin/docker"  # Debian's docker 20.10 CLI: BuildKit built in
-
-
-@dataclass
-class BKTeam:
-    path: Path
-    engine: sandbox.PrivateEngine
-    repo: str
-    deployed_head: str = ""
-    deployed: list[str] = field(default_factory=list)
-
-    def docker(self, *args: str, cwd: Path | None = None, check: bool = True,
-               buildkit: bool = True) -> subprocess.CompletedProcess[str]:
-        env = dict(self.engine.env(), DOCKER_BUILDKIT="1" if buildkit else "0")
-        proc = subprocess.run([LEGACY_CLI, *args], env=env, cwd=cwd or self.path,
-                              capture_output=True, text=True, timeout=300)
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def commit(self, message: str, author: str = "Ana") -> str:
-        git(self.path, "add", "-A")
-        git(self.path, "commit", "-q", "-m", message,
-            env={"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author.lower()}@example.com"})
-        return git(self.path, "rev-parse", "HEAD").strip()
-
-    def ci_build_base(self, version: str) -> str:
-        ref = f"{self.repo}:base-{version}"
-        self.docker("build", "-q", "-f", "Dockerfile.base", "-t", ref, ".")
-        self.docker("push", ref)
-        return ref
-
-    def ci_deploy(self, version: str, *, inline_cache: bool = True,
-                  cache_from: str | None = None, repo: str | None = None) -> str:
-        """CI's release build: BuildKit, the inline cache, the revision label."""
-        ref = f"{repo or self.repo}:{version}"
-        head = git(self.path, "rev-parse", "HEAD").strip()
-        args = ["build", "-q", "--label", f"org.opencontainers.image.revision={head}"]
-        if inline_cache:
-            args += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
-        if cache_from:
-            args += ["--cache-from", cache_from]
-        self.docker(*args, "-t", ref, ".")
-        self.docker("push", ref)
-        if repo is None:
-            self.deployed.append(ref)
-            self.deployed_head = head
-        return ref
-
-    def fresh_machine(self) -> None:
-        """No image of this team's repositories and no BuildKit cache on the engine."""
-        out = self.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
-        refs = [r for r in out.split() if r.startswith(self.repo)]
-        if refs:
-            self.docker("rmi", "-f", *refs, check=False)
-        self.docker("image", "prune", "-f", check=False)
-        self.docker("builder", "prune", "-af")
-
-    def developer_build(self, cache_from: list[str]) -> dict[int, bool]:
-        """The developer's BuildKit build on a fresh machine: CACHED per Dockerfile line."""
-        self.fresh_machine()
-        args = ["build", "--progress=plain"]
-        for ref in cache_from:
-            args += ["--cache-from", ref]
-        proc = self.docker(*args, "-t", f"{self.repo}:dev-check", ".")
-        progress = parse_plain_progress(proc.stderr + proc.stdout)
-        by_ref = {ref: line for line, ref in step_refs(parse_file(self.path / "Dockerfile"))
-                  .items()}
-        out: dict[int, bool] = {}
-        for ref, vertex in progress.steps().items():
-            if ref in by_ref:
-                out[by_ref[ref]] = vertex.cached
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +46,7 @@ def team(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busyb
     # (the scenarios that point devsync elsewhere write a .devsync.toml: not in the context)
     (path / ".dockerignore").write_text(".git\n*.log\n.devsync.toml\n")
     (path / ".gitignore").write_text("*.log\n")
-    _normal_modes(path)
+    normal_modes(path)
     team.commit("Initial commit")
     team.ci_build_base("1.0.0")
     team.ci_deploy("1.0.0")
@@ -127,49 +54,6 @@ def team(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, busyb
     team.commit("Say hello to the world", author="Ben")
     team.ci_deploy("1.0.1")
     return team
-
-
-@pytest.fixture
-def devsync_env(engine: sandbox.PrivateEngine, tmp_path: Path,
-                monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from devsync.adapters.engine._dockercli import forget_found
-
-    monkeypatch.setenv("DOCKER_HOST", engine.url)
-    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.setenv("DEVSYNC_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("DEVSYNC_DOCKER_CLI", LEGACY_CLI)
-    forget_found()
-    yield
-    forget_found()
-
-
-def _normal_modes(path: Path) -> None:
-    for p in path.rglob("*"):
-        if ".git" in p.parts:
-            continue
-        os.chown(p, 0, 0)
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    path.chmod(0o755)
-
-
-def _plan(path: Path) -> ImagePlan:
-    from devsync.adapters.engine import Engine
-    from devsync.adapters.gitrepo import open_repo
-    from devsync.adapters.resolver import Resolver
-    from devsync.model.project import load_project
-    from devsync.ops.plan import plan_image
-
-    project = load_project(path)
-    return plan_image(project, project.image("app"), Resolver(Engine.connect()),
-                      open_repo(path))
-
-
-def _reset(team: BKTeam) -> None:
-    git(team.path, "checkout", "-q", "main")
-    git(team.path, "reset", "-q", "--hard", team.deployed_head)
-    git(team.path, "clean", "-qfdx")
-    _normal_modes(team.path)
 
 
 def _nothing(team: BKTeam) -> None:
@@ -227,33 +111,12 @@ SCENARIOS: dict[str, tuple[Callable[[BKTeam], None], int | None]] = {
 }
 
 
-def _vertex_steps(plan: ImagePlan) -> dict[int, tuple[bool, bool]]:
-    """(cached, certain) by line, for the steps BuildKit runs as vertices (FROM left out:
-    BuildKit reports it resolved, never CACHED)."""
-    return {s.line: (s.cached, s.certain) for s in plan.steps
-            if s.kind in ("run", "copy", "copy-stage", "add-url")}
-
-
-def _assert_exact(team: BKTeam, plan: ImagePlan, what: str) -> dict[int, bool]:
-    predicted = _vertex_steps(plan)
-    real = team.developer_build(plan.cache_from)
-    for step in plan.steps:
-        if step.kind == "from":
-            real.pop(step.line, None)
-    assert sorted(real) == sorted(predicted), (what, real, predicted)
-    for line, (cached, certain) in predicted.items():
-        assert certain, (what, line, plan.summary)
-        assert real[line] == cached, (what, line, "plan", predicted, "engine", real,
-                                      plan.summary)
-    return real
-
-
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_buildkit_plan_matches_buildkit(team: BKTeam, devsync_env: None, scenario: str) -> None:
+def test_buildkit_plan_matches_buildkit(team: BKTeam, buildkit_env: None, scenario: str) -> None:
     change, first_rebuild = SCENARIOS[scenario]
-    _reset(team)
+    reset(team)
     change(team)
-    plan = _plan(team.path)
+    plan = plan_app(team.path)
     assert plan.builder == "buildkit" and plan.transport == "cli"
     assert plan.deployed == f"{team.repo}:1.0.1"
     assert plan.cache_from == [f"{team.repo}:1.0.1"]
@@ -262,73 +125,73 @@ def test_buildkit_plan_matches_buildkit(team: BKTeam, devsync_env: None, scenari
     if first is not None:
         assert first.reason and not first.reason.startswith("rebuilds after"), first.reason
     assert not any("cannot reuse" in n for n in plan.notes), plan.notes
-    _assert_exact(team, plan, scenario)
+    assert_exact(team, plan, scenario)
 
 
-def test_reasons_say_what_buildkit_keys_on(team: BKTeam, devsync_env: None) -> None:
-    _reset(team)
+def test_reasons_say_what_buildkit_keys_on(team: BKTeam, buildkit_env: None) -> None:
+    reset(team)
     _dependency_committed(team)
-    first = _plan(team.path).first_rebuild
+    first = plan_app(team.path).first_rebuild
     assert first is not None and first.line == 5
     assert "composer.lock" in first.reason and "Add monolog" in first.reason, first.reason
 
-    _reset(team)
+    reset(team)
     _chmod_x(team)
-    first = _plan(team.path).first_rebuild
+    first = plan_app(team.path).first_rebuild
     assert first is not None and first.line == 7
     assert "src/index.php" in first.reason and "0755" in first.reason, first.reason
 
-    _reset(team)
+    reset(team)
     _arg_default_changed(team)
-    first = next(s for s in _plan(team.path).steps if s.kind == "run" and not s.cached)
+    first = next(s for s in plan_app(team.path).steps if s.kind == "run" and not s.cached)
     assert first.line == 6 and "COMPOSER_FLAGS" in first.reason, first.reason
 
 
-def test_base_bump_runs_every_vertex(team: BKTeam, devsync_env: None) -> None:
+def test_base_bump_runs_every_vertex(team: BKTeam, buildkit_env: None) -> None:
     """A new base (other layers): BuildKit's FROM key is the base's ChainID, so no record
     of the deployed image matches, and every vertex runs."""
-    _reset(team)
+    reset(team)
     base = team.path / "Dockerfile.base"
     base.write_text(base.read_text().replace("runtime 1", "runtime 2"))
     team.commit("Runtime 2")
     team.ci_build_base("1.1.0")
     df = team.path / "Dockerfile"
     df.write_text(df.read_text().replace("BASE_TAG=base-1.0.0", "BASE_TAG=base-1.1.0"))
-    plan = _plan(team.path)
+    plan = plan_app(team.path)
     assert plan.base == f"{team.repo}:base-1.1.0"
-    vertices = _vertex_steps(plan)
+    vertices = vertex_steps(plan)
     assert not any(cached for cached, _certain in vertices.values()), plan.summary
     first = plan.first_rebuild
     assert first is not None and "base" in first.reason.lower(), first.reason
-    _assert_exact(team, plan, "base bump")
+    assert_exact(team, plan, "base bump")
 
 
 def test_no_cache_metadata_reuses_nothing_and_says_the_ci_fix(
-        team: BKTeam, devsync_env: None) -> None:
+        team: BKTeam, buildkit_env: None) -> None:
     """A BuildKit image pushed without cache metadata (build-push-action's default): BuildKit
     imports nothing from it, silently. The plan says so, with the CI change."""
-    _reset(team)
+    reset(team)
     other = team.repo + "-nometa"
     team.ci_deploy("1.0.1", inline_cache=False, repo=other)
     (team.path / ".devsync.toml").write_text(
         f'[images.app]\ndeployed = "{other}"\n')
-    plan = _plan(team.path)
+    plan = plan_app(team.path)
     assert plan.builder == "buildkit" and plan.deployed == f"{other}:1.0.1"
-    assert not any(cached for cached, _c in _vertex_steps(plan).values()), plan.summary
+    assert not any(cached for cached, _c in vertex_steps(plan).values()), plan.summary
     assert any("BUILDKIT_INLINE_CACHE=1" in n and "type=inline" in n for n in plan.notes), \
         plan.notes
     first = plan.first_rebuild
     assert first is not None and "no BuildKit cache metadata" in first.reason
-    _assert_exact(team, plan, "no metadata")
+    assert_exact(team, plan, "no metadata")
     (team.path / ".devsync.toml").unlink()
 
 
-def test_ci_chaining_cache_from_across_releases(team: BKTeam, devsync_env: None) -> None:
+def test_ci_chaining_cache_from_across_releases(team: BKTeam, buildkit_env: None) -> None:
     """CI on a fresh runner builds each release `--cache-from` the previous one: the steps
     it took from that cache are re-exported in the new inline cache without their layers
     (moby/buildkit#1981), so a developer reuses only what CI really ran. Predicted as the
     engine behaves, and said why."""
-    _reset(team)
+    reset(team)
     chained = team.repo + "-chained"
     team.fresh_machine()
     team.ci_deploy("1.0.1", repo=chained)
@@ -337,33 +200,33 @@ def test_ci_chaining_cache_from_across_releases(team: BKTeam, devsync_env: None)
     team.fresh_machine()
     team.ci_deploy("1.0.2", repo=chained, cache_from=f"{chained}:1.0.1")
     (team.path / ".devsync.toml").write_text(f'[images.app]\ndeployed = "{chained}"\n')
-    plan = _plan(team.path)
+    plan = plan_app(team.path)
     assert plan.deployed == f"{chained}:1.0.2"
     # unchanged: the last steps' records have layers, and nothing before them is needed
-    real = _assert_exact(team, plan, "chained, unchanged")
+    real = assert_exact(team, plan, "chained, unchanged")
     assert all(real.values()), real
 
     # an edit that COPY . sees: the step before it must be loaded, and its record (taken
     # from 1.0.1's cache by CI) has no layers: it and the ones before it run again
     _edit_uncommitted(team)
-    plan = _plan(team.path)
-    real = _assert_exact(team, plan, "chained, edited")
+    plan = plan_app(team.path)
+    real = assert_exact(team, plan, "chained, edited")
     assert not any(real.values()), real
     step = next(s for s in plan.steps if s.line == 6)
     assert "no layers" in step.reason and "type=registry,mode=max" in step.reason, step.reason
     (team.path / ".devsync.toml").unlink()
 
 
-def test_classic_builder_setting_keeps_the_classic_plan(team: BKTeam, devsync_env: None) -> None:
+def test_classic_builder_setting_keeps_the_classic_plan(team: BKTeam, buildkit_env: None) -> None:
     """builder = "classic": the classic plan, which calls the BuildKit image out."""
-    _reset(team)
+    reset(team)
     (team.path / ".devsync.toml").write_text('[devsync]\nbuilder = "classic"\n')
-    plan = _plan(team.path)
+    plan = plan_app(team.path)
     assert plan.builder == "classic"
     assert any("BuildKit" in n and "DOCKER_BUILDKIT=0" in n for n in plan.notes), plan.notes
 
 
-def test_sync_builds_with_buildkit_as_planned(team: BKTeam, devsync_env: None) -> None:
+def test_sync_builds_with_buildkit_as_planned(team: BKTeam, buildkit_env: None) -> None:
     """`devsync sync` of a BuildKit project: BuildKit's CACHED for each step is what the plan
     predicted (the sync compares them itself and would warn), unchanged and after an edit."""
     from devsync.adapters.engine import Engine
@@ -374,12 +237,12 @@ def test_sync_builds_with_buildkit_as_planned(team: BKTeam, devsync_env: None) -
     from devsync.ops.sync import sync_image
 
     for change, first in ((_nothing, None), (_edit_uncommitted, 7)):
-        _reset(team)
+        reset(team)
         change(team)
         team.fresh_machine()
         project = load_project(team.path)
         engine = Engine.connect()
-        plan = _plan(team.path)
+        plan = plan_app(team.path)
         assert plan.builder == "buildkit"
         first_step = next((s for s in plan.steps if not s.cached), None)
         assert (first_step.line if first_step else None) == first, plan.summary
@@ -395,7 +258,7 @@ def test_sync_builds_with_buildkit_as_planned(team: BKTeam, devsync_env: None) -
         assert all(e.cached == e.predicted_cached for e in predicted), finished
 
 
-def test_registry_cache_is_read_and_merged(team: BKTeam, devsync_env: None) -> None:
+def test_registry_cache_is_read_and_merged(team: BKTeam, buildkit_env: None) -> None:
     """A registry cache next to the deployed image (REPO:buildcache, as `devsync publish
     --registry-cache` writes it) is read from its cacheconfig manifest, without layers, and
     joins the cache sources; the plan stays exact with both imported."""
@@ -404,7 +267,7 @@ def test_registry_cache_is_read_and_merged(team: BKTeam, devsync_env: None) -> N
     from devsync.model.buildkit import CacheGraph
     from devsync.ops.buildkit import write_registry_cache
 
-    _reset(team)
+    reset(team)
     resolver = Resolver(Engine.connect())
     write_registry_cache(resolver, team.repo, [f"{team.repo}:1.0.1"])
     config = Resolver(Engine.connect()).registry_cache(f"{team.repo}:buildcache")
@@ -412,13 +275,13 @@ def test_registry_cache_is_read_and_merged(team: BKTeam, devsync_env: None) -> N
     assert CacheGraph.from_cache_config(config).loadable >= 5
     assert Resolver(Engine.connect()).registry_cache(f"{team.repo}:1.0.1") is None
     _edit_uncommitted(team)
-    plan = _plan(team.path)
+    plan = plan_app(team.path)
     assert plan.cache_from == [f"{team.repo}:1.0.1", f"{team.repo}:buildcache"]
-    real = _assert_exact(team, plan, "registry cache")
+    real = assert_exact(team, plan, "registry cache")
     assert real[6] and not real[7], real
 
 
-def test_deployed_index_with_an_attestation_manifest(team: BKTeam, devsync_env: None) -> None:
+def test_deployed_index_with_an_attestation_manifest(team: BKTeam, buildkit_env: None) -> None:
     """build-push-action pushes an index: the image for its platform and a provenance
     attestation manifest (platform unknown/unknown). The inline cache is read through it."""
     import hashlib
@@ -429,7 +292,7 @@ def test_deployed_index_with_an_attestation_manifest(team: BKTeam, devsync_env: 
     from devsync.adapters.registry._manifests import local_platform
     from devsync.adapters.resolver import Resolver, repository_path
 
-    _reset(team)
+    reset(team)
     path = repository_path(team.repo)
     host = team.repo.split("/", 1)[0].replace("localhost", "127.0.0.1")
     request = urllib.request.Request(
@@ -467,16 +330,16 @@ def test_deployed_index_with_an_attestation_manifest(team: BKTeam, devsync_env: 
              "platform": {"os": "unknown", "architecture": "unknown"}}]}).encode()
     client.put_manifest(path, "2.0.0", index, "application/vnd.oci.image.index.v1+json")
     _edit_uncommitted(team)
-    plan = _plan(team.path)
+    plan = plan_app(team.path)
     assert plan.deployed == f"{team.repo}:2.0.0"
     assert [s.line for s in plan.steps if s.kind != "nop" and not s.cached] == [7, 8]
-    _assert_exact(team, plan, "attested index")
+    assert_exact(team, plan, "attested index")
 
 
-def test_classic_image_as_a_buildkit_source(team: BKTeam, devsync_env: None) -> None:
+def test_classic_image_as_a_buildkit_source(team: BKTeam, buildkit_env: None) -> None:
     """builder = "buildkit" while CI still builds with the classic builder: BuildKit imports
     nothing from a classic image, and the plan says so with the CI change."""
-    _reset(team)
+    reset(team)
     other = team.repo + "-classic"
     head = git(team.path, "rev-parse", "HEAD").strip()
     team.docker("build", "-q", "--label", f"org.opencontainers.image.revision={head}",
@@ -484,15 +347,15 @@ def test_classic_image_as_a_buildkit_source(team: BKTeam, devsync_env: None) -> 
     team.docker("push", f"{other}:1.0.1")
     (team.path / ".devsync.toml").write_text(
         f'[devsync]\nbuilder = "buildkit"\n\n[images.app]\ndeployed = "{other}"\n')
-    plan = _plan(team.path)
+    plan = plan_app(team.path)
     assert plan.builder == "buildkit" and plan.deployed == f"{other}:1.0.1"
     assert any("classic builder" in n and "BUILDKIT_INLINE_CACHE=1" in n for n in plan.notes)
-    assert not any(cached for cached, _c in _vertex_steps(plan).values()), plan.summary
-    _assert_exact(team, plan, "classic source")
+    assert not any(cached for cached, _c in vertex_steps(plan).values()), plan.summary
+    assert_exact(team, plan, "classic source")
     (team.path / ".devsync.toml").unlink()
 
 
-def test_engine_api_transport_certain_steps_hold(team: BKTeam, devsync_env: None,
+def test_engine_api_transport_certain_steps_hold(team: BKTeam, buildkit_env: None,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a docker CLI devsync builds through the Engine API (the context as a tar in
     the request body). BuildKit then hashes the unpacked context root itself: a `COPY .`
@@ -507,9 +370,9 @@ def test_engine_api_transport_certain_steps_hold(team: BKTeam, devsync_env: None
 
     monkeypatch.setenv("DEVSYNC_DOCKER_CLI", "none")
     forget_found()
-    _reset(team)
+    reset(team)
     team.fresh_machine()
-    plan = _plan(team.path)
+    plan = plan_app(team.path)
     assert plan.transport == "api"
     root_copy = next(s for s in plan.steps if s.line == 7)
     assert not root_copy.cached and "Engine API" in root_copy.reason, root_copy.reason

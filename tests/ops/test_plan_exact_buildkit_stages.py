@@ -26,13 +26,12 @@ import pytest
 
 from devsync.devtools import sandbox
 from devsync.ops.plan import ImagePlan
-from tests.ops.test_plan_exact_buildkit import (
+from tests.support.bkteam import (
     BKTeam,
-    _normal_modes,
-    _plan,
-    _reset,
-    _vertex_steps,
-    devsync_env,  # noqa: F401 (a fixture)
+    normal_modes,
+    plan_app,
+    reset,
+    vertex_steps,
 )
 from tests.support.teamrepo import git
 
@@ -77,7 +76,7 @@ def stages(engine: sandbox.PrivateEngine, registry: sandbox.PrivateRegistry, bus
     (path / "src" / "index.php").write_text("<?php echo 'hello';\n")
     (path / ".dockerignore").write_text(".git\nDockerfile.composer\n.devsync.toml\n")
     (path / ".gitignore").write_text(".devsync.toml\n")
-    _normal_modes(path)
+    normal_modes(path)
     inline.commit("Initial commit")
     inline.ci_deploy("1.0.0")
     reg.ci_deploy("1.0.0")
@@ -132,15 +131,15 @@ def _built(team: BKTeam, plan: ImagePlan) -> dict[int, bool]:
 
 
 def _setup(team: BKTeam, change: Callable[[BKTeam], None]) -> ImagePlan:
-    _reset(team)
+    reset(team)
     (team.path / ".devsync.toml").write_text(f'[images.app]\ndeployed = "{team.repo}"\n')
     change(team)
-    return _plan(team.path)
+    return plan_app(team.path)
 
 
 @pytest.mark.parametrize("cache", ["inline", "registry"])
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_multi_stage_plan_matches_buildkit(stages: dict[str, BKTeam], devsync_env: None,  # noqa: F811
+def test_multi_stage_plan_matches_buildkit(stages: dict[str, BKTeam], buildkit_env: None,
                                            scenario: str, cache: str) -> None:
     team = stages[cache]
     change, expected = SCENARIOS[scenario]
@@ -148,7 +147,7 @@ def test_multi_stage_plan_matches_buildkit(stages: dict[str, BKTeam], devsync_en
     plan = _setup(team, change)
     assert plan.builder == "buildkit" and plan.deployed == f"{team.repo}:1.0.0"
     assert (f"{team.repo}:buildcache" in plan.cache_from) == (cache == "registry")
-    predicted = _vertex_steps(plan)
+    predicted = vertex_steps(plan)
     assert sorted(predicted) == sorted(ALL), plan.summary
     assert {line for line, (_c, certain) in predicted.items() if not certain} \
         == uncertain_lines, [(s.line, s.cached, s.reason) for s in plan.steps]
@@ -161,7 +160,7 @@ def test_multi_stage_plan_matches_buildkit(stages: dict[str, BKTeam], devsync_en
 
 
 def test_copy_from_reason_says_the_files_decide(stages: dict[str, BKTeam],
-                                                devsync_env: None) -> None:  # noqa: F811
+                                                buildkit_env: None) -> None:
     plan = _setup(stages["inline"], _composer_json)
     step = next(s for s in plan.steps if s.line == 7)
     assert not step.cached and not step.certain
@@ -171,7 +170,7 @@ def test_copy_from_reason_says_the_files_decide(stages: dict[str, BKTeam],
 
 
 def test_changed_stage_text_stays_uncertain(stages: dict[str, BKTeam],
-                                            devsync_env: None) -> None:  # noqa: F811
+                                            buildkit_env: None) -> None:
     """A vendor stage whose text differs from the deployed revision's: no image history
     says what its ops were, so its vertices and COPY --from stay uncertain; the final
     stage's steps before COPY --from stay exact."""
@@ -182,7 +181,7 @@ def test_changed_stage_text_stays_uncertain(stages: dict[str, BKTeam],
         df.write_text(df.read_text().replace("mkdir -p /app/vendor", "mkdir -p /app/vendor/"))
 
     plan = _setup(team, run_changed)
-    predicted = _vertex_steps(plan)
+    predicted = vertex_steps(plan)
     assert {line for line, (_c, certain) in predicted.items() if not certain} \
         == {2, 3, 4, 7, 8, 9}, plan.summary
     real = _built(team, plan)
@@ -196,7 +195,7 @@ def test_changed_stage_text_stays_uncertain(stages: dict[str, BKTeam],
 
 @pytest.mark.parametrize("cache", ["inline", "registry"])
 def test_sync_of_a_multi_stage_project_goes_as_planned(stages: dict[str, BKTeam],
-                                                       devsync_env: None,  # noqa: F811
+                                                       buildkit_env: None,
                                                        cache: str) -> None:
     """`devsync sync` compares BuildKit's CACHED with the plan's certain steps itself, the
     vendor stage's included: no step against its prediction, after a code edit and after a

@@ -12,8 +12,12 @@ inputs, so a chain of records from the `FROM` root down to the vertex must match
   build arguments in effect, as BuildKit's history writes them: `RUN |1 A=b /bin/sh -c ...`),
   the environment (ENV), the user, the working directory. Those are compared with the cache
   source image's own history, entry by entry, which BuildKit wrote from the same state: equal
-  means the same op. Where the history cannot tell (RUN with --mount/--network/--security, a
-  COPY with --chown/--chmod, a cache without an image's history), the step is uncertain.
+  means the same op. The history leaves out a RUN's --mount/--network/--security and a COPY's
+  --chown/--chmod: such a step is vouched for by the Dockerfile at the deployed revision
+  (`revision_stage`, the target stage's lines there). The same line, after the same lines, is
+  the same op; the same place with other flags is another op (a certain miss). Without that
+  (no revision, other lines before it, a flag naming a variable or another stage), and for a
+  cache without an image's history, the step is uncertain.
 
 Metadata instructions (ENV, ARG, LABEL, CMD, ...) make no vertex: they keep their place and
 say what the step before them said.
@@ -72,8 +76,8 @@ class BKStep:
     vertex: bool
     cached: bool = False
     certain: bool = True
-    # why it rebuilds: no-metadata, base, changed, new-step, files, no-layers, busted, stage,
-    # transport, unknown
+    # why it rebuilds: no-metadata, base, changed, flags, new-step, files, no-layers, busted,
+    # stage, stage-files, transport, unknown
     miss: str | None = None
     ours: str = ""  # the history entry this build writes here
     theirs: str = ""  # the cache source's entry at the same place
@@ -81,6 +85,9 @@ class BKStep:
     source_ref: str | None = None
     detail: str = ""
     depth: int = 0  # cached: how many of the cache source's layers its result is
+    # the flags the history leaves out (RUN --mount=..., COPY --chown=...): "" when none
+    flags: str = ""
+    theirs_line: str = ""  # the line at the deployed revision, when only its flags differ
 
 
 @dataclass
@@ -132,7 +139,8 @@ class BuildKitPredictor:
     def __init__(self, dockerfile: Dockerfile, *, context: BuildContext | None,
                  images: Callable[[str], ImageInfo | None], source: CacheSource | None,
                  build_args: Mapping[str, str] | None = None, target: str | None = None,
-                 transport: str = "cli", same_stages: frozenset[int] = frozenset()) -> None:
+                 transport: str = "cli", same_stages: frozenset[int] = frozenset(),
+                 revision_stage: Sequence[str] | None = None) -> None:
         self.df = dockerfile
         self.context = context
         self.images = images
@@ -145,6 +153,7 @@ class BuildKitPredictor:
         self.base_info: ImageInfo | None = None
         self.base_ref = ""
         self.same_stages = same_stages
+        self.revision_stage = revision_stage
         # per stage walked: the records its last vertex matched (None: its chain broke)
         self._stage_out: dict[int, list[int] | None] = {}
         self._matched: set[int] = set()  # id() of the vertices whose key the cache has
@@ -292,7 +301,7 @@ class BuildKitPredictor:
             step.ours = "RUN " + " ".join([*prefix, *args])
             if ins.flags:
                 step.certain = False
-                step.detail = "RUN " + " ".join(ins.flags)
+                step.detail = step.flags = "RUN " + " ".join(ins.flags)
         elif cmd in ("COPY", "ADD"):
             self._copy(ins, step, env)
         return step
@@ -310,6 +319,7 @@ class BuildKitPredictor:
         if ins.flag("chown") is not None or ins.flag("chmod") is not None:
             step.certain = False
             step.detail = "--chown/--chmod"
+            step.flags = " ".join(f for f in ins.flags if not f.startswith("--from"))
 
     def _pairs(self, ins: Instruction, env: Mapping[str, str]) -> list[tuple[str, str]]:
         vals = list(ins.value)
@@ -356,9 +366,17 @@ class BuildKitPredictor:
             step.source_ref = source.ref
             if k < len(theirs):
                 step.theirs = theirs[k][0]
+            flags_changed = False
+            if step.flags:
+                vouched = self._vouched(step, own)
+                if vouched is not None:
+                    step.certain, step.detail = True, ""
+                    flags_changed = not vouched
             if broken is not None:
+                # (its input's key is not in the cache, so neither is its own, whatever its
+                # flags: certain unless an earlier step was not)
                 step.cached, step.miss = False, "busted"
-                step.certain = step.certain and not unsure
+                step.certain = not unsure
                 step.detail = str(broken.instruction.line)
                 continue
             if unsure and step.certain:
@@ -393,6 +411,14 @@ class BuildKitPredictor:
                     broken, unsure = step, True
                     continue
             same_op = k < len(theirs) and k < len(ours) and theirs[k] == ours[k]
+            if flags_changed and same_op:
+                # the history is the same and the line is not: only what the history leaves
+                # out (the flags) changed, and they are in the op's key
+                step.cached, step.miss = False, "flags"
+                broken = step
+                unsure = len({graph.records[c].digest for c in children}) > 1
+                step.certain = step.certain and not unsure
+                continue
             if not theirs:
                 # no history to tell the ops apart: the structure only
                 step.certain = False
@@ -408,7 +434,8 @@ class BuildKitPredictor:
                 # another generation's records may hold this op: cannot tell
                 # (several cache sources may hold one key: the same digest is one key)
                 unsure = len({graph.records[c].digest for c in children}) > 1
-                step.certain = step.certain and not unsure
+                # (another history is another op, whatever flags it leaves out)
+                step.certain = not unsure and (step.certain or bool(step.flags))
                 continue
             if len({graph.records[c].digest for c in candidates}) > 1 and \
                     len({graph.records[c].has_layers for c in candidates}) > 1:
@@ -420,6 +447,31 @@ class BuildKitPredictor:
             current = candidates
             unsure = unsure or not step.certain
         return current if broken is None and vertices else None
+
+    def _vouched(self, step: BKStep, own: bool) -> bool | None:
+        """For a step whose flags the history leaves out: True when the Dockerfile at the
+        deployed revision has the same line after the same lines (the same op as CI's), False
+        when it has another line there (another op), None when that cannot be told: no
+        revision, other lines before it, or flags whose value is not their text alone (a
+        variable) or that bring in another stage or image (its key joins this one's).
+        Another stage walked (`own`) is vouched for as a whole by the caller."""
+        if "$" in step.flags or "from=" in step.flags or not all(
+                _keyed_by_text(f) for f in step.instruction.flags):
+            return None
+        if own:
+            return True
+        stage = self.df.stages[step.stage]
+        rev = self.revision_stage
+        index = next((i for i, ins in enumerate(stage.instructions)
+                      if ins is step.instruction), None)
+        if rev is None or index is None or index >= len(rev):
+            return None
+        if [i.text for i in stage.instructions[:index]] != list(rev[:index]):
+            return None
+        if step.instruction.text == rev[index]:
+            return True
+        step.theirs_line = rev[index]
+        return False
 
     def _from_stage(self, step: BKStep) -> int | None:
         """The walked stage a `COPY --from` copies from (None: an image, or a stage that was
@@ -522,6 +574,18 @@ def _metadata_follows(steps: list[BKStep]) -> None:
             s.cached, s.miss, s.detail = False, "busted", str(last.instruction.line)
         else:
             s.cached = True
+
+
+def _keyed_by_text(flag: str) -> bool:
+    """A flag whose whole effect on the op's key is its text. Not a bind mount (its key takes
+    the content it mounts; a mount without a type is one), nor a flag it does not know."""
+    name, _, value = flag.partition("=")
+    if name in ("--chown", "--chmod", "--network", "--security"):
+        return True
+    if name == "--mount":
+        options = dict(o.partition("=")[::2] for o in value.split(","))
+        return options.get("type") in ("cache", "secret", "ssh", "tmpfs")
+    return name == "--from"
 
 
 def _arg_parts(ins: Instruction) -> tuple[str, str | None]:
