@@ -118,3 +118,19 @@ def test_no_contract_ignores_an_import() -> None:
     config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
     contracts = config["tool"]["importlinter"]["contracts"]
     assert [c["name"] for c in contracts if c.get("ignore_imports")] == []
+
+
+def test_tests_share_helpers_through_tests_support_only() -> None:
+    """A test module imports no other test module: what tests share lives in tests/support/
+    (fixtures in a conftest.py), so moving or deleting one test never breaks another."""
+    tests = PACKAGE.parent / "tests"
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        if "support" in path.relative_to(tests).parts:
+            continue
+        for line, name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "tests" and "support" not in parts[1:2] and \
+                    any(p.startswith(("test_", "bench_")) for p in parts[1:]):
+                found.append(f"{path.relative_to(tests)}:{line}: {name}")
+    assert found == []
