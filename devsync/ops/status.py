@@ -105,6 +105,9 @@ class ImageStatus:
             "dockerfile": self.dockerfile, "commits": self.commits,
             "uncommitted": self.uncommitted, "untracked": self.untracked,
             "services": self.services, "compose_tags": self.compose_tags,
+            # (how a sync builds it, as `plan --json` says: None when no plan was made)
+            "builder": self.plan.builder if self.plan else None,
+            "transport": self.plan.transport if self.plan else None,
         }
 
 

@@ -172,6 +172,7 @@ def test_a_code_edit_syncs_through_buildkit_lazily_reusing_what_comes_before_the
 
     status = json.loads(team.run(engine, "status", "--json").stdout)
     states = {i["role"]: (i["state"], i["cause"]) for i in status["images"]}
+    assert {i["role"]: i["builder"] for i in status["images"]}["app"] == "buildkit", status
     assert states["app"][0] == "in-sync", states
     assert states["base"][0] == "in-sync", states
 
