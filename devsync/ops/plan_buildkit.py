@@ -244,6 +244,10 @@ def _miss_reason(step: BKStep, spec: ImageSpec, project: Project, deployed: Imag
         df = project.dockerfile(spec)
         return (from_changed(df, step.stage, deployed, git, spec.rel_dockerfile(project.root))
                 or "base image changed: the deployed image was built on other base layers")
+    if miss == "base-env":
+        return (f"the base's environment is not the one the deployed image was built on "
+                f"({step.detail} differ): its layers are the same, but a RUN's key takes the "
+                "environment it runs with")
     if miss == "flags":
         return (changed_line(step.theirs_line, step.instruction.text, deployed)
                 + " (its flags are part of BuildKit's key for it)")

@@ -335,3 +335,30 @@ def test_a_vouched_stage_whose_base_cannot_be_read_stays_uncertain(tmp_path: Pat
                               same_stages=frozenset({0})).run()
     by_line = {s.instruction.line: (s.cached, s.certain) for s in steps if s.vertex}
     assert by_line == {2: (False, False), 4: (False, False), 5: (False, False)}
+
+
+@pytest.mark.parametrize(("env", "first_run_miss"), [
+    ([], None),  # (no environment recorded: nothing to compare)
+    (["APP_HOME=/app"], None),  # (without PATH: BuildKit's default, as for the base)
+    (["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "APP_HOME=/app"],
+     None),
+    (["APP_HOME=/app", "LANG=C.UTF-8"], "base-env"),  # the base had LANG then
+])
+def test_a_base_environment_other_than_cis_busts_the_runs(
+        tmp_path: Path, env: list[str], first_run_miss: str | None) -> None:
+    """The FROM key is the base's layers alone; a RUN's op takes the environment. When the
+    deployed image's ENV lines are this build's and its environment is not what the base and
+    those lines give, the base's environment changed: every RUN misses, certainly."""
+    ctx = make_context(tmp_path / "app")
+    image = deployed(RECORDS)
+    image.env = env
+    graph = CacheGraph.from_inline(image.inline_cache, len(image.diff_ids))
+    steps = BuildKitPredictor(parse_file(ctx / "Dockerfile"), context=scan_context(ctx),
+                              images=lambda ref: busybox(),
+                              source=CacheSource(image.reference, graph, image, 2)).run()
+    by_line = {s.instruction.line: s for s in steps if s.vertex}
+    assert by_line[4].cached and by_line[5].cached  # WORKDIR, COPY: no environment in them
+    run = by_line[6]
+    assert run.miss == first_run_miss and run.certain
+    if first_run_miss:
+        assert not run.cached and run.detail == "LANG"

@@ -390,3 +390,37 @@ def test_engine_api_transport_certain_steps_hold(team: BKTeam, buildkit_env: Non
     for step in built:
         if step.certain and step.kind in ("run", "copy"):
             assert outcome[step.line] == step.cached, (step.line, outcome, plan.summary)
+
+
+def test_a_base_with_the_same_layers_and_another_env(team: BKTeam, buildkit_env: None) -> None:
+    """CI rebuilt the base with only a trailing ENV changed: BuildKit took its RUN layers from
+    cache, so the new base has the very same layers (BuildKit's FROM key) and another
+    environment. The app's `WORKDIR` and `COPY` keep their keys; its RUN takes the
+    environment into its op, so it runs. Predicted so, and said why."""
+    reset(team)
+    other = team.repo + "-baseenv"
+    base = team.path / "Dockerfile.base"
+    base.write_text(base.read_text() + "ENV PHP_INI=production\n")
+    team.commit("Base: PHP_INI")
+    team.ci_build_base("1.0.5")
+    base.write_text(base.read_text().replace("PHP_INI=production", "PHP_INI=development"))
+    team.commit("Base: PHP_INI for development")
+    team.ci_build_base("1.0.6")  # (right after: BuildKit's cache gives the same RUN layers)
+    layers = [team.docker("image", "inspect", "-f", "{{json .RootFS.Layers}}",
+                          f"{team.repo}:base-{v}").stdout for v in ("1.0.5", "1.0.6")]
+    assert layers[0] == layers[1]
+    df = team.path / "Dockerfile"
+    df.write_text(df.read_text().replace("BASE_TAG=base-1.0.0", "BASE_TAG=base-1.0.5"))
+    team.commit("App on base 1.0.5")
+    team.ci_deploy("1.0.5", repo=other)
+    (team.path / ".devsync.toml").write_text(f'[images.app]\ndeployed = "{other}"\n')
+    try:
+        df.write_text(df.read_text().replace("BASE_TAG=base-1.0.5", "BASE_TAG=base-1.0.6"))
+        plan = plan_app(team.path)
+        assert plan.deployed == f"{other}:1.0.5" and plan.builder == "buildkit"
+        first = plan.first_rebuild
+        assert first is not None and first.line == 6, plan.summary
+        assert "environment" in first.reason and "PHP_INI" in first.reason, first.reason
+        assert_exact(team, plan, "base with another env")
+    finally:
+        (team.path / ".devsync.toml").unlink()

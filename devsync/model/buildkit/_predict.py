@@ -76,8 +76,8 @@ class BKStep:
     vertex: bool
     cached: bool = False
     certain: bool = True
-    # why it rebuilds: no-metadata, base, changed, flags, new-step, files, no-layers, busted,
-    # stage, stage-files, transport, unknown
+    # why it rebuilds: no-metadata, base, base-env, changed, flags, new-step, files,
+    # no-layers, busted, stage, stage-files, transport, unknown
     miss: str | None = None
     ours: str = ""  # the history entry this build writes here
     theirs: str = ""  # the cache source's entry at the same place
@@ -88,6 +88,7 @@ class BKStep:
     # the flags the history leaves out (RUN --mount=..., COPY --chown=...): "" when none
     flags: str = ""
     theirs_line: str = ""  # the line at the deployed revision, when only its flags differ
+    env_pairs: tuple[tuple[str, str], ...] = ()  # ENV: what it sets
 
 
 @dataclass
@@ -262,6 +263,7 @@ class BuildKitPredictor:
             pairs = self._pairs(ins, env)
             for key, value in pairs:
                 _set_env(state.env, key, value)
+            step.env_pairs = tuple(pairs)
             step.ours = "ENV " + " ".join(f"{k}={v}" for k, v in pairs)
         elif cmd == "ARG":
             name, raw = _arg_parts(ins)
@@ -352,13 +354,17 @@ class BuildKitPredictor:
             return None
         ours = _signatures([s.ours for s in steps[1:] if s.ours])
         theirs: list[tuple[str, ...]] = []
+        theirs_entries: list[str] = []
         if own:
             theirs = ours  # (vouched by the caller: the same stage text as CI built)
         elif source.image is not None:
             # (its base is ours: the root record says it was built on the same layers)
             skip = source.base_history if source.base_history is not None \
                 else len(info.history)
-            theirs = _signatures(history_entries(source.image, skip))
+            theirs_entries = history_entries(source.image, skip)
+            theirs = _signatures(theirs_entries)
+        base_env = [] if own or source.image is None else \
+            _base_env_differs(steps, info, source.image, theirs_entries)
         current: list[int] = roots
         broken: BKStep | None = None
         unsure = False
@@ -411,6 +417,14 @@ class BuildKitPredictor:
                     broken, unsure = step, True
                     continue
             same_op = k < len(theirs) and k < len(ours) and theirs[k] == ours[k]
+            if base_env and same_op and step.instruction.cmd == "RUN":
+                # the same history, but the base's environment is not the one CI's RUN ran
+                # with (a base rebuilt with the same layers and another ENV): another op
+                step.cached, step.miss, step.detail = False, "base-env", ", ".join(base_env)
+                broken = step
+                unsure = len({graph.records[c].digest for c in children}) > 1
+                step.certain = not unsure and (step.certain or bool(step.flags))
+                continue
             if flags_changed and same_op:
                 # the history is the same and the line is not: only what the history leaves
                 # out (the flags) changed, and they are in the op's key
@@ -574,6 +588,27 @@ def _metadata_follows(steps: list[BKStep]) -> None:
             s.cached, s.miss, s.detail = False, "busted", str(last.instruction.line)
         else:
             s.cached = True
+
+
+def _base_env_differs(steps: Sequence[BKStep], base: ImageInfo, image: ImageInfo,
+                      theirs_entries: Sequence[str]) -> list[str]:
+    """The variables whose value in the cache source's config is not what this build's base
+    and ENV lines give, when its ENV lines are this build's (else the per-step comparison
+    tells). The FROM key is the base's layers alone, so a base rebuilt with another ENV on the
+    same layers keeps it; a RUN's op has the environment, so its key does not. [] when equal."""
+    ours_env = [s.ours for s in steps if s.instruction.cmd == "ENV" and s.ours]
+    if not image.env:  # (no environment recorded at all: nothing to compare; BuildKit
+        return []      # always writes at least PATH)
+    if ours_env != [e for e in theirs_entries if e.split(" ", 1)[0] == "ENV"]:
+        return []
+    expected = list(base.env)
+    for s in steps:
+        for key, value in s.env_pairs:
+            _set_env(expected, key, value)
+    want, found = _env_map(expected), _env_map(image.env)
+    for env in (want, found):  # (BuildKit sets PATH when the base has none)
+        env.setdefault("PATH", DEFAULT_PATH)
+    return sorted(k for k in set(want) | set(found) if want.get(k) != found.get(k))
 
 
 def _keyed_by_text(flag: str) -> bool:
