@@ -178,6 +178,15 @@ class Replanned(Event):
 
 
 @dataclass(frozen=True)
+class AlreadyInSync(Event):
+    """A plain sync (no image named) leaves this image alone: its status is in sync
+    (`devsync.ops.policy.needs_sync`); `cause` is that verdict's words."""
+
+    image: str
+    cause: str = ""
+
+
+@dataclass(frozen=True)
 class ImageSynced(Event):
     """One image of a sync of several is done (the last one's is the operation's `Done`)."""
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from devsync.events import (
+    AlreadyInSync,
     Done,
     Event,
     ImageBuilt,
@@ -242,6 +243,10 @@ class EventPrinter:
         self._line(f"  built {clean(event.tag)} ({event.image_id[:19]}): "
                    f"{event.steps_cached}/{event.steps_total} steps reused{fetched}")
 
+    def _already_in_sync(self, event: AlreadyInSync) -> None:
+        self._line(f"{self.style(f'==> {event.image}: in sync', '1')}  "
+                   f"{clean(event.cause)}: nothing to do")
+
     def _replanned(self, event: Replanned) -> None:
         self._line(f"  planned again on the base built here: {clean(event.summary)}")
 
@@ -282,6 +287,7 @@ _SHOW: dict[type[Event], Callable[[EventPrinter, Any], None]] = {
     ImageBuilt: EventPrinter._built,
     Pushed: EventPrinter._pushed,
     Replanned: EventPrinter._replanned,
+    AlreadyInSync: EventPrinter._already_in_sync,
     ImageSynced: EventPrinter._done,
     Done: EventPrinter._done,
 }

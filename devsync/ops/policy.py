@@ -1,16 +1,18 @@
 """What devsync decides for the user, the same for every view: which images a plain sync
-(the TUI's `s`) takes, whether a pull is large enough to ask first, and the version a publish
-proposes."""
+(`devsync sync`, the TUI's `s`) takes, whether a pull is large enough to ask first, and the
+version a publish proposes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from devsync.ops.verdict import IN_SYNC, MISSING, ROLE_BASE, STALE, UNKNOWN
 
 if TYPE_CHECKING:
+    from devsync.model.project import ImageSpec
     from devsync.ops.plan import ImagePlan
+    from devsync.ops.session import Session
     from devsync.ops.status import ImageStatus
 
 # A pull above this asks first where someone can answer (a terminal; not --yes, not --json).
@@ -28,6 +30,38 @@ def needs_sync(status: ImageStatus) -> bool:
 
 def to_sync(statuses: Iterable[ImageStatus]) -> list[ImageStatus]:
     return [s for s in statuses if needs_sync(s)]
+
+
+def plain_sync(session: Session, specs: Sequence[ImageSpec]
+               ) -> tuple[list[ImageSpec], list[ImageStatus]]:
+    """What a sync that names no image takes (`devsync sync`; the TUI's `s` applies
+    `to_sync` to the statuses it has): the images that `needs_sync`, and the statuses of
+    those left alone. An image not built here needs a sync without asking for its status,
+    so a fresh machine's pulls start at once; an image that cannot be judged is synced."""
+    from devsync.errors import DevsyncError
+    from devsync.ops.status import image_status, sync_records
+
+    resolver = session.resolver
+    chosen: list[ImageSpec] = []
+    settled: list[ImageStatus] = []
+    records = None
+    for spec in specs:
+        try:
+            local = resolver.local(spec.tag)
+        except DevsyncError:
+            local = None
+        if local is None:
+            chosen.append(spec)
+            continue
+        if records is None:
+            records = sync_records(session.project)
+        status = image_status(session.project, spec, resolver, session.git,
+                              record=records.get(spec.name))
+        if needs_sync(status):
+            chosen.append(spec)
+        else:
+            settled.append(status)
+    return chosen, settled
 
 
 def asks_before_pull(plan: ImagePlan) -> bool:

@@ -143,16 +143,28 @@ def test_sync_prints_no_build_plan_for_a_base_it_does_not_build(
     assert "REBUILD" in plan.stdout  # what made the sync's output read as a rebuild
     out = devsync(yii.path, "sync", "--yes", engine=engine, state=state)
     assert out.returncode == 0, out.stdout + out.stderr
+    if f"==> base: in sync  {yii.repo}:base-1.0 is up to date: nothing to do" in out.stdout:
+        # the local base is what this checkout builds: a plain sync leaves it alone (the
+        # TUI's `s` policy) and prints no plan for it at all
+        assert "==> base: plan" not in out.stdout and "REBUILD" not in out.stdout, out.stdout
+    else:
+        base_part = out.stdout[out.stdout.index("==> base: plan"):]
+        assert base_part.splitlines()[1:4] == [
+            f"base  build/Dockerfile -> {yii.repo}:base-1.0",
+            "  not built here: the registry's is what this checkout builds: pulled"
+            if "pulling" in base_part else
+            "  not built here: the local one is what this checkout builds",
+            "",
+        ], base_part
+        assert "REBUILD" not in base_part and "cached " not in base_part, base_part
+        assert f"done: {yii.repo}:base-1.0 is local" in base_part
+    # named, the base is synced all the same, and still shown as not built here
+    out = devsync(yii.path, "sync", "base", "--yes", engine=engine, state=state)
+    assert out.returncode == 0, out.stdout + out.stderr
     base_part = out.stdout[out.stdout.index("==> base: plan"):]
-    assert base_part.splitlines()[1:4] == [
-        f"base  build/Dockerfile -> {yii.repo}:base-1.0",
-        "  not built here: the registry's is what this checkout builds: pulled"
-        if "pulling" in base_part else
-        "  not built here: the local one is what this checkout builds",
-        "",
-    ], base_part
+    assert base_part.splitlines()[2] == \
+        "  not built here: the local one is what this checkout builds", base_part
     assert "REBUILD" not in base_part and "cached " not in base_part, base_part
-    assert f"done: {yii.repo}:base-1.0 is local" in base_part
 
     # a teammate changes the base: this sync builds it here, and shows how
     yii.write("build/etc/nginx/default.conf", "server { listen 8080; }\n")
@@ -162,3 +174,21 @@ def test_sync_prints_no_build_plan_for_a_base_it_does_not_build(
     base_part = out.stdout[out.stdout.index("==> base: plan"):]
     assert "not built here" not in base_part
     assert "REBUILD" in base_part and "building it here" in base_part, base_part
+
+
+def test_a_plain_sync_says_what_is_in_sync_and_leaves_it(team: TeamRepo, tmp_path: Path) -> None:
+    """`devsync sync` as typed, twice: the second finds both images in sync, says so with the
+    verdict's words, and pulls and builds nothing (the TUI's `s` takes the same images)."""
+    state = tmp_path / "state"
+    try:
+        first = devsync(team.path, "sync", "--yes", engine=team.engine, state=state)
+        assert first.returncode == 0, first.stdout + first.stderr
+        again = devsync(team.path, "sync", "--yes", engine=team.engine, state=state)
+        assert again.returncode == 0, again.stdout + again.stderr
+        lines = again.stdout.splitlines()
+        assert sorted(line.split("  ")[0] for line in lines[:2]) == ["==> app: in sync",
+                                                                     "==> base: in sync"]
+        assert all(line.endswith(": nothing to do") for line in lines[:2]), lines
+        assert lines[2:] == ["done: every image is in sync: nothing to sync"], lines
+    finally:
+        team.forget_local_images()

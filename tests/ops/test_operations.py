@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from devsync.devtools import sandbox
-from devsync.events import Done, Event, ImageSynced, LogLine, Pushed, Warning_
+from devsync.events import (
+    AlreadyInSync,
+    Done,
+    Event,
+    ImageBuilt,
+    ImageSynced,
+    LogLine,
+    Pushed,
+    Warning_,
+)
 from devsync.ops import operations
 from devsync.ops.session import Session
 from devsync.tui.services import CoreServices
@@ -136,6 +145,33 @@ def test_every_operation_ends_in_one_done(in_team: TeamRepo) -> None:
     with Session(team.path, need_engine=True) as session:
         done = ends_in_one_done(operations.publish(session, "1.0.2"))[-1]
         assert isinstance(done, Done) and done.summary == "published 1.0.2"
+
+
+def test_a_plain_sync_leaves_what_is_in_sync_alone(in_team: TeamRepo) -> None:
+    """`devsync sync` with no image takes what `policy.needs_sync` takes, as the TUI's `s`
+    does: an image in sync is said, not pulled or built again; a named image is synced."""
+    team = in_team
+    team.forget_local_images()
+    with Session(team.path, need_engine=True) as session:
+        ends_in_one_done(operations.sync(session))
+    with Session(team.path, need_engine=True) as session:
+        events = ends_in_one_done(operations.sync(session))
+    assert sorted(e.image for e in events if isinstance(e, AlreadyInSync)) == ["app", "base"]
+    assert [type(e) for e in events] == [AlreadyInSync, AlreadyInSync, Done], events
+    assert events[-1] == Done(summary="every image is in sync: nothing to sync")
+    index = team.path / "src" / "index.php"
+    index.write_text("<?php echo 'edited';\n")
+    try:
+        with Session(team.path, need_engine=True) as session:
+            events = ends_in_one_done(operations.sync(session))
+        assert [e.image for e in events if isinstance(e, AlreadyInSync)] == ["base"]
+        assert any(isinstance(e, ImageBuilt) and e.image == "app" for e in events), events
+        with Session(team.path, need_engine=True) as session:  # named: synced all the same
+            events = ends_in_one_done(operations.sync(session, ["app"]))
+        assert not any(isinstance(e, AlreadyInSync) for e in events)
+        assert any(isinstance(e, ImageBuilt) for e in events), events
+    finally:
+        git(team.path, "checkout", "-q", "--", ".")
 
 
 def test_the_tui_runs_the_same_operations(in_team: TeamRepo) -> None:

@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Stat
 from textual.worker import Worker, WorkerState
 
 from devsync.events import (
+    AlreadyInSync,
     Done,
     Event,
     ImageBuilt,
@@ -283,6 +284,10 @@ class OperationScreen(Screen[bool]):
         self._log().write(join(("planned again ", style(self.app, "muted")),
                                plain(f"on the base built here: {event.summary}")))
 
+    def _on_already_in_sync(self, event: AlreadyInSync) -> None:
+        self._log().write(join((f"{event.image} in sync ", style(self.app, "success")),
+                               plain(f"{event.cause}: nothing to do")))
+
     def _on_done(self, event: Done | ImageSynced) -> None:
         summary = event.summary
         if isinstance(event, Done) and event.next is not None:
@@ -443,5 +448,6 @@ _HANDLERS: dict[type[Event], Callable[[OperationScreen, Any], None]] = {
     ImageBuilt: OperationScreen._on_built,
     ImageSynced: OperationScreen._on_done,
     Replanned: OperationScreen._on_replanned,
+    AlreadyInSync: OperationScreen._on_already_in_sync,
     Done: OperationScreen._on_done,
 }
