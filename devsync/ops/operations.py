@@ -8,15 +8,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from devsync.events import (
-    AlreadyInSync,
-    Done,
-    Event,
-    ImageSynced,
-    Next,
-    PhaseStarted,
-    Pushed,
-)
+from devsync.events import Done, Event, ImageSynced, Next, PhaseStarted, Pushed
 
 if TYPE_CHECKING:
     from devsync.ops.base import BumpResult
@@ -32,15 +24,15 @@ def sync(session: Session, names: Sequence[str] | None = None, *,
          cancel: threading.Event | None = None,
          ask: Callable[[str], bool] | None = None,
          show_plan: Callable[[ImagePlan], None] | None = None) -> Iterator[Event]:
-    """Sync these images (when None, those that need it: `policy.plain_sync`, the others
-    said in `AlreadyInSync`): pull, then build what changed, and record it (see
+    """Sync these images (when None, those that need it: `policy.plain_sync`; the others
+    are said in `AlreadyInSync`): pull, then build what changed, and record it (see
     `devsync.ops.sync.run_sync`). Each image but the last ends in `ImageSynced`.
 
     `ask`: someone can answer a question (a terminal, the TUI), so a large pull asks first
     (`policy.asks_before_pull`) and declining skips the image; the pulls then wait for the
     plan. Without it they start while the plan is computed. `show_plan`: shown each plan
     before anything is pulled or built."""
-    from devsync.ops.policy import asks_before_pull, large_pull_question, plain_sync
+    from devsync.ops.policy import asks_before_pull, large_pull_question
     from devsync.ops.sync import run_sync
 
     def before(plan: ImagePlan) -> bool:
@@ -50,18 +42,12 @@ def sync(session: Session, names: Sequence[str] | None = None, *,
             return ask(large_pull_question(plan))
         return True
 
-    if names is not None:
-        specs = [session.project.image(n) for n in names]
-    else:
-        # (one policy for every view: what is in sync is left alone)
-        specs, settled = plain_sync(session, session.images(None))
-        for status in settled:
-            yield AlreadyInSync(status.name, status.verdict.cause)
-        if not specs:
-            yield Done(summary="every image is in sync: nothing to sync")
-            return
+    specs = [session.project.image(n) for n in names] if names is not None \
+        else session.images(None)
+    # (no image named: what is in sync is left alone, the TUI's `s` policy)
     yield from one_done(run_sync(session, specs, cancel=cancel, before=before,
-                                 prefetch=ask is None), empty="nothing was synced")
+                                 prefetch=ask is None, only_needed=names is None),
+                        empty="nothing was synced")
 
 
 def base_build(session: Session, *, version: str | None = None, push: bool = False,

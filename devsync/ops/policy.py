@@ -4,9 +4,10 @@ version a publish proposes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from devsync.events import AlreadyInSync
 from devsync.ops.verdict import IN_SYNC, MISSING, ROLE_BASE, STALE, UNKNOWN
 
 if TYPE_CHECKING:
@@ -29,39 +30,62 @@ def needs_sync(status: ImageStatus) -> bool:
 
 
 def to_sync(statuses: Iterable[ImageStatus]) -> list[ImageStatus]:
-    return [s for s in statuses if needs_sync(s)]
+    """The images a sync of "everything that needs it" takes, from their statuses (the
+    TUI's `s`): `needs_sync`, and every app FROM a base taken (the base is built or pulled
+    anew, so the app is built on it in the same sync)."""
+    statuses = list(statuses)
+    chosen = {s.name for s in statuses if needs_sync(s)}
+    bases = {s.tag for s in statuses if s.role == ROLE_BASE and s.name in chosen}
+    chosen |= {s.name for s in statuses if s.role != ROLE_BASE and s.plan is not None
+               and s.plan.base in bases}
+    return [s for s in statuses if s.name in chosen]
 
 
 def plain_sync(session: Session, specs: Sequence[ImageSpec]
                ) -> tuple[list[ImageSpec], list[ImageStatus]]:
-    """What a sync that names no image takes (`devsync sync`; the TUI's `s` applies
-    `to_sync` to the statuses it has): the images that `needs_sync`, and the statuses of
-    those left alone. An image not built here needs a sync without asking for its status,
-    so a fresh machine's pulls start at once; an image that cannot be judged is synced."""
+    """The same choice for a sync that names no image (`devsync sync`), made as it starts:
+    the images to sync, and the statuses of those left alone. An image not built here, or an
+    app FROM a base taken, is synced without asking its status (so a fresh machine's pulls
+    start at once); an image that cannot be judged is synced."""
     from devsync.errors import DevsyncError
     from devsync.ops.status import image_status, sync_records
 
     resolver = session.resolver
-    chosen: list[ImageSpec] = []
+    chosen: set[str] = set()
     settled: list[ImageStatus] = []
     records = None
-    for spec in specs:
+    taken_bases: set[str] = set()
+    # (bases first: an app FROM a base taken is taken with it)
+    for spec in sorted(specs, key=lambda s: s.role != ROLE_BASE):
+        if spec.role != ROLE_BASE and spec.base_ref in taken_bases:
+            chosen.add(spec.name)
+            continue
         try:
             local = resolver.local(spec.tag)
         except DevsyncError:
             local = None
-        if local is None:
-            chosen.append(spec)
-            continue
-        if records is None:
-            records = sync_records(session.project)
-        status = image_status(session.project, spec, resolver, session.git,
-                              record=records.get(spec.name))
-        if needs_sync(status):
-            chosen.append(spec)
-        else:
-            settled.append(status)
-    return chosen, settled
+        if local is not None:
+            if records is None:
+                records = sync_records(session.project)
+            status = image_status(session.project, spec, resolver, session.git,
+                                  record=records.get(spec.name))
+            if not needs_sync(status):
+                settled.append(status)
+                continue
+        chosen.add(spec.name)
+        if spec.role == ROLE_BASE:
+            taken_bases.add(spec.tag)
+    return [s for s in specs if s.name in chosen], settled
+
+
+def leave_alone(session: Session, specs: Sequence[ImageSpec]
+                ) -> Generator[AlreadyInSync, None, list[ImageStatus]]:
+    """`plain_sync`'s images left alone, each said in an `AlreadyInSync`; returns their
+    statuses (devsync.ops.sync.run_sync asks this under the repository's operation lock)."""
+    _chosen, settled = plain_sync(session, specs)
+    for status in settled:
+        yield AlreadyInSync(status.name, status.verdict.cause)
+    return settled
 
 
 def asks_before_pull(plan: ImagePlan) -> bool:

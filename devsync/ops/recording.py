@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 from devsync.adapters import state as state_mod
 from devsync.errors import DevsyncError
 from devsync.model.files import read_regular
-from devsync.ops.status import context_pathspecs, watched_inputs
+from devsync.ops.status import collect_statuses, context_pathspecs, watched_inputs
 from devsync.ops.verdict import IN_SYNC
 
 if TYPE_CHECKING:
     from devsync.adapters.gitrepo import GitRepo
     from devsync.model.project import ImageSpec, Project
     from devsync.ops.plan import ImagePlan
+    from devsync.ops.session import Session
     from devsync.ops.status import ImageStatus
 
 
@@ -66,6 +67,21 @@ def record_statuses(project: Project, statuses: list[ImageStatus], git: GitRepo 
             st.registry_checked_at = time.time()
 
     _safe_update(project, mutate)
+
+
+def record_the_rest(session: Session, synced: set[str], settled: list[ImageStatus]) -> None:
+    """After a sync: the fresh status of every image it did not sync, for `--check` and the
+    TUI; `settled`, the images it left alone, were judged under its lock, with nothing built
+    since."""
+    rest = {s.name for s in session.project.images} - synced
+    statuses = [s for s in settled if s.name in rest]
+    if rest - {s.name for s in statuses}:
+        session.resolver.forget_local()  # the pulls and builds changed the local images
+        statuses += [s for s in collect_statuses(session.project, session.resolver,
+                                                 session.git)
+                     if s.name in rest and s.name not in {t.name for t in settled}]
+    if statuses:
+        record_statuses(session.project, statuses, session.git, complete=False)
 
 
 @dataclass(frozen=True)

@@ -573,7 +573,7 @@ def _builds_with_buildkit(project: Project, spec: ImageSpec, resolver: Resolver,
 def run_sync(session: Session, specs: list[ImageSpec], *,
              cancel: threading.Event | None = None,
              before: Callable[[ImagePlan], bool] | None = None,
-             prefetch: bool = True) -> Iterator[Event]:
+             prefetch: bool = True, only_needed: bool = False) -> Iterator[Event]:
     """Sync each image and record what was done, for every view: under the repository's
     operation lock, plan, (ask `before`, which may print the plan or decline), sync, record;
     afterwards the fresh status of any image not synced here goes to the state `--check`
@@ -583,6 +583,7 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
     pulled while the plan is computed; the pulls start before the session opens its git
     repository, which costs the import of GitPython."""
     from devsync.adapters.state import operation_lock
+    from devsync.ops.policy import leave_alone
 
     project, engine, resolver = session.project, session.engine, session.resolver
     if engine is None:
@@ -598,6 +599,8 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
     unsynced: set[str] = set()
     warned: set[str] = set()  # registries already said to be unchecked
     with operation_lock(project.root, "sync"):
+        settled = (yield from leave_alone(session, specs)) if only_needed else []
+        specs = [s for s in specs if s.name not in {st.name for st in settled}]
         ahead: _PlanAhead | None = None
         for position, spec in enumerate(specs):
             if spec.name in done:
@@ -686,15 +689,10 @@ def run_sync(session: Session, specs: list[ImageSpec], *,
                 if ahead is not None:
                     ahead.wait()  # (git is not shared across threads)
             record_sync(project, spec, plan, image_id, built)
-        synced = {s.name for s in specs} - unsynced
-        rest = [s for s in project.images if s.name not in synced]
-        if rest:
-            from devsync.ops.recording import record_statuses
-            from devsync.ops.status import collect_statuses
+        from devsync.ops.recording import record_the_rest
 
-            resolver.forget_local()  # the pulls and builds above changed the local images
-            statuses = [s for s in collect_statuses(project, resolver, session.git)
-                        if s.name not in synced]
-            record_statuses(project, statuses, session.git, complete=False)
+        record_the_rest(session, {s.name for s in specs} - unsynced, settled)
+        if settled and not specs:
+            yield Done(summary="every image is in sync: nothing to sync")
     if failures:
         raise failures[0]

@@ -240,7 +240,8 @@ def test_tls_engine_from_docker_host(tls_engine: TlsEngine, certs: Certs, repo: 
 def test_sync_over_tls_streams_a_build(tls_engine: TlsEngine, certs: Certs, repo: Path,
                                        tmp_path: Path) -> None:
     env = _tls_env(tls_engine, certs.client, certs)
-    out = devsync(repo, "sync", "--yes", env=env, state=tmp_path / "state")
+    # (named: a plain sync would leave an image another test built here in sync alone)
+    out = devsync(repo, "sync", "app", "--yes", env=env, state=tmp_path / "state")
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
     assert f"built {TAG}" in out.stdout
@@ -454,7 +455,7 @@ def test_paramiko_is_imported_only_for_ssh(ssh_server: SshServer, tls_engine: Tl
 
 def test_sync_over_ssh_exits_cleanly(ssh_server: SshServer, tls_engine: TlsEngine, repo: Path,
                                      tmp_path: Path) -> None:
-    out = devsync(repo, "sync", "--yes", env=ssh_server.env(), state=tmp_path / "state")
+    out = devsync(repo, "sync", "app", "--yes", env=ssh_server.env(), state=tmp_path / "state")
     assert out.returncode == 0, out.stderr
     # docker-py's ssh socket used to raise BrokenPipeError from a finalizer at exit
     assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr

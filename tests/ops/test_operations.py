@@ -74,8 +74,9 @@ def test_a_sync_asks_before_a_large_pull_only_when_someone_can_answer(
     seen: dict[str, object] = {}
 
     def run_sync(session: object, specs: list[str], *, cancel: object, before: Any,
-                 prefetch: bool) -> Iterator[Event]:
+                 prefetch: bool, only_needed: bool) -> Iterator[Event]:
         seen["prefetch"] = prefetch
+        assert not only_needed  # (images named: each is synced, needed or not)
         for name, size in zip(specs, (policy.LARGE_PULL_BYTES, policy.LARGE_PULL_BYTES + 1),
                               strict=True):
             if before(_Plan(name, size)):

@@ -91,6 +91,35 @@ def _env_added(team: BKTeam) -> None:
                                          "ARG COMPOSER_FLAGS=--no-dev\nENV DEBUG=1\n"))
 
 
+def _code_committed(team: BKTeam) -> None:
+    _edit_uncommitted(team)
+    team.commit("Return one", author="Chloe")
+
+
+def _instruction_edited(team: BKTeam) -> None:
+    # (the Dockerfile is in the context too: `COPY .` misses first)
+    df = team.path / "Dockerfile"
+    df.write_text(df.read_text().replace("ls -la /var/www/html", "ls -l /var/www/html"))
+
+
+def _untracked_file(team: BKTeam) -> None:
+    (team.path / "src" / "new.php").write_text("<?php\n")
+
+
+def _older_commit(team: BKTeam) -> None:
+    first = git(team.path, "rev-list", "--max-parents=0", "HEAD").strip()
+    git(team.path, "checkout", "-q", first)
+    normal_modes(team.path)
+
+
+def _umask_002(team: BKTeam) -> None:
+    # the same commit as git checks it out under umask 002: the docker CLI sends these modes
+    for p in team.path.rglob("*"):
+        if ".git" in p.parts or p.is_symlink():
+            continue
+        p.chmod(0o775 if p.is_dir() or p.stat().st_mode & 0o111 else 0o664)
+
+
 def _ignored_file_added(team: BKTeam) -> None:
     (team.path / "debug.log").write_text("noise\n")
 
@@ -108,6 +137,13 @@ SCENARIOS: dict[str, tuple[Callable[[BKTeam], None], int | None]] = {
     "ignored-file-added": (_ignored_file_added, None),
     # an ENV is in a RUN's key, not in a WORKDIR's or a COPY's (lines shift by one)
     "env-added": (_env_added, 7),
+    # the developer changes of the classic exactness suite (tests/ops/test_plan_exact.py)
+    "code-committed": (_code_committed, 7),
+    "instruction-edited": (_instruction_edited, 7),
+    "untracked-file": (_untracked_file, 7),
+    "older-commit-checked-out": (_older_commit, 7),
+    # BuildKit's content key counts modes: 0664 where CI had 0644 misses at the first COPY
+    "umask-002": (_umask_002, 5),
 }
 
 

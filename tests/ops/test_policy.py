@@ -12,10 +12,18 @@ from devsync.ops.verdict import IN_SYNC, MISSING, ROLE_APP, ROLE_BASE, STALE, UN
 
 
 @dataclass
+class _Base:
+    base: str | None
+
+
+@dataclass
 class _Status:
     role: str
     state: str
     local_id: str | None = None
+    name: str = "image"
+    tag: str = ""
+    plan: _Base | None = None
 
 
 @pytest.mark.parametrize(("role", "state", "local_id", "syncs"), [
@@ -34,6 +42,19 @@ def test_what_a_plain_sync_takes(role: str, state: str, local_id: str | None,
     status = _Status(role, state, local_id)
     assert policy.needs_sync(status) is syncs  # type: ignore[arg-type]
     assert policy.to_sync([status]) == ([status] if syncs else [])  # type: ignore[list-item]
+
+
+def test_an_app_on_a_base_taken_is_taken_with_it() -> None:
+    """A teammate changed the base: its sync builds it here, so the app FROM it (in sync
+    until then) is built on it in the same sync, not left stale for a second one."""
+    base = _Status(ROLE_BASE, STALE, "sha256:b", "base", "reg/shop:base-1.0")
+    app = _Status(ROLE_APP, IN_SYNC, "sha256:a", "app", "reg/shop:dev",
+                  _Base("reg/shop:base-1.0"))
+    other = _Status(ROLE_APP, IN_SYNC, "sha256:c", "other", "reg/other:dev",
+                    _Base("reg/other:base-2"))
+    assert policy.to_sync([base, app, other]) == [base, app]  # type: ignore[list-item]
+    base.state = IN_SYNC
+    assert policy.to_sync([base, app, other]) == []  # type: ignore[list-item]
 
 
 @dataclass
