@@ -17,13 +17,13 @@ from devsync.devtools import sandbox
 from devsync.model.dockerfiles import parse_file
 from devsync.ops.buildkit import step_refs
 from devsync.ops.plan import ImagePlan
-from tests.support.teamrepo import git
+from tests.support.teamrepo import CiSteps, git
 
 LEGACY_CLI = "/usr/bin/docker"  # Debian's docker 20.10 CLI: BuildKit built in
 
 
 @dataclass
-class BKTeam:
+class BKTeam(CiSteps):
     path: Path
     engine: sandbox.PrivateEngine
     repo: str
@@ -38,18 +38,6 @@ class BKTeam:
         if check and proc.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}")
         return proc
-
-    def commit(self, message: str, author: str = "Ana") -> str:
-        git(self.path, "add", "-A")
-        git(self.path, "commit", "-q", "-m", message,
-            env={"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author.lower()}@example.com"})
-        return git(self.path, "rev-parse", "HEAD").strip()
-
-    def ci_build_base(self, version: str) -> str:
-        ref = f"{self.repo}:base-{version}"
-        self.docker("build", "-q", "-f", "Dockerfile.base", "-t", ref, ".")
-        self.docker("push", ref)
-        return ref
 
     def ci_deploy(self, version: str, *, inline_cache: bool = True,
                   cache_from: str | None = None, repo: str | None = None) -> str:

@@ -49,8 +49,31 @@ def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
                           capture_output=True, text=True).stdout
 
 
+class CiSteps:
+    """What a team's repository and its CI do, whichever docker CLI `docker` runs."""
+
+    path: Path
+    repo: str  # e.g. localhost:PORT/shop
+
+    def docker(self, *args: str, check: bool = True, cwd: Path | None = None
+               ) -> subprocess.CompletedProcess[str]:
+        raise NotImplementedError
+
+    def commit(self, message: str, author: str = "Ana") -> str:
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "-m", message,
+            env={"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author.lower()}@example.com"})
+        return git(self.path, "rev-parse", "HEAD").strip()
+
+    def ci_build_base(self, version: str) -> str:
+        ref = f"{self.repo}:base-{version}"
+        self.docker("build", "-q", "-f", "Dockerfile.base", "-t", ref, ".")
+        self.docker("push", ref)
+        return ref
+
+
 @dataclass
-class TeamRepo:
+class TeamRepo(CiSteps):
     path: Path
     engine: sandbox.PrivateEngine
     registry: sandbox.PrivateRegistry
@@ -64,18 +87,6 @@ class TeamRepo:
                ) -> subprocess.CompletedProcess[str]:
         return sandbox.docker_cli(self.engine, *args, check=check, cwd=cwd or self.path,
                                   cli=self.cli)
-
-    def commit(self, message: str, author: str = "Ana") -> str:
-        git(self.path, "add", "-A")
-        git(self.path, "commit", "-q", "-m", message,
-            env={"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author.lower()}@example.com"})
-        return git(self.path, "rev-parse", "HEAD").strip()
-
-    def ci_build_base(self, version: str) -> str:
-        ref = f"{self.repo}:base-{version}"
-        self.docker("build", "-q", "-f", "Dockerfile.base", "-t", ref, ".")
-        self.docker("push", ref)
-        return ref
 
     def ci_deploy(self, version: str, *, cli: str | None = None) -> str:
         """What the team's CI does on deploy: plain `docker build`, with the revision label."""
