@@ -14,7 +14,7 @@ from devsync.errors import DevsyncError, InterruptedError_, RegistryAuthError, R
 if TYPE_CHECKING:
     from devsync.adapters.engine import Engine
     from devsync.adapters.resolver import Resolver
-    from devsync.model.project import Project
+    from devsync.model.project import ImageSpec, Project
 
 # CheckItem.state values
 CHECK_OK = "ok"
@@ -135,7 +135,11 @@ def _image_checks(project: Project, engine: Engine | None) -> list[CheckItem]:
     base_tags = {s.tag for s in project.images if s.role == ROLE_BASE}
     for spec in apps:
         base = spec.base_ref
-        if not base or base == "scratch":
+        lazy = _lazy_buildkit(project, spec, resolver)
+        if lazy is not None:
+            items.extend(item(kind, spec.name, state, detail, fix)
+                         for kind, state, detail, fix in lazy)
+        elif not base or base == "scratch":
             items.append(item("base", spec.name, CHECK_OK, "built FROM scratch: nothing to pull"))
         elif engine.has_image(base):
             items.append(item("base", spec.name, CHECK_OK, f"{base} is here"))
@@ -146,7 +150,9 @@ def _image_checks(project: Project, engine: Engine | None) -> list[CheckItem]:
                        "(devsync base build --push)")
             items.append(item("base", spec.name, CHECK_FAIL, f"{base} is not pulled yet", fix))
         deployed = None
-        if spec.deployed:
+        if lazy is not None:
+            deployed = ""  # (said above: BuildKit fetches what it reuses as it builds)
+        elif spec.deployed:
             try:
                 deployed = resolver.latest_deployed(spec.deployed)
             except DevsyncError as exc:
@@ -172,6 +178,51 @@ def _image_checks(project: Project, engine: Engine | None) -> list[CheckItem]:
             items.append(item("local", spec.name, CHECK_FAIL, f"{spec.tag} is not built yet",
                               "press s to sync (devsync sync): pull, then build what changed"))
     return items
+
+
+def _lazy_buildkit(project: Project, spec: ImageSpec, resolver: Resolver
+                   ) -> list[tuple[str, str, str, str]] | None:
+    """The base and deployed items of an app a sync builds with BuildKit, which pulls
+    nothing first: it fetches the base's layers and those it reuses from the deployed image
+    as it builds, so "not pulled" is no fault. None for a classic build (or when the registry
+    cannot say which: the classic items then say what is wrong)."""
+    from devsync.ops.builders import CLASSIC, builder_of, configured_builder
+
+    if configured_builder(project, spec) == CLASSIC:
+        return None
+    try:
+        ref = resolver.latest_deployed(spec.deployed) if spec.deployed else None
+        deployed = resolver.remote(ref) if ref else None
+        if builder_of(project, spec, deployed) != "buildkit":
+            return None
+    except DevsyncError:
+        return None
+    base = spec.base_ref or "its base"
+    out = [("base", CHECK_OK, f"BuildKit fetches {base} as it builds: nothing to pull first",
+            "")]
+    if deployed is None:
+        out.append(("deployed", CHECK_WARN, "no deployed image to reuse: the first build runs "
+                    "every step", "publish one from CI (devsync publish VERSION)"))
+    elif not deployed.inline_cache and not _registry_cache(resolver, ref or ""):
+        from devsync.ops.plan_buildkit import INLINE_FIX
+
+        out.append(("deployed", CHECK_WARN, f"{ref} carries no BuildKit cache metadata, so "
+                    "BuildKit reuses nothing from it", INLINE_FIX))
+    else:
+        out.append(("deployed", CHECK_OK, f"{ref}: BuildKit reuses its layers from the "
+                    "registry as it builds (its cache metadata): nothing to pull first", ""))
+    return out
+
+
+def _registry_cache(resolver: Resolver, ref: str) -> bool:
+    """Whether REPO:buildcache, a BuildKit registry cache, is beside the deployed image."""
+    from devsync.model.registrycache import registry_cache_ref
+    from devsync.model.versions import split_reference
+
+    try:
+        return resolver.registry_cache(registry_cache_ref(split_reference(ref)[0])) is not None
+    except DevsyncError:
+        return False
 
 
 def _remote_missing(resolver: Resolver, ref: str) -> bool:

@@ -185,3 +185,25 @@ def test_nothing_deployed_a_cache_mount_chooses_buildkit(flags: BKTeam,
     flags.fresh_machine()
     events = _sync(flags)
     assert isinstance(events[-1], Done), events[-1]
+
+
+def test_the_onboarding_checklist_of_a_buildkit_project(flags: BKTeam,
+                                                        buildkit_env: None) -> None:
+    """A BuildKit sync pulls nothing first: the checklist does not ask for the base or the
+    deployed image to be pulled, before the sync or after it (when neither is pulled)."""
+    import threading
+
+    from devsync.ops.onboarding import CHECK_FAIL, CHECK_OK, checklist
+
+    reset(flags)
+    flags.fresh_machine()
+    before = {i.key: i for i in checklist(flags.path, threading.Event())}
+    assert before["base"].state == CHECK_OK and "BuildKit" in before["base"].detail
+    assert before["deployed"].state == CHECK_OK, before["deployed"]
+    assert "BuildKit reuses its layers" in before["deployed"].detail
+    assert before["local"].state == CHECK_FAIL
+    _sync(flags)
+    after = {i.key: i for i in checklist(flags.path, threading.Event())}
+    assert {after[k].state for k in ("base", "deployed", "local")} == {CHECK_OK}, after
+    assert flags.docker("image", "inspect", f"{flags.repo}:1.0.0",
+                        check=False).returncode != 0  # (really not pulled)
