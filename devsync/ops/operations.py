@@ -24,8 +24,8 @@ def sync(session: Session, names: Sequence[str] | None = None, *,
          cancel: threading.Event | None = None,
          ask: Callable[[str], bool] | None = None,
          show_plan: Callable[[ImagePlan], None] | None = None) -> Iterator[Event]:
-    """Sync these images (when None, those that need it: `policy.plain_sync`; the others
-    are said in `AlreadyInSync`): pull, then build what changed, and record it (see
+    """Sync these images (when None, those that need it: `policy.in_sync_already` says the
+    others, each in an `AlreadyInSync`): pull, then build what changed, and record it (see
     `devsync.ops.sync.run_sync`). Each image but the last ends in `ImageSynced`.
 
     `ask`: someone can answer a question (a terminal, the TUI), so a large pull asks first

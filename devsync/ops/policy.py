@@ -41,48 +41,43 @@ def to_sync(statuses: Iterable[ImageStatus]) -> list[ImageStatus]:
     return [s for s in statuses if s.name in chosen]
 
 
-def plain_sync(session: Session, specs: Sequence[ImageSpec]
-               ) -> tuple[list[ImageSpec], list[ImageStatus]]:
+def in_sync_already(session: Session, specs: Sequence[ImageSpec]) -> list[ImageStatus]:
     """The same choice for a sync that names no image (`devsync sync`), made as it starts:
-    the images to sync, and the statuses of those left alone. An image not built here, or an
-    app FROM a base taken, is synced without asking its status (so a fresh machine's pulls
-    start at once); an image that cannot be judged is synced."""
+    the statuses of the images it leaves alone. An image not built here, or an app FROM a
+    base the sync takes, is taken without asking its status (so a fresh machine's pulls start
+    at once); an image that cannot be judged is taken."""
     from devsync.errors import DevsyncError
     from devsync.ops.status import image_status, sync_records
 
     resolver = session.resolver
-    chosen: set[str] = set()
     settled: list[ImageStatus] = []
     records = None
     taken_bases: set[str] = set()
     # (bases first: an app FROM a base taken is taken with it)
     for spec in sorted(specs, key=lambda s: s.role != ROLE_BASE):
         if spec.role != ROLE_BASE and spec.base_ref in taken_bases:
-            chosen.add(spec.name)
             continue
         try:
             local = resolver.local(spec.tag)
         except DevsyncError:
             local = None
         if local is not None:
-            if records is None:
-                records = sync_records(session.project)
+            records = sync_records(session.project) if records is None else records
             status = image_status(session.project, spec, resolver, session.git,
                                   record=records.get(spec.name))
             if not needs_sync(status):
                 settled.append(status)
                 continue
-        chosen.add(spec.name)
         if spec.role == ROLE_BASE:
             taken_bases.add(spec.tag)
-    return [s for s in specs if s.name in chosen], settled
+    return settled
 
 
 def leave_alone(session: Session, specs: Sequence[ImageSpec]
                 ) -> Generator[AlreadyInSync, None, list[ImageStatus]]:
-    """`plain_sync`'s images left alone, each said in an `AlreadyInSync`; returns their
-    statuses (devsync.ops.sync.run_sync asks this under the repository's operation lock)."""
-    _chosen, settled = plain_sync(session, specs)
+    """`in_sync_already`'s images, each said in an `AlreadyInSync`; returns their statuses
+    (devsync.ops.sync.run_sync asks this under the repository's operation lock)."""
+    settled = in_sync_already(session, specs)
     for status in settled:
         yield AlreadyInSync(status.name, status.verdict.cause)
     return settled

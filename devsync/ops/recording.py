@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from devsync.adapters import state as state_mod
 from devsync.errors import DevsyncError
 from devsync.model.files import read_regular
-from devsync.ops.status import collect_statuses, context_pathspecs, watched_inputs
+from devsync.ops.status import context_pathspecs, image_status, sync_records, watched_inputs
 from devsync.ops.verdict import IN_SYNC
 
 if TYPE_CHECKING:
@@ -73,15 +73,17 @@ def record_the_rest(session: Session, synced: set[str], settled: list[ImageStatu
     """After a sync: the fresh status of every image it did not sync, for `--check` and the
     TUI; `settled`, the images it left alone, were judged under its lock, with nothing built
     since."""
-    rest = {s.name for s in session.project.images} - synced
-    statuses = [s for s in settled if s.name in rest]
-    if rest - {s.name for s in statuses}:
+    project = session.project
+    left = {s.name for s in settled}
+    others = [spec for spec in project.images if spec.name not in synced | left]
+    statuses = list(settled)
+    if others:
         session.resolver.forget_local()  # the pulls and builds changed the local images
-        statuses += [s for s in collect_statuses(session.project, session.resolver,
-                                                 session.git)
-                     if s.name in rest and s.name not in {t.name for t in settled}]
+        records = sync_records(project)
+        statuses += [image_status(project, spec, session.resolver, session.git,
+                                  record=records.get(spec.name)) for spec in others]
     if statuses:
-        record_statuses(session.project, statuses, session.git, complete=False)
+        record_statuses(project, statuses, session.git, complete=False)
 
 
 @dataclass(frozen=True)
