@@ -19,6 +19,17 @@ _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _CONFLICT_MARKER = re.compile(r"^(<{7}|={7}|>{7})( |$)", re.MULTILINE)
 
 
+def mount_options(flag: str) -> dict[str, str] | None:
+    """The options of a `RUN --mount=...` flag, its `type` filled in (a mount without one is
+    a bind mount); None for any other flag."""
+    name, _, value = flag.partition("=")
+    if name != "--mount":
+        return None
+    options = dict(o.partition("=")[::2] for o in value.split(","))
+    options.setdefault("type", "bind")
+    return options
+
+
 @dataclass(frozen=True)
 class Instruction:
     cmd: str  # upper case: "RUN", "COPY", ...

@@ -206,11 +206,12 @@ def step_refs(dockerfile: Dockerfile) -> dict[int, StepRef]:
 def _mounts_an_image(flag: str) -> bool:
     """`RUN --mount=...` that dockerfile2llb (v0.8) resolves as a stage: one with from=, or a
     cache mount (from scratch when it names none); never tmpfs."""
-    name, _, value = flag.partition("=")
-    if name != "--mount":
+    from devsync.model.dockerfiles import mount_options
+
+    options = mount_options(flag)
+    if options is None:
         return False
-    options = dict(o.partition("=")[::2] for o in value.split(","))
-    kind = options.get("type", "bind")
+    kind = options["type"]
     return kind != "tmpfs" and (kind == "cache" or bool(options.get("from")))
 
 

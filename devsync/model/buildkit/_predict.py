@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from devsync.model.buildkit._cache import CacheGraph
 from devsync.model.buildkit._keys import ContentHasher, SelectionError, from_key
 from devsync.model.context import BuildContext
-from devsync.model.dockerfiles import Dockerfile, Instruction, Stage
+from devsync.model.dockerfiles import Dockerfile, Instruction, Stage, mount_options
 from devsync.model.images import ImageInfo
 from devsync.model.shellwords import Lexer
 
@@ -614,13 +614,11 @@ def _base_env_differs(steps: Sequence[BKStep], base: ImageInfo, image: ImageInfo
 def _keyed_by_text(flag: str) -> bool:
     """A flag whose whole effect on the op's key is its text. Not a bind mount (its key takes
     the content it mounts; a mount without a type is one), nor a flag it does not know."""
-    name, _, value = flag.partition("=")
-    if name in ("--chown", "--chmod", "--network", "--security"):
+    name = flag.partition("=")[0]
+    if name in ("--chown", "--chmod", "--network", "--security", "--from"):
         return True
-    if name == "--mount":
-        options = dict(o.partition("=")[::2] for o in value.split(","))
-        return options.get("type") in ("cache", "secret", "ssh", "tmpfs")
-    return name == "--from"
+    options = mount_options(flag)
+    return options is not None and options["type"] in ("cache", "secret", "ssh", "tmpfs")
 
 
 def _arg_parts(ins: Instruction) -> tuple[str, str | None]:
